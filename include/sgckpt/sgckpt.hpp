@@ -1,0 +1,10 @@
+// sgckpt/sgckpt.hpp: one include for users of the checkpoint library.
+#pragma once
+
+#include "sgckpt/core/dtype.hpp"
+#include "sgckpt/core/error.hpp"
+#include "sgckpt/core/state.hpp"
+#include "sgckpt/core/tensor.hpp"
+#include "sgckpt/core/value.hpp"
+#include "sgckpt/io/options.hpp"
+#include "sgckpt/io/pth.hpp"
