@@ -379,9 +379,20 @@ class BasicValue {
   const BasicValue& at(const Key& k) const { return dict().at(k); }
   BasicValue& at(const Key& k) { return dict().at(k); }
   bool contains(const Key& k) const { return is_dict() && dict().contains(k); }
-  // List/tuple access.
-  const BasicValue& operator[](std::size_t i) const { return at_index(i); }
-  BasicValue& operator[](std::size_t i) { return const_cast<BasicValue&>(std::as_const(*this).at_index(i)); }
+  // List/tuple element i; on a dict, the int key i (optimizer state is keyed by ints), so
+  // that v[0] means what it would in Python.
+  const BasicValue& operator[](std::size_t i) const {
+    if (is_dict()) return dict().at(Key(static_cast<std::int64_t>(i)));
+    return at_index(i);
+  }
+  BasicValue& operator[](std::size_t i) {
+    if (is_dict()) return dict()[Key(static_cast<std::int64_t>(i))];
+    return const_cast<BasicValue&>(std::as_const(*this).at_index(i));
+  }
+  BasicValue& operator[](int i) { return (*this)[static_cast<std::size_t>(i)]; }
+  const BasicValue& operator[](int i) const { return (*this)[static_cast<std::size_t>(i)]; }
+  BasicValue& operator[](const char* k) { return dict()[Key(k)]; }
+  BasicValue& operator[](const std::string& k) { return dict()[Key(k)]; }
   std::size_t size() const {
     if (is_dict()) return dict().size();
     return items().size();

@@ -1,14 +1,34 @@
-// sgckpt/io/pth.hpp: load and save PyTorch .pth files (API; implementation in progress).
+// sgckpt/io/pth.hpp: load and save PyTorch .pth files.
+//
+// Loading accepts torch's zip format (1.6 to 2.x: any root folder name, stored or deflated
+// records, zip64, little- or big-endian data) and the pre-1.6 legacy stream. There is one
+// parse path for untrusted input and no permissive fallback: the zip reader bounds-checks
+// every offset, the pickle machine runs only data opcodes and allowlisted globals, and every
+// storage record must be exactly as long as its persistent id says.
+//
+// Saving writes what torch.save writes (zip layout byte-compatible with torch/miniz, pickle
+// protocol 2 restricted to what weights_only loaders accept), atomically: a temporary file
+// in the same directory, fsync, rename, fsync of the directory.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "sgckpt/core/state.hpp"
+#include "sgckpt/io/crc32.hpp"
+#include "sgckpt/io/file.hpp"
 #include "sgckpt/io/options.hpp"
+#include "sgckpt/io/pickle_reader.hpp"
+#include "sgckpt/io/pickle_writer.hpp"
+#include "sgckpt/io/zip_reader.hpp"
+#include "sgckpt/io/zip_writer.hpp"
 
 namespace sgckpt {
 
@@ -18,9 +38,10 @@ Value load(const std::filesystem::path& path, const LoadOptions& options = {});
 Value load(std::span<const std::byte> bytes, const LoadOptions& options = {}, const std::string& label = "<memory>");
 // Writes a .pth file atomically (temporary file in the same directory, fsync, rename, fsync).
 void save(const Value& value, const std::filesystem::path& path, const SaveOptions& options = {});
-// Writes a .pth image to memory.
+// Writes a .pth image to memory (root folder "archive", as torch.save to a buffer).
 std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options = {});
 
+// The same for a State of any tensor type (converted through tensor_traits<T>).
 template <class T = Tensor>
 State<T> load_state(const std::filesystem::path& path, const LoadOptions& options = {}) {
   return State<T>::from_host(load(path, options));
@@ -28,6 +49,296 @@ State<T> load_state(const std::filesystem::path& path, const LoadOptions& option
 template <class T>
 void save(const State<T>& state, const std::filesystem::path& path, const SaveOptions& options = {}) {
   save(state.to_host(), path, options);
+}
+
+namespace detail {
+
+// What the first bytes say a file is.
+enum class FileFormat { Zip, Legacy, Tar, Unknown };
+
+inline FileFormat sniff(std::span<const std::byte> b) {
+  auto at = [&](std::size_t i) { return static_cast<unsigned char>(b[i]); };
+  if (b.size() >= 4 && at(0) == 'P' && at(1) == 'K' && at(2) == 3 && at(3) == 4) return FileFormat::Zip;
+  // Legacy stream: PROTO 2, LONG1 10 bytes, the magic number 0x1950A86A20F9469CFC6C.
+  static constexpr unsigned char legacy[] = {0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19};
+  if (b.size() >= sizeof legacy && std::memcmp(b.data(), legacy, sizeof legacy) == 0) return FileFormat::Legacy;
+  if (b.size() >= 262 && std::memcmp(b.data() + 257, "ustar", 5) == 0) return FileFormat::Tar;
+  return FileFormat::Unknown;
+}
+
+inline void byteswap_elements(std::byte* p, std::size_t nbytes, std::size_t width) {
+  if (width <= 1) return;
+  for (std::size_t i = 0; i + width <= nbytes; i += width) std::reverse(p + i, p + i + width);
+}
+
+// Copies a stored record into owned memory, computing its CRC-32 on the way (in chunks
+// that are still in cache when the checksum reads them).
+inline std::shared_ptr<Storage> copy_record(std::span<const std::byte> src, std::uint32_t* crc_out) {
+  auto s = Storage::allocate(src.size());
+  std::byte* dst = src.empty() ? nullptr : s->mutable_data();
+  std::uint32_t crc = 0;
+  constexpr std::size_t kChunk = 256 << 10;
+  for (std::size_t off = 0; off < src.size(); off += kChunk) {
+    const std::size_t n = std::min(kChunk, src.size() - off);
+    std::memcpy(dst + off, src.data() + off, n);
+    if (crc_out) crc = crc32(crc, std::span<const std::byte>(dst + off, n));
+  }
+  if (crc_out) *crc_out = crc;
+  return s;
+}
+
+inline std::uint64_t parse_version(std::span<const std::byte> rec) {
+  std::uint64_t v = 0;
+  std::size_t i = 0;
+  for (; i < rec.size() && i < 20; ++i) {
+    const auto c = static_cast<unsigned char>(rec[i]);
+    if (c < '0' || c > '9') break;
+    v = v * 10 + (c - '0');
+  }
+  if (i == 0) throw Error("the version record does not start with a number");
+  return v;
+}
+
+inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner, const LoadOptions& opt,
+                      const std::string& label) {
+  ZipReader zip(bytes, opt.limits, label);
+  const std::string root = zip.root();
+  const std::string prefix = root + "/";
+  for (const auto& e : zip.entries()) {
+    if (e.name.compare(0, prefix.size(), prefix) != 0)
+      throw Error("zip entry '" + e.name + "' lies outside the archive root '" + prefix + "'", {label, e.name, {}, {}});
+  }
+  if (zip.find(prefix + "constants.pkl"))
+    throw Error("this is a TorchScript archive (it has constants.pkl); load it with torch.jit.load, not as a checkpoint",
+                {label, prefix + "constants.pkl", {}, {}});
+
+  auto read_small = [&](const ZipEntry& e) { return zip.read(e, opt.verify_crc); };
+
+  const ZipEntry* version = zip.find(prefix + "version");
+  if (!version) version = zip.find(prefix + ".data/version");
+  if (!version) throw Error("the archive has no version record ('" + prefix + "version')", {label, {}, {}, {}});
+  if (version->size > 64) throw Error("the version record is " + std::to_string(version->size) + " bytes long", {label, version->name, {}, {}});
+  {
+    const auto rec = read_small(*version);
+    std::uint64_t v;
+    try {
+      v = parse_version(rec);
+    } catch (const Error& e) {
+      throw Error(e.message(), {label, version->name, 0, {}});
+    }
+    if (v < 1 || v > 10)
+      throw Error("unsupported file format version " + std::to_string(v) + " (torch reads 1 to 10)", {label, version->name, 0, {}});
+  }
+
+  bool big_endian = false;
+  if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
+    if (bo->size > 16) throw Error("the byteorder record is too long", {label, bo->name, {}, {}});
+    const auto rec = read_small(*bo);
+    const std::string s(reinterpret_cast<const char*>(rec.data()), rec.size());
+    if (s == "big")
+      big_endian = true;
+    else if (s != "little")
+      throw Error("unknown byte order '" + s + "' (expected 'little' or 'big')", {label, bo->name, 0, {}});
+  }
+
+  const ZipEntry* pkl = zip.find(prefix + "data.pkl");
+  if (!pkl) throw Error("the archive has no '" + prefix + "data.pkl' record", {label, {}, {}, {}});
+  if (pkl->size > opt.limits.max_pickle_bytes)
+    throw Error("data.pkl of " + std::to_string(pkl->size) + " bytes exceeds the limit of " +
+                    std::to_string(opt.limits.max_pickle_bytes) + " bytes",
+                {label, pkl->name, {}, {}});
+  const std::vector<std::byte> pickle_bytes = read_small(*pkl);
+
+  auto resolve = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
+    const std::string name = prefix + "data/" + req.key;
+    const ZipEntry* e = zip.find(name);
+    if (!e) throw Error("storage record '" + name + "' is missing from the archive", {label, pkl->name, {}, {}});
+    if (e->size != req.nbytes)
+      throw Error("storage record '" + name + "' holds " + std::to_string(e->size) + " bytes but its tensor needs " +
+                      std::to_string(req.nbytes) + " (" + std::to_string(req.numel) + " elements)",
+                  {label, name, {}, {}});
+    const std::size_t width = req.dtype ? itemsize(*req.dtype) : 1;
+    const std::size_t swap_width = req.dtype && is_complex(*req.dtype) ? width / 2 : width;
+    std::shared_ptr<Storage> s;
+    try {
+      if (e->method == 0) {
+        const auto src = zip.stored_bytes(*e);
+        const bool aligned = reinterpret_cast<std::uintptr_t>(src.data()) % std::max<std::size_t>(width, 1) == 0;
+        if (opt.mmap && owner && aligned && !big_endian) {
+          if (opt.verify_crc) zip.check_crc(*e, src);
+          return Storage::view(owner, src.data(), src.size());
+        }
+        std::uint32_t crc = 0;
+        s = copy_record(src, opt.verify_crc ? &crc : nullptr);
+        if (opt.verify_crc && crc != e->crc32)
+          throw Error("CRC-32 mismatch: the record's data is corrupt (computed " + std::to_string(crc) + ", stored " +
+                      std::to_string(e->crc32) + ")");
+      } else {
+        const auto data = zip.read(*e, opt.verify_crc);
+        s = Storage::copy_of(data);
+      }
+    } catch (const Error& err) {
+      throw err.with_record(name).with_file(label);
+    }
+    if (big_endian && s->nbytes()) byteswap_elements(s->mutable_data(), s->nbytes(), swap_width);
+    return s;
+  };
+
+  try {
+    pickle::ReaderConfig cfg{opt.limits, false};
+    return pickle::read(pickle_bytes, resolve, cfg);
+  } catch (const Error& e) {
+    throw e.with_record(pkl->name).with_file(label);
+  }
+}
+
+inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& opt, const std::string& label) {
+  auto no_storage = [](const pickle::StorageRequest&) -> std::shared_ptr<Storage> {
+    throw Error("unexpected storage in a legacy header pickle");
+  };
+  std::size_t pos = 0;
+  auto next_pickle = [&](const pickle::StorageResolver& r, bool legacy_ids, const char* what) {
+    std::size_t used = 0;
+    try {
+      pickle::ReaderConfig cfg{opt.limits, legacy_ids};
+      Value v = pickle::read(bytes.subspan(pos), r, cfg, &used);
+      pos += used;
+      return v;
+    } catch (const Error& e) {
+      ErrorContext c = e.context();
+      if (c.offset) c.offset = *c.offset + pos;
+      c.file = label;
+      throw Error(std::string("legacy ") + what + ": " + e.message(), c);
+    }
+  };
+
+  const Value magic = next_pickle(no_storage, false, "magic number");
+  static constexpr std::uint8_t kMagic[] = {0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19};
+  if (!magic.is_int() || !(magic.as_big_int() == Int::from_le_bytes(kMagic, sizeof kMagic)))
+    throw Error("invalid magic number in a legacy torch file", {label, {}, 0, {}});
+  const std::size_t proto_at = pos;
+  const Value protocol = next_pickle(no_storage, false, "protocol version");
+  if (!protocol.is_int() || protocol.as_big_int() != Int(1001))
+    throw Error("unsupported legacy protocol version (expected 1001)", {label, {}, proto_at, {}});
+  const std::size_t info_at = pos;
+  const Value sys_info = next_pickle(no_storage, false, "system info");
+  if (!sys_info.is_dict() || !sys_info.contains("little_endian") || !sys_info.at("little_endian").is_bool())
+    throw Error("malformed legacy system info", {label, {}, info_at, {}});
+  if (!sys_info.at("little_endian").as_bool())
+    throw Error("big-endian legacy files are not supported", {label, {}, info_at, {}});
+
+  // Storages are declared by the object pickle and filled from the data that follows it.
+  struct Pending {
+    std::shared_ptr<Storage> storage;
+    std::size_t itemsize;
+    std::uint64_t numel;
+  };
+  std::unordered_map<std::string, Pending> pending;
+  std::uint64_t declared = 0;
+  auto declare = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
+    // Every storage's bytes must follow in the file, so the file size bounds the allocation.
+    if (detail::add_overflows(declared, req.nbytes, declared) || declared > bytes.size())
+      throw Error("legacy storages declare more bytes than the file holds (" + std::to_string(bytes.size()) + ")");
+    auto s = Storage::zeros(static_cast<std::size_t>(req.nbytes));
+    pending.emplace(req.key, Pending{s, req.dtype ? itemsize(*req.dtype) : 1, req.numel});
+    return s;
+  };
+  Value result = next_pickle(declare, true, "object pickle");
+  const std::size_t keys_at = pos;
+  const Value keys = next_pickle(no_storage, false, "storage key list");
+  if (!keys.is_list()) throw Error("legacy storage key list is not a list", {label, {}, keys_at, {}});
+  for (const auto& k : keys.items()) {
+    if (!k.is_str()) throw Error("legacy storage key is not a str", {label, {}, keys_at, {}});
+    auto it = pending.find(k.as_str());
+    if (it == pending.end())
+      throw Error("legacy storage '" + k.as_str() + "' has data but no tensor uses it", {label, {}, pos, {}});
+    if (bytes.size() - pos < 8) throw Error("truncated legacy storage header", {label, {}, pos, {}});
+    std::uint64_t numel = 0;
+    for (int i = 0; i < 8; ++i) numel |= std::uint64_t{static_cast<unsigned char>(bytes[pos + i])} << (8 * i);
+    if (numel != it->second.numel)
+      throw Error("legacy storage '" + k.as_str() + "' says " + std::to_string(numel) + " elements, its tensors " +
+                      std::to_string(it->second.numel),
+                  {label, {}, pos, {}});
+    pos += 8;
+    const std::size_t n = it->second.storage->nbytes();
+    if (bytes.size() - pos < n)
+      throw Error("truncated legacy storage '" + k.as_str() + "' (" + std::to_string(n) + " bytes needed)", {label, {}, pos, {}});
+    if (n) std::memcpy(it->second.storage->mutable_data(), bytes.data() + pos, n);
+    pos += n;
+    pending.erase(it);
+  }
+  if (!pending.empty())
+    throw Error("legacy storage '" + pending.begin()->first + "' is used by a tensor but has no data", {label, {}, pos, {}});
+  return result;
+}
+
+inline Value load_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> owner, const LoadOptions& opt,
+                        const std::string& label) {
+  switch (sniff(bytes)) {
+    case FileFormat::Zip: return load_zip(bytes, std::move(owner), opt, label);
+    case FileFormat::Legacy: return load_legacy(bytes, opt, label);
+    case FileFormat::Tar:
+      throw Error("this is a tar archive (the torch < 0.4 format), which is not supported", {label, {}, 0, {}});
+    case FileFormat::Unknown: break;
+  }
+  if (bytes.empty()) throw Error("the file is empty", {label, {}, 0, {}});
+  throw Error("not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream", {label, {}, 0, {}});
+}
+
+// torch's rule: the file name minus its last extension.
+inline std::string default_root(const std::filesystem::path& path) {
+  std::string stem = path.filename().string();
+  if (auto dot = stem.rfind('.'); dot != std::string::npos) stem.resize(dot);
+  if (stem.empty()) throw Error("invalid file name: no name left for the archive root once the extension is removed", {path.string(), {}, {}, {}});
+  return stem;
+}
+
+// Writes the archive through `sink`.
+inline void write_pth(const Value& value, const std::string& root, const ZipWriter::Sink& sink) {
+  if (root.empty() || root.find('/') != std::string::npos)
+    throw Error("invalid archive root name '" + root + "'");
+  pickle::Writer pw;
+  const std::vector<std::uint8_t> pkl = pw.dump(value);
+  ZipWriter zip(sink);
+  auto as_bytes = [](const auto& v) { return std::as_bytes(std::span(v.data(), v.size())); };
+  zip.add(root + "/data.pkl", as_bytes(pkl));
+  static constexpr char kLittle[] = "little";
+  zip.add(root + "/byteorder", std::as_bytes(std::span(kLittle, 6)));
+  for (const auto& rec : pw.storages()) zip.add(root + "/data/" + rec.key, rec.storage->bytes());
+  static constexpr char kVersion[] = "3\n";
+  zip.add(root + "/version", std::as_bytes(std::span(kVersion, 2)));
+  zip.finish();
+}
+
+}  // namespace detail
+
+inline Value load(const std::filesystem::path& path, const LoadOptions& options) {
+  auto mapped = MappedFile::open(path);
+  return detail::load_bytes(mapped->bytes(), mapped, options, path.string());
+}
+
+inline Value load(std::span<const std::byte> bytes, const LoadOptions& options, const std::string& label) {
+  LoadOptions copy = options;
+  copy.mmap = false;  // the caller owns the buffer: never keep views into it
+  return detail::load_bytes(bytes, nullptr, copy, label);
+}
+
+inline void save(const Value& value, const std::filesystem::path& path, const SaveOptions& options) {
+  const std::string root = options.root_name.empty() ? detail::default_root(path) : options.root_name;
+  try {
+    AtomicFile file(path, options.durable);
+    detail::write_pth(value, root, [&](std::span<const std::byte> b) { file.write(b); });
+    file.commit();
+  } catch (const Error& e) {
+    throw e.with_file(path.string());
+  }
+}
+
+inline std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options) {
+  std::vector<std::byte> out;
+  detail::write_pth(value, options.root_name.empty() ? "archive" : options.root_name,
+                    [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); });
+  return out;
 }
 
 }  // namespace sgckpt

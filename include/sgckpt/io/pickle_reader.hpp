@@ -1,0 +1,866 @@
+// sgckpt/io/pickle_reader.hpp: a restricted pickle machine for checkpoint data.
+//
+// It runs the pickle opcodes of protocols 2 to 5 that describe data (containers, scalars,
+// strings, memo, persistent ids) and nothing else. A GLOBAL is only a name looked up in a
+// fixed allowlist (tensor rebuild functions, storage classes, dtypes, OrderedDict, Counter,
+// torch.Size); no Python object is ever created from a name, so nothing can execute.
+// Everything else is refused with the opcode's byte offset. Container operations are
+// type-checked (SETITEM only on dicts, APPEND only on lists: CVE-2026-24747), storage sizes
+// and tensor views are checked against the records, and every resource is bounded by
+// Limits: opcodes, memo, nodes, string bytes, nesting depth. Cycles are refused.
+//
+// The machine builds a graph of shared nodes (a memo reference yields the same object, as
+// in Python), then converts it once into a sgckpt::Value tree.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "sgckpt/core/state.hpp"
+#include "sgckpt/io/options.hpp"
+#include "sgckpt/io/pickle_ops.hpp"
+
+namespace sgckpt::pickle {
+
+// A storage named by a persistent id, to be supplied by the container (zip or legacy).
+struct StorageRequest {
+  std::string key;             // opaque; the zip record is data/<key>
+  std::optional<DType> dtype;  // nullopt for torch.storage.UntypedStorage (numel counts bytes)
+  std::uint64_t numel = 0;     // elements of dtype in the whole storage
+  std::uint64_t nbytes = 0;    // numel * itemsize, overflow-checked
+  std::string location;        // "cpu", "cuda:0", ...: ignored, everything loads to host
+};
+
+// Returns a storage of exactly request.nbytes bytes or throws sgckpt::Error.
+using StorageResolver = std::function<std::shared_ptr<Storage>(const StorageRequest&)>;
+
+struct ReaderConfig {
+  Limits limits;
+  // Pre-1.6 legacy stream: storage persistent ids are 6-tuples with view metadata.
+  bool legacy = false;
+};
+
+namespace detail {
+
+enum class G : std::uint8_t {
+  OrderedDict,
+  Counter,
+  RebuildTensor,
+  RebuildTensorV2,
+  RebuildTensorV3,
+  RebuildParameter,
+  RebuildParameterWithState,
+  RebuildFromTypeV2,
+  TorchSize,
+  TensorClass,
+  ParameterClass,
+  StorageClass,    // a typed storage class; dtype says which
+  UntypedStorage,  // torch.storage.UntypedStorage
+  DTypeObject,     // torch.float32 etc.; dtype says which
+};
+
+struct Global {
+  G id;
+  DType dtype = DType::Float32;
+  std::string name;  // "module.name", for messages
+};
+
+struct Node;
+using NodeP = std::shared_ptr<Node>;
+
+struct ListObj {
+  std::vector<NodeP> items;
+};
+struct TupleObj {
+  std::vector<NodeP> items;
+};
+struct DictObj {
+  DictKind kind = DictKind::Dict;
+  std::vector<std::pair<Key, NodeP>> items;
+  std::unordered_map<Key, std::size_t, KeyHash> index;
+  std::vector<std::pair<std::string, NodeP>> attrs;
+};
+struct TensorObj {
+  Tensor tensor;
+  bool requires_grad = false;
+  bool parameter = false;
+};
+struct StorageObj {
+  std::shared_ptr<Storage> storage;
+  std::optional<DType> dtype;
+  std::uint64_t numel = 0;
+  std::string key;
+};
+
+struct Node {
+  std::variant<std::monostate, bool, Int, double, std::string, ListObj, TupleObj, DictObj, TensorObj, Global,
+               StorageObj>
+      v;
+  bool on_path = false;  // cycle detection during conversion
+};
+
+inline const char* node_kind(const Node& n) {
+  switch (n.v.index()) {
+    case 0: return "None";
+    case 1: return "bool";
+    case 2: return "int";
+    case 3: return "float";
+    case 4: return "str";
+    case 5: return "list";
+    case 6: return "tuple";
+    case 7: return "dict";
+    case 8: return "tensor";
+    case 9: return "global";
+    case 10: return "storage";
+  }
+  return "?";
+}
+
+// The allowlist. Returns nullopt for anything not listed.
+inline std::optional<Global> lookup_global(std::string module, const std::string& name) {
+  // Python 2 and old-torch module names, as torch's loaders map them.
+  if (module == "__builtin__") module = "builtins";
+  if (module == "torch.tensor") module = "torch._tensor";
+  const std::string full = module + "." + name;
+  auto g = [&](G id, DType d = DType::Float32) { return Global{id, d, full}; };
+  if (module == "collections") {
+    if (name == "OrderedDict") return g(G::OrderedDict);
+    if (name == "Counter") return g(G::Counter);
+    return std::nullopt;
+  }
+  if (module == "torch._utils") {
+    if (name == "_rebuild_tensor") return g(G::RebuildTensor);
+    if (name == "_rebuild_tensor_v2") return g(G::RebuildTensorV2);
+    if (name == "_rebuild_tensor_v3") return g(G::RebuildTensorV3);
+    if (name == "_rebuild_parameter") return g(G::RebuildParameter);
+    if (name == "_rebuild_parameter_with_state") return g(G::RebuildParameterWithState);
+    return std::nullopt;
+  }
+  if (module == "torch._tensor" && name == "_rebuild_from_type_v2") return g(G::RebuildFromTypeV2);
+  if (module == "torch.nn.parameter" && name == "Parameter") return g(G::ParameterClass);
+  if (module == "torch.storage" && name == "UntypedStorage") return g(G::UntypedStorage);
+  if (module == "torch" || module == "torch.cuda") {
+    if (auto d = dtype_from_storage_class(name)) return g(G::StorageClass, *d);
+    if (module == "torch") {
+      if (name == "Size") return g(G::TorchSize);
+      if (name == "Tensor") return g(G::TensorClass);
+      for (const auto& i : kDTypes)
+        if (i.name == name) return g(G::DTypeObject, i.dtype);
+    }
+  }
+  return std::nullopt;
+}
+
+class Machine {
+ public:
+  Machine(std::span<const std::byte> data, const StorageResolver& resolver, const ReaderConfig& config)
+      : p_(reinterpret_cast<const std::uint8_t*>(data.data())), n_(data.size()), resolver_(resolver),
+        cfg_(config), lim_(config.limits) {}
+
+  ~Machine() { teardown(); }
+
+  Value run() {
+    if (n_ > lim_.max_pickle_bytes)
+      throw Error("pickle of " + std::to_string(n_) + " bytes exceeds the limit of " +
+                  std::to_string(lim_.max_pickle_bytes) + " bytes");
+    execute();
+    if (stack_.size() != 1 || !marks_.empty())
+      throw Error("malformed pickle: STOP with " + std::to_string(stack_.size()) + " values and " +
+                      std::to_string(marks_.size()) + " open marks on the stack (expected exactly one value)",
+                  ErrorContext::at_offset(op_start_));
+    NodeP root = stack_.back();
+    return convert(*root, 0, "");
+  }
+
+  // Bytes consumed up to and including STOP (legacy streams hold several pickles back to back).
+  std::size_t consumed() const noexcept { return pos_; }
+
+ private:
+  // ---- errors and input ------------------------------------------------------------------
+  [[noreturn]] void fail(const std::string& msg) const { throw Error(msg, ErrorContext::at_offset(op_start_)); }
+
+  void need(std::size_t k) const {
+    if (n_ - pos_ < k)
+      fail("truncated pickle: opcode needs " + std::to_string(k) + " more bytes but only " +
+           std::to_string(n_ - pos_) + " remain");
+  }
+  std::uint8_t u8() {
+    need(1);
+    return p_[pos_++];
+  }
+  std::uint64_t uint_le(std::size_t k) {
+    need(k);
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < k; ++i) v |= std::uint64_t{p_[pos_ + i]} << (8 * i);
+    pos_ += k;
+    return v;
+  }
+  std::string_view bytes(std::uint64_t k) {
+    if (k > n_ - pos_)
+      fail("truncated pickle: a length of " + std::to_string(k) + " bytes runs past the end (" +
+           std::to_string(n_ - pos_) + " bytes remain)");
+    std::string_view s(reinterpret_cast<const char*>(p_ + pos_), static_cast<std::size_t>(k));
+    pos_ += static_cast<std::size_t>(k);
+    return s;
+  }
+  std::string_view line() {
+    const std::size_t start = pos_;
+    while (pos_ < n_ && p_[pos_] != '\n') {
+      if (pos_ - start > 1024) fail("GLOBAL name longer than 1024 bytes");
+      ++pos_;
+    }
+    if (pos_ >= n_) fail("truncated pickle: GLOBAL name without a newline");
+    std::string_view s(reinterpret_cast<const char*>(p_ + start), pos_ - start);
+    ++pos_;
+    return s;
+  }
+
+  // ---- nodes ---------------------------------------------------------------------------
+  template <class X>
+  NodeP make(X x) {
+    if (++nodes_ > lim_.max_values)
+      fail("pickle creates more than " + std::to_string(lim_.max_values) + " objects (limit)");
+    auto n = std::make_shared<Node>();
+    n->v = std::move(x);
+    return n;
+  }
+  void push(NodeP n) { stack_.push_back(std::move(n)); }
+  NodeP pop() {
+    if (stack_.size() <= floor())
+      fail(marks_.empty() ? "pickle stack underflow" : "pickle stack underflow: value expected above a MARK");
+    NodeP n = std::move(stack_.back());
+    stack_.pop_back();
+    return n;
+  }
+  NodeP& top() {
+    if (stack_.size() <= floor()) fail("pickle stack underflow");
+    return stack_.back();
+  }
+  std::size_t floor() const { return marks_.empty() ? 0 : marks_.back(); }
+  std::vector<NodeP> pop_mark() {
+    if (marks_.empty()) fail("opcode needs a MARK but none is open");
+    const std::size_t m = marks_.back();
+    marks_.pop_back();
+    std::vector<NodeP> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(m)),
+                             std::make_move_iterator(stack_.end()));
+    stack_.resize(m);
+    return items;
+  }
+
+  template <class X>
+  X* as(const NodeP& n) {
+    return std::get_if<X>(&n->v);
+  }
+  Key key_of(const NodeP& k) {
+    if (auto* s = as<std::string>(k)) return Key(*s);
+    if (auto* i = as<Int>(k)) {
+      if (!i->fits_int64()) fail("dict key " + i->to_string() + " does not fit in 64 bits");
+      return Key(i->to_int64());
+    }
+    fail(std::string("unsupported dict key of type ") + node_kind(*k) + " (only str and int keys are supported)");
+  }
+  std::int64_t int_of(const NodeP& n, const char* what) {
+    auto* i = as<Int>(n);
+    if (!i) fail(std::string(what) + " must be an int, found a " + node_kind(*n));
+    if (!i->fits_int64()) fail(std::string(what) + " " + i->to_string() + " does not fit in 64 bits");
+    return i->to_int64();
+  }
+  bool bool_of(const NodeP& n, const char* what) {
+    if (auto* b = as<bool>(n)) return *b;
+    if (auto* i = as<Int>(n)) return i->fits_int64() && i->to_int64() != 0;  // old pickles used ints
+    fail(std::string(what) + " must be a bool, found a " + node_kind(*n));
+  }
+  Shape int_tuple(const NodeP& n, const char* what) {
+    auto* t = as<TupleObj>(n);
+    if (!t) fail(std::string(what) + " must be a tuple of ints, found a " + node_kind(*n));
+    Shape out;
+    out.reserve(t->items.size());
+    for (auto& e : t->items) out.push_back(int_of(e, what));
+    return out;
+  }
+
+  void set_item(DictObj& d, NodeP k, NodeP v) {
+    Key key = key_of(k);
+    auto it = d.index.find(key);
+    if (it != d.index.end()) {
+      d.items[it->second].second = std::move(v);
+      return;
+    }
+    d.index.emplace(key, d.items.size());
+    d.items.emplace_back(std::move(key), std::move(v));
+  }
+
+  // ---- the opcode loop -------------------------------------------------------------------
+  void execute() {
+    std::uint64_t ops = 0;
+    while (true) {
+      op_start_ = pos_;
+      if (pos_ >= n_) fail("truncated pickle: no STOP opcode");
+      if (++ops > lim_.max_opcodes) fail("pickle executes more than " + std::to_string(lim_.max_opcodes) + " opcodes");
+      const std::uint8_t code = p_[pos_++];
+      switch (code) {
+        case op::PROTO: {
+          const auto v = u8();
+          if (v < 2 || v > 5) fail("unsupported pickle protocol " + std::to_string(v) + " (2 to 5 are supported)");
+          break;
+        }
+        case op::FRAME: uint_le(8); break;  // framing is only a read-ahead hint
+        case op::STOP: return;
+        case op::MARK:
+          marks_.push_back(stack_.size());
+          break;
+        case op::POP: pop(); break;
+        case op::POP_MARK: pop_mark(); break;
+        case op::NONE: push(make(std::monostate{})); break;
+        case op::NEWTRUE: push(make(true)); break;
+        case op::NEWFALSE: push(make(false)); break;
+        case op::BININT: push(make(Int(static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4)))))); break;
+        case op::BININT1: push(make(Int(static_cast<std::int64_t>(uint_le(1))))); break;
+        case op::BININT2: push(make(Int(static_cast<std::int64_t>(uint_le(2))))); break;
+        case op::LONG1:
+        case op::LONG4: {
+          const std::uint64_t len = code == op::LONG1 ? uint_le(1) : uint_le(4);
+          if (len > 4096) fail("integer of " + std::to_string(len) + " bytes exceeds the limit of 4096 bytes");
+          auto b = bytes(len);
+          push(make(Int::from_le_bytes(reinterpret_cast<const std::uint8_t*>(b.data()), b.size())));
+          break;
+        }
+        case op::BINFLOAT: {
+          const auto b = bytes(8);
+          std::uint64_t u = 0;
+          for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<std::uint8_t>(b[static_cast<std::size_t>(i)]);
+          double d;
+          std::memcpy(&d, &u, 8);
+          push(make(d));
+          break;
+        }
+        case op::SHORT_BINUNICODE: push_str(uint_le(1), false); break;
+        case op::BINUNICODE: push_str(uint_le(4), false); break;
+        case op::BINUNICODE8: push_str(uint_le(8), false); break;
+        case op::SHORT_BINSTRING: push_str(uint_le(1), true); break;
+        case op::BINSTRING: push_str(uint_le(4), true); break;
+        case op::EMPTY_LIST: push(make(ListObj{})); break;
+        case op::EMPTY_DICT: push(make(DictObj{})); break;
+        case op::EMPTY_TUPLE: push(make(TupleObj{})); break;
+        case op::TUPLE: push(make(TupleObj{pop_mark()})); break;
+        case op::TUPLE1: {
+          auto a = pop();
+          push(make(TupleObj{{std::move(a)}}));
+          break;
+        }
+        case op::TUPLE2: {
+          auto b = pop();
+          auto a = pop();
+          push(make(TupleObj{{std::move(a), std::move(b)}}));
+          break;
+        }
+        case op::TUPLE3: {
+          auto c = pop();
+          auto b = pop();
+          auto a = pop();
+          push(make(TupleObj{{std::move(a), std::move(b), std::move(c)}}));
+          break;
+        }
+        case op::APPEND: {
+          auto v = pop();
+          auto* l = as<ListObj>(top());
+          if (!l) fail(std::string("APPEND onto a ") + node_kind(*top()) + " (only lists accept APPEND)");
+          l->items.push_back(std::move(v));
+          break;
+        }
+        case op::APPENDS: {
+          auto items = pop_mark();
+          auto* l = as<ListObj>(top());
+          if (!l) fail(std::string("APPENDS onto a ") + node_kind(*top()) + " (only lists accept APPENDS)");
+          for (auto& v : items) l->items.push_back(std::move(v));
+          break;
+        }
+        case op::SETITEM: {
+          auto v = pop();
+          auto k = pop();
+          auto* d = as<DictObj>(top());
+          if (!d) fail(std::string("SETITEM on a ") + node_kind(*top()) + " (only dicts accept SETITEM)");
+          set_item(*d, std::move(k), std::move(v));
+          break;
+        }
+        case op::SETITEMS: {
+          auto items = pop_mark();
+          if (items.size() % 2) fail("SETITEMS with an odd number of stack items");
+          auto* d = as<DictObj>(top());
+          if (!d) fail(std::string("SETITEMS on a ") + node_kind(*top()) + " (only dicts accept SETITEMS)");
+          for (std::size_t i = 0; i < items.size(); i += 2) set_item(*d, std::move(items[i]), std::move(items[i + 1]));
+          break;
+        }
+        case op::BINPUT: memo_put(uint_le(1)); break;
+        case op::LONG_BINPUT: memo_put(uint_le(4)); break;
+        case op::MEMOIZE: memo_put(memo_.size()); break;
+        case op::BINGET: memo_get(uint_le(1)); break;
+        case op::LONG_BINGET: memo_get(uint_le(4)); break;
+        case op::GLOBAL: {
+          const std::string module(line());
+          const std::string name(line());
+          push_global(module, name);
+          break;
+        }
+        case op::STACK_GLOBAL: {
+          auto name = pop();
+          auto module = pop();
+          auto* m = as<std::string>(module);
+          auto* n = as<std::string>(name);
+          if (!m || !n) fail("STACK_GLOBAL needs two str operands");
+          push_global(*m, *n);
+          break;
+        }
+        case op::REDUCE: {
+          auto args = pop();
+          auto callable = pop();
+          push(reduce(callable, args));
+          break;
+        }
+        case op::NEWOBJ: {
+          auto args = pop();
+          auto cls = pop();
+          auto* g = as<Global>(cls);
+          if (!g || g->id != G::ParameterClass)
+            fail("NEWOBJ is only allowed for torch.nn.Parameter, found " +
+                 (g ? "'" + g->name + "'" : std::string("a ") + node_kind(*cls)));
+          auto* t = as<TupleObj>(args);
+          if (!t || t->items.empty() || t->items.size() > 2 || !as<TensorObj>(t->items[0]))
+            fail("torch.nn.Parameter(...) needs (tensor[, requires_grad]) arguments");
+          TensorObj p = *as<TensorObj>(t->items[0]);
+          p.parameter = true;
+          p.requires_grad = t->items.size() == 2 ? bool_of(t->items[1], "requires_grad") : true;
+          push(make(std::move(p)));
+          break;
+        }
+        case op::BUILD: {
+          auto state = pop();
+          build(top(), state);
+          break;
+        }
+        case op::BINPERSID: {
+          auto pid = pop();
+          push(persistent(pid));
+          break;
+        }
+        default: refuse_opcode(code);
+      }
+    }
+  }
+
+  [[noreturn]] void refuse_opcode(std::uint8_t code) const {
+    std::string what;
+    switch (code) {
+      case op::INST: what = "INST (object construction)"; break;
+      case op::OBJ: what = "OBJ (object construction)"; break;
+      case op::NEWOBJ_EX: what = "NEWOBJ_EX (object construction)"; break;
+      case op::EXT1:
+      case op::EXT2:
+      case op::EXT4: what = "EXT (extension registry)"; break;
+      case op::BINBYTES:
+      case op::SHORT_BINBYTES:
+      case op::BINBYTES8:
+      case op::BYTEARRAY8: what = "bytes value"; break;
+      case op::EMPTY_SET:
+      case op::ADDITEMS:
+      case op::FROZENSET: what = "set value"; break;
+      case op::PERSID: what = "text PERSID"; break;
+      case op::NEXT_BUFFER:
+      case op::READONLY_BUFFER: what = "out-of-band buffer"; break;
+      case op::DUP: what = "DUP"; break;
+      default: break;
+    }
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", code);
+    fail(std::string("refused pickle opcode ") + hex + (what.empty() ? "" : " " + what) +
+         ": not part of the checkpoint data subset");
+  }
+
+  void push_str(std::uint64_t len, bool latin1) {
+    if (len > lim_.max_string_bytes)
+      fail("string of " + std::to_string(len) + " bytes exceeds the limit of " +
+           std::to_string(lim_.max_string_bytes) + " bytes");
+    auto b = bytes(len);
+    if (!latin1) {
+      push(make(std::string(b)));
+      return;
+    }
+    // Python 2 str: bytes decoded as Latin-1 (torch's loader uses encoding="latin1"? it uses
+    // the default ASCII; Latin-1 is a superset and never fails), stored as UTF-8.
+    std::string s;
+    for (char c : b) {
+      auto u = static_cast<unsigned char>(c);
+      if (u < 0x80) {
+        s.push_back(c);
+      } else {
+        s.push_back(static_cast<char>(0xC0 | (u >> 6)));
+        s.push_back(static_cast<char>(0x80 | (u & 0x3F)));
+      }
+    }
+    push(make(std::move(s)));
+  }
+
+  void memo_put(std::uint64_t idx) {
+    const NodeP& v = top();
+    auto it = memo_.find(idx);
+    if (it == memo_.end() && memo_.size() >= lim_.max_memo)
+      fail("pickle memo exceeds " + std::to_string(lim_.max_memo) + " entries");
+    memo_[idx] = v;
+  }
+  void memo_get(std::uint64_t idx) {
+    auto it = memo_.find(idx);
+    if (it == memo_.end()) fail("memo index " + std::to_string(idx) + " read before it was written");
+    push(it->second);
+  }
+
+  void push_global(const std::string& module, const std::string& name) {
+    auto g = lookup_global(module, name);
+    if (!g)
+      fail("refused global '" + module + "." + name +
+           "': only tensor, storage and container globals are allowed in checkpoint data");
+    push(make(std::move(*g)));
+  }
+
+  // ---- calls ---------------------------------------------------------------------------
+  NodeP reduce(const NodeP& callable, const NodeP& args_node) {
+    auto* g = as<Global>(callable);
+    if (!g) fail(std::string("REDUCE of a ") + node_kind(*callable) + " (only allowed globals can be called)");
+    auto* t = as<TupleObj>(args_node);
+    if (!t) fail("REDUCE arguments for '" + g->name + "' must be a tuple, found a " + node_kind(*args_node));
+    auto& a = t->items;
+    auto argc = [&](std::size_t lo, std::size_t hi) {
+      if (a.size() < lo || a.size() > hi)
+        fail("'" + g->name + "' called with " + std::to_string(a.size()) + " arguments (expects " +
+             std::to_string(lo) + (hi != lo ? " to " + std::to_string(hi) : "") + ")");
+    };
+    switch (g->id) {
+      case G::OrderedDict: {
+        argc(0, 0);
+        DictObj d;
+        d.kind = DictKind::OrderedDict;
+        return make(std::move(d));
+      }
+      case G::Counter: {
+        argc(0, 1);
+        DictObj d;
+        if (a.size() == 1) {
+          auto* src = as<DictObj>(a[0]);
+          if (!src) fail("collections.Counter(...) argument must be a dict, found a " + std::string(node_kind(*a[0])));
+          d = *src;
+          d.attrs.clear();
+        }
+        d.kind = DictKind::Counter;
+        return make(std::move(d));
+      }
+      case G::TorchSize: {
+        argc(0, 1);
+        if (a.empty()) return make(TupleObj{});
+        int_tuple(a[0], "torch.Size dimension");
+        return make(TupleObj{as<TupleObj>(a[0])->items});
+      }
+      case G::RebuildTensor: {
+        argc(4, 4);
+        return rebuild_tensor(a[0], a[1], a[2], a[3], std::nullopt, false);
+      }
+      case G::RebuildTensorV2: {
+        argc(6, 7);
+        if (a.size() == 7) check_metadata(a[6]);
+        return rebuild_tensor(a[0], a[1], a[2], a[3], std::nullopt, bool_of(a[4], "requires_grad"));
+      }
+      case G::RebuildTensorV3: {
+        argc(7, 8);
+        auto* d = as<Global>(a[6]);
+        if (!d || d->id != G::DTypeObject) fail("_rebuild_tensor_v3 needs a dtype as its 7th argument");
+        if (a.size() == 8) check_metadata(a[7]);
+        return rebuild_tensor(a[0], a[1], a[2], a[3], d->dtype, bool_of(a[4], "requires_grad"));
+      }
+      case G::RebuildParameter:
+      case G::RebuildParameterWithState: {
+        if (g->id == G::RebuildParameter)
+          argc(3, 3);
+        else
+          argc(4, 4);
+        auto* data = as<TensorObj>(a[0]);
+        if (!data) fail("'" + g->name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
+        TensorObj p = *data;
+        p.parameter = true;
+        p.requires_grad = bool_of(a[1], "requires_grad");
+        // Python attributes on the Parameter (the 4th argument) are not kept, as in torch 1.x.
+        return make(std::move(p));
+      }
+      case G::RebuildFromTypeV2: {
+        argc(4, 4);
+        auto* fn = as<Global>(a[0]);
+        auto* cls = as<Global>(a[1]);
+        if (!fn || !cls) fail("_rebuild_from_type_v2 needs a function and a class");
+        if (cls->id != G::TensorClass && cls->id != G::ParameterClass)
+          fail("_rebuild_from_type_v2 of class '" + cls->name + "' (only torch.Tensor and torch.nn.Parameter)");
+        NodeP r = reduce(a[0], a[2]);
+        if (cls->id == G::ParameterClass) {
+          auto* t = as<TensorObj>(r);
+          if (!t) fail("_rebuild_from_type_v2 did not produce a tensor");
+          t->parameter = true;
+        }
+        return r;  // a[3] holds Python attributes of the subclass instance: not kept
+      }
+      default:
+        fail("'" + g->name + "' cannot be called");
+    }
+  }
+
+  void check_metadata(const NodeP& m) {
+    if (as<std::monostate>(m)) return;
+    auto* d = as<DictObj>(m);
+    if (!d) fail("tensor metadata must be a dict");
+    for (auto& [k, v] : d->items) {
+      auto* b = as<bool>(v);
+      if (b && !*b) continue;
+      fail("tensor metadata '" + k.to_string() + "' (conjugate/negative views) is not supported");
+    }
+  }
+
+  NodeP rebuild_tensor(const NodeP& storage, const NodeP& offset, const NodeP& size, const NodeP& stride,
+                       std::optional<DType> dtype, bool requires_grad) {
+    auto* s = as<StorageObj>(storage);
+    if (!s) fail(std::string("tensor rebuild needs a storage, found a ") + node_kind(*storage));
+    if (!dtype) {
+      if (!s->dtype) fail("tensor rebuild from an UntypedStorage needs _rebuild_tensor_v3 and a dtype");
+      dtype = s->dtype;
+    }
+    const std::int64_t off = int_of(offset, "storage offset");
+    Shape sz = int_tuple(size, "tensor size");
+    Shape st = int_tuple(stride, "tensor stride");
+    try {
+      TensorObj t{Tensor::view_of(s->storage, *dtype, off, std::move(sz), std::move(st)), requires_grad, false};
+      return make(std::move(t));
+    } catch (const Error& e) {
+      fail(e.message() + " (storage '" + s->key + "')");
+    }
+  }
+
+  void build(const NodeP& target, const NodeP& state) {
+    if (auto* d = as<DictObj>(target)) {
+      if (d->kind != DictKind::OrderedDict) fail("BUILD on a plain dict is not allowed");
+      auto* st = as<DictObj>(state);
+      if (!st) fail(std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
+      for (auto& [k, v] : st->items) {
+        if (!k.is_str()) fail("OrderedDict attribute names must be str");
+        bool replaced = false;
+        for (auto& [name, old] : d->attrs)
+          if (name == k.str()) {
+            old = v;
+            replaced = true;
+          }
+        if (!replaced) d->attrs.emplace_back(k.str(), v);
+      }
+      return;
+    }
+    if (as<TensorObj>(target)) {
+      // Parameters and tensors carry Python attributes this way; they are not kept.
+      if (!as<DictObj>(state) && !as<std::monostate>(state) && !as<TupleObj>(state))
+        fail("BUILD state for a tensor must be a dict or a tuple");
+      return;
+    }
+    fail(std::string("BUILD on a ") + node_kind(*target) + " is not allowed");
+  }
+
+  NodeP persistent(const NodeP& pid) {
+    auto* t = as<TupleObj>(pid);
+    if (!t) fail(std::string("persistent id must be a tuple, found a ") + node_kind(*pid));
+    auto& a = t->items;
+    const std::size_t arity = cfg_.legacy ? 6 : 5;
+    if (a.empty() || !as<std::string>(a[0]) || *as<std::string>(a[0]) != "storage") {
+      if (!a.empty() && as<std::string>(a[0]) && *as<std::string>(a[0]) == "module")
+        fail("the checkpoint pickles a whole nn.Module (persistent id 'module'); only state_dicts can be read");
+      fail("persistent id is not a ('storage', ...) tuple");
+    }
+    if (a.size() != arity)
+      fail("storage persistent id has " + std::to_string(a.size()) + " fields (expected " + std::to_string(arity) + ")");
+    auto* cls = as<Global>(a[1]);
+    if (!cls || (cls->id != G::StorageClass && cls->id != G::UntypedStorage))
+      fail("storage persistent id names no storage class");
+    auto* key = as<std::string>(a[2]);
+    if (!key) {
+      if (auto* ik = as<Int>(a[2])) {  // tolerate int keys: treat them as their decimal text
+        a[2] = make(ik->to_string());
+        key = as<std::string>(a[2]);
+      } else {
+        fail("storage key must be a str");
+      }
+    }
+    auto* loc = as<std::string>(a[3]);
+    if (!loc) fail("storage location must be a str");
+    const std::int64_t numel = int_of(a[4], "storage size");
+    if (numel < 0) fail("negative storage size " + std::to_string(numel));
+    std::optional<DType> dtype;
+    if (cls->id == G::StorageClass) dtype = cls->dtype;
+    const std::size_t isz = dtype ? itemsize(*dtype) : 1;
+    std::uint64_t nbytes;
+    if (sgckpt::detail::mul_overflows(static_cast<std::uint64_t>(numel), isz, nbytes))
+      fail("storage '" + *key + "' size overflows 64 bits");
+
+    NodeP base;
+    if (auto it = storages_.find(*key); it != storages_.end()) {
+      auto& s = std::get<StorageObj>(it->second->v);
+      if (s.dtype != dtype || s.numel != static_cast<std::uint64_t>(numel))
+        fail("storage '" + *key + "' is declared twice with different types or sizes (" + describe(s.dtype, s.numel) +
+             " and " + describe(dtype, static_cast<std::uint64_t>(numel)) + ")");
+      base = it->second;
+    } else {
+      StorageRequest req{*key, dtype, static_cast<std::uint64_t>(numel), nbytes, *loc};
+      std::shared_ptr<Storage> st;
+      try {
+        st = resolver_(req);
+      } catch (const Error& e) {
+        throw Error(e.message(), ErrorContext::at_offset(op_start_)).with_record(e.context().record);
+      }
+      if (!st || st->nbytes() != nbytes) fail("storage '" + *key + "' has the wrong size");
+      base = make(StorageObj{std::move(st), dtype, static_cast<std::uint64_t>(numel), *key});
+      storages_.emplace(*key, base);
+    }
+    if (!cfg_.legacy || as<std::monostate>(a[5])) return base;
+
+    // Legacy view metadata: (view_key, offset, size) selects a slice of the storage.
+    auto* vm = as<TupleObj>(a[5]);
+    if (!vm || vm->items.size() != 3 || !as<std::string>(vm->items[0]))
+      fail("legacy storage view metadata must be (str, int, int)");
+    const std::string& vkey = *as<std::string>(vm->items[0]);
+    const std::int64_t voff = int_of(vm->items[1], "storage view offset");
+    const std::int64_t vsize = int_of(vm->items[2], "storage view size");
+    if (auto it = storages_.find(vkey); it != storages_.end()) return it->second;
+    auto& bs = std::get<StorageObj>(base->v);
+    if (voff < 0 || vsize < 0 || static_cast<std::uint64_t>(voff) > bs.numel ||
+        static_cast<std::uint64_t>(vsize) > bs.numel - static_cast<std::uint64_t>(voff))
+      fail("legacy storage view [" + std::to_string(voff) + ", +" + std::to_string(vsize) + ") lies outside storage '" +
+           *key + "' of " + std::to_string(bs.numel) + " elements");
+    auto view = Storage::view(bs.storage, bs.storage->data() + static_cast<std::size_t>(voff) * isz,
+                              static_cast<std::size_t>(vsize) * isz);
+    NodeP vn = make(StorageObj{std::move(view), dtype, static_cast<std::uint64_t>(vsize), vkey});
+    storages_.emplace(vkey, vn);
+    return vn;
+  }
+
+  static std::string describe(std::optional<DType> d, std::uint64_t numel) {
+    return (d ? std::string(info(*d).storage_class) : std::string("UntypedStorage")) + " of " + std::to_string(numel);
+  }
+
+  // ---- graph -> Value ------------------------------------------------------------------
+  Value convert(Node& n, std::uint32_t depth, const std::string& path) {
+    if (depth > lim_.max_depth)
+      throw Error("containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
+                  ErrorContext::at_key(path));
+    if (++out_values_ > lim_.max_values)
+      throw Error("checkpoint expands to more than " + std::to_string(lim_.max_values) +
+                      " values (limit; shared containers are copied)",
+                  ErrorContext::at_key(path));
+    if (n.on_path) throw Error("the object contains itself (reference cycle)", ErrorContext::at_key(path));
+    struct Guard {
+      Node& n;
+      explicit Guard(Node& x) : n(x) { n.on_path = true; }
+      ~Guard() { n.on_path = false; }
+    } guard(n);
+    switch (n.v.index()) {
+      case 0: return Value();
+      case 1: return Value(std::get<bool>(n.v));
+      case 2: return Value(std::get<Int>(n.v));
+      case 3: return Value(std::get<double>(n.v));
+      case 4: return Value(std::get<std::string>(n.v));
+      case 5:
+      case 6: {
+        auto& items = n.v.index() == 5 ? std::get<ListObj>(n.v).items : std::get<TupleObj>(n.v).items;
+        Value::List out;
+        out.reserve(items.size());
+        for (std::size_t i = 0; i < items.size(); ++i)
+          out.push_back(convert(*items[i], depth + 1, Value::join(path, std::to_string(i))));
+        return n.v.index() == 5 ? Value::make_list(std::move(out)) : Value::make_tuple(std::move(out));
+      }
+      case 7: {
+        auto& d = std::get<DictObj>(n.v);
+        Dict out(d.kind);
+        for (auto& [k, v] : d.items) out.set(k, convert(*v, depth + 1, Value::join(path, k.to_string())));
+        for (auto& [k, v] : d.attrs) out.set_attribute(k, convert(*v, depth + 1, Value::join(path, "." + k)));
+        return Value(std::move(out));
+      }
+      case 8: {
+        auto& t = std::get<TensorObj>(n.v);
+        return Value(TensorValue<Tensor>{t.tensor, t.requires_grad, t.parameter});
+      }
+      case 10: {
+        // A bare storage (torch.save(tensor.storage())) reads as a 1-D tensor over all of it.
+        auto& s = std::get<StorageObj>(n.v);
+        const DType d = s.dtype.value_or(DType::UInt8);
+        return Value(Tensor::view_of(s.storage, d, 0, {static_cast<std::int64_t>(s.numel)}, {1}));
+      }
+      default:
+        throw Error("a bare global '" + std::get<Global>(n.v).name + "' cannot be represented as checkpoint data",
+                    ErrorContext::at_key(path));
+    }
+  }
+
+  // Frees the graph without recursion (deep or cyclic graphs must not overflow the stack or leak).
+  void teardown() noexcept {
+    std::vector<NodeP> work;
+    work.reserve(stack_.size() + memo_.size());
+    for (auto& n : stack_) work.push_back(std::move(n));
+    for (auto& [k, n] : memo_) work.push_back(std::move(n));
+    for (auto& [k, n] : storages_) work.push_back(std::move(n));
+    stack_.clear();
+    memo_.clear();
+    storages_.clear();
+    while (!work.empty()) {
+      NodeP n = std::move(work.back());
+      work.pop_back();
+      if (!n) continue;
+      if (auto* l = std::get_if<ListObj>(&n->v)) {
+        for (auto& c : l->items) work.push_back(std::move(c));
+        l->items.clear();
+      } else if (auto* t = std::get_if<TupleObj>(&n->v)) {
+        for (auto& c : t->items) work.push_back(std::move(c));
+        t->items.clear();
+      } else if (auto* d = std::get_if<DictObj>(&n->v)) {
+        for (auto& [k, c] : d->items) work.push_back(std::move(c));
+        for (auto& [k, c] : d->attrs) work.push_back(std::move(c));
+        d->items.clear();
+        d->attrs.clear();
+      }
+    }
+  }
+
+  const std::uint8_t* p_;
+  std::size_t n_;
+  std::size_t pos_ = 0;
+  std::size_t op_start_ = 0;
+  const StorageResolver& resolver_;
+  const ReaderConfig& cfg_;
+  const Limits& lim_;
+  std::vector<NodeP> stack_;
+  std::vector<std::size_t> marks_;
+  std::unordered_map<std::uint64_t, NodeP> memo_;
+  std::unordered_map<std::string, NodeP> storages_;
+  std::uint64_t nodes_ = 0;
+  std::uint64_t out_values_ = 0;
+};
+
+}  // namespace detail
+
+// Runs one pickle (up to its STOP) and returns its value. `consumed`, if given, receives
+// the number of bytes read, for streams that hold several pickles back to back.
+inline Value read(std::span<const std::byte> data, const StorageResolver& resolver, const ReaderConfig& config = {},
+                  std::size_t* consumed = nullptr) {
+  detail::Machine m(data, resolver, config);
+  Value v = m.run();
+  if (consumed) *consumed = m.consumed();
+  return v;
+}
+
+}  // namespace sgckpt::pickle

@@ -1,0 +1,266 @@
+// sgckpt/io/pickle_writer.hpp: writes a value tree as the pickle torch.save would write.
+//
+// Only the opcodes and globals that torch.load(weights_only=True) accepts in every torch
+// since 1.6 are emitted (protocol 2; strings as BINUNICODE; floats as BINFLOAT, which torch
+// 1.13's weights_only loader lacks but every 2.x has), plus GLOBAL collections.Counter only
+// for Counter values. Tensors become _rebuild_tensor_v2 calls on storage persistent ids;
+// each distinct storage gets one key ("0", "1", ... in first-pickled order) and is written
+// whole, so views and sharing survive the round trip, as with torch.save.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "sgckpt/core/state.hpp"
+#include "sgckpt/io/pickle_ops.hpp"
+
+namespace sgckpt::pickle {
+
+// A storage the pickle refers to, for the container writer.
+struct StorageRecord {
+  std::string key;
+  std::shared_ptr<Storage> storage;
+  DType dtype;
+};
+
+class Writer {
+ public:
+  // Pickles `v` (PROTO 2 ... STOP). Storages met on the way are listed in storages().
+  std::vector<std::uint8_t> dump(const Value& v) {
+    out_.clear();
+    out_.reserve(4096);
+    emit(op::PROTO);
+    emit(2);
+    value(v, "");
+    emit(op::STOP);
+    return std::move(out_);
+  }
+
+  const std::vector<StorageRecord>& storages() const noexcept { return storages_; }
+
+ private:
+  void emit(std::uint8_t b) { out_.push_back(b); }
+  void emit_le(std::uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) out_.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+  void emit_bytes(const void* p, std::size_t n) {
+    auto* b = static_cast<const std::uint8_t*>(p);
+    out_.insert(out_.end(), b, b + n);
+  }
+
+  void str(std::string_view s) {
+    if (s.size() > 0xFFFFFFFFu) throw Error("string longer than 4 GiB cannot be pickled");
+    emit(op::BINUNICODE);
+    emit_le(s.size(), 4);
+    emit_bytes(s.data(), s.size());
+  }
+  void global(std::string_view module, std::string_view name) {
+    emit(op::GLOBAL);
+    emit_bytes(module.data(), module.size());
+    emit('\n');
+    emit_bytes(name.data(), name.size());
+    emit('\n');
+  }
+  void integer(const Int& i, const std::string& path) {
+    if (i.fits_int64()) {
+      const std::int64_t v = i.to_int64();
+      if (v >= 0 && v < 256) {
+        emit(op::BININT1);
+        emit(static_cast<std::uint8_t>(v));
+        return;
+      }
+      if (v >= 256 && v < 65536) {
+        emit(op::BININT2);
+        emit_le(static_cast<std::uint64_t>(v), 2);
+        return;
+      }
+      if (v >= INT32_MIN && v <= INT32_MAX) {
+        emit(op::BININT);
+        emit_le(static_cast<std::uint64_t>(v), 4);
+        return;
+      }
+    }
+    const auto bytes = i.to_le_bytes();
+    if (bytes.size() > 255)
+      throw Error("integer of " + std::to_string(bytes.size()) + " bytes is too large to write", ErrorContext::at_key(path));
+    emit(op::LONG1);
+    emit(static_cast<std::uint8_t>(bytes.size()));
+    emit_bytes(bytes.data(), bytes.size());
+  }
+  void floating(double d) {
+    emit(op::BINFLOAT);
+    const auto u = std::bit_cast<std::uint64_t>(d);
+    for (int i = 7; i >= 0; --i) emit(static_cast<std::uint8_t>(u >> (8 * i)));
+  }
+  void tuple_of_ints(const Shape& s) {
+    if (s.empty()) {
+      emit(op::EMPTY_TUPLE);
+      return;
+    }
+    if (s.size() > 3) emit(op::MARK);
+    for (auto d : s) integer(Int(d), "");
+    static constexpr std::uint8_t small[] = {0, op::TUPLE1, op::TUPLE2, op::TUPLE3};
+    emit(s.size() <= 3 ? small[s.size()] : op::TUPLE);
+  }
+  void empty_ordered_dict() {
+    global("collections", "OrderedDict");
+    emit(op::EMPTY_TUPLE);
+    emit(op::REDUCE);
+  }
+
+  void tensor(const TensorValue<Tensor>& tv, const std::string& path) {
+    const Tensor& t = tv.tensor;
+    if (!t.defined()) throw Error("cannot save an undefined tensor", ErrorContext::at_key(path));
+    const DTypeInfo& di = info(t.dtype());
+    if (!di.writable)
+      throw Error("dtype " + std::string(di.name) +
+                      " has no storage class that torch < 2.1 can load; convert it before saving",
+                  ErrorContext::at_key(path));
+    const auto& storage = t.storage();
+    if (storage->nbytes() % di.itemsize != 0)
+      throw Error("storage of " + std::to_string(storage->nbytes()) + " bytes is not a whole number of " +
+                      std::string(di.name) + " elements",
+                  ErrorContext::at_key(path));
+    std::string key;
+    if (auto it = keys_.find(storage.get()); it != keys_.end()) {
+      const auto& rec = storages_[it->second];
+      if (rec.dtype != t.dtype())
+        throw Error("cannot save tensors that view the same storage as different dtypes (" +
+                        std::string(name(rec.dtype)) + " and " + std::string(di.name) + ")",
+                    ErrorContext::at_key(path));
+      key = rec.key;
+    } else {
+      key = std::to_string(storages_.size());
+      keys_.emplace(storage.get(), storages_.size());
+      storages_.push_back({key, storage, t.dtype()});
+    }
+
+    if (tv.parameter) global("torch._utils", "_rebuild_parameter");
+    global("torch._utils", "_rebuild_tensor_v2");
+    emit(op::MARK);
+    // persistent id: ('storage', torch.<X>Storage, key, 'cpu', numel)
+    emit(op::MARK);
+    str("storage");
+    global("torch", di.storage_class);
+    str(key);
+    str("cpu");
+    integer(Int(static_cast<std::int64_t>(storage->nbytes() / di.itemsize)), path);
+    emit(op::TUPLE);
+    emit(op::BINPERSID);
+    integer(Int(t.storage_offset()), path);
+    tuple_of_ints(t.shape());
+    tuple_of_ints(t.strides());
+    // A Parameter's data is a plain tensor; requires_grad goes to _rebuild_parameter.
+    emit(!tv.parameter && tv.requires_grad ? op::NEWTRUE : op::NEWFALSE);
+    empty_ordered_dict();  // backward hooks
+    emit(op::TUPLE);
+    emit(op::REDUCE);
+    if (tv.parameter) {
+      emit(tv.requires_grad ? op::NEWTRUE : op::NEWFALSE);
+      empty_ordered_dict();
+      emit(op::TUPLE3);
+      emit(op::REDUCE);
+    }
+  }
+
+  // Items in batches of at most 1000, as Python's pickler does.
+  template <class Items, class F>
+  void batched(const Items& items, std::uint8_t one, std::uint8_t many, F&& each) {
+    const std::size_t n = items.size();
+    for (std::size_t start = 0; start < n; start += 1000) {
+      const std::size_t end = std::min(n, start + 1000);
+      if (end - start == 1) {
+        each(items[start], start);
+        emit(one);
+        continue;
+      }
+      emit(op::MARK);
+      for (std::size_t i = start; i < end; ++i) each(items[i], i);
+      emit(many);
+    }
+  }
+
+  void dict_items(const Dict& d, const std::string& path) {
+    batched(d.items(), op::SETITEM, op::SETITEMS, [&](const Dict::Item& kv, std::size_t) {
+      const Key& k = kv.first;
+      if (k.is_str())
+        str(k.str());
+      else
+        integer(Int(k.integer()), path);
+      value(kv.second, Value::join(path, k.to_string()));
+    });
+  }
+
+  void value(const Value& v, const std::string& path) {
+    if (++depth_ > 1000) throw Error("containers nested deeper than 1000 levels", ErrorContext::at_key(path));
+    switch (v.kind()) {
+      case Kind::None: emit(op::NONE); break;
+      case Kind::Bool: emit(v.as_bool() ? op::NEWTRUE : op::NEWFALSE); break;
+      case Kind::Int: integer(v.as_big_int(), path); break;
+      case Kind::Float: floating(v.as_float()); break;
+      case Kind::Str: str(v.as_str()); break;
+      case Kind::Tensor: tensor(v.tensor_value(), path); break;
+      case Kind::List:
+        emit(op::EMPTY_LIST);
+        batched(v.items(), op::APPEND, op::APPENDS,
+                [&](const Value& e, std::size_t i) { value(e, Value::join(path, std::to_string(i))); });
+        break;
+      case Kind::Tuple: {
+        const auto& items = v.items();
+        if (items.empty()) {
+          emit(op::EMPTY_TUPLE);
+          break;
+        }
+        if (items.size() > 3) emit(op::MARK);
+        for (std::size_t i = 0; i < items.size(); ++i) value(items[i], Value::join(path, std::to_string(i)));
+        static constexpr std::uint8_t small[] = {0, op::TUPLE1, op::TUPLE2, op::TUPLE3};
+        emit(items.size() <= 3 ? small[items.size()] : op::TUPLE);
+        break;
+      }
+      case Kind::Dict: {
+        const Dict& d = v.dict();
+        switch (d.kind()) {
+          case DictKind::Dict:
+            emit(op::EMPTY_DICT);
+            dict_items(d, path);
+            break;
+          case DictKind::OrderedDict:
+            empty_ordered_dict();
+            dict_items(d, path);
+            if (!d.attributes().empty()) {
+              emit(op::EMPTY_DICT);
+              for (const auto& [name, attr] : d.attributes()) {
+                str(name);
+                value(attr, Value::join(path, "." + name));
+                emit(op::SETITEM);
+              }
+              emit(op::BUILD);
+            }
+            break;
+          case DictKind::Counter:
+            // Counter.__reduce__ is (Counter, (dict(self),)).
+            global("collections", "Counter");
+            emit(op::EMPTY_DICT);
+            dict_items(d, path);
+            emit(op::TUPLE1);
+            emit(op::REDUCE);
+            break;
+        }
+        break;
+      }
+    }
+    --depth_;
+  }
+
+  std::vector<std::uint8_t> out_;
+  std::vector<StorageRecord> storages_;
+  std::unordered_map<const Storage*, std::size_t> keys_;
+  int depth_ = 0;
+};
+
+}  // namespace sgckpt::pickle

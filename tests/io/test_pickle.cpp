@@ -1,0 +1,298 @@
+// The restricted pickle machine and the weights_only-safe pickle writer.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "sgckpt/io/pickle_reader.hpp"
+#include "sgckpt/io/pickle_writer.hpp"
+
+using namespace sgckpt;
+namespace op = sgckpt::pickle::op;
+
+namespace {
+
+// A pickle under construction, for refusal tests (hostile input is hand-made on purpose).
+struct P {
+  std::vector<std::uint8_t> b{op::PROTO, 2};
+  P& raw(std::initializer_list<std::uint8_t> x) {
+    b.insert(b.end(), x);
+    return *this;
+  }
+  P& str(const std::string& s) {
+    b.push_back(op::BINUNICODE);
+    for (int i = 0; i < 4; ++i) b.push_back(static_cast<std::uint8_t>(s.size() >> (8 * i)));
+    b.insert(b.end(), s.begin(), s.end());
+    return *this;
+  }
+  P& global(const std::string& m, const std::string& n) {
+    b.push_back(op::GLOBAL);
+    b.insert(b.end(), m.begin(), m.end());
+    b.push_back('\n');
+    b.insert(b.end(), n.begin(), n.end());
+    b.push_back('\n');
+    return *this;
+  }
+  P& i1(std::uint8_t v) { return raw({op::BININT1, v}); }
+  P& stop() { return raw({op::STOP}); }
+  std::span<const std::byte> bytes() const { return std::as_bytes(std::span(b)); }
+};
+
+std::shared_ptr<Storage> no_storage(const pickle::StorageRequest&) { throw Error("no storages here"); }
+
+Value read(const P& p, const pickle::StorageResolver& r = no_storage, Limits lim = {}) {
+  pickle::ReaderConfig cfg;
+  cfg.limits = lim;
+  return pickle::read(p.bytes(), r, cfg);
+}
+
+std::string refusal(const P& p, Limits lim = {}) {
+  try {
+    read(p, no_storage, lim);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+// Resolver handing out zero-filled storages of the requested size, remembering requests.
+struct FakeStorages {
+  std::vector<pickle::StorageRequest> requests;
+  pickle::StorageResolver resolver() {
+    return [this](const pickle::StorageRequest& r) {
+      requests.push_back(r);
+      auto s = Storage::zeros(r.nbytes);
+      for (std::size_t i = 0; i < r.nbytes; ++i) s->mutable_data()[i] = static_cast<std::byte>(i);
+      return s;
+    };
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("pickle") {
+  TEST_CASE("scalars keep their Python type: bool, int, float, str, None are distinct") {
+    P p;
+    p.raw({op::MARK, op::NEWTRUE, op::NEWFALSE}).i1(0).raw({op::NONE});
+    p.raw({op::BINFLOAT, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0});  // 1.5, big-endian
+    p.str("héllo").raw({op::BININT, 0xFF, 0xFF, 0xFF, 0xFF});  // -1
+    p.raw({op::LONG1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1});          // 2**64
+    p.raw({op::TUPLE}).stop();
+    Value v = read(p);
+    REQUIRE(v.is_tuple());
+    CHECK(v[0].as_bool() == true);
+    CHECK(v[1].as_bool() == false);
+    CHECK(v[2].is_int());
+    CHECK(v[2].as_int() == 0);
+    CHECK(v[3].is_none());
+    CHECK(v[4].as_float() == 1.5);
+    CHECK(v[5].as_str() == "héllo");
+    CHECK(v[6].as_int() == -1);
+    CHECK(v[7].as_big_int().to_string() == "18446744073709551616");
+    CHECK_THROWS_AS(v[7].as_int(), Error);
+  }
+
+  TEST_CASE("the memo yields the same object, so a dict filled after BINPUT is seen filled") {
+    P p;
+    p.raw({op::EMPTY_LIST, op::EMPTY_DICT, op::BINPUT, 0}).str("k").i1(7).raw({op::SETITEM, op::APPEND});
+    p.raw({op::BINGET, 0, op::APPEND}).stop();
+    Value v = read(p);
+    REQUIRE(v.size() == 2);
+    CHECK(v[0].at("k").as_int() == 7);
+    CHECK(v[1].at("k").as_int() == 7);
+  }
+
+  TEST_CASE("OrderedDict with _metadata attributes, and Counter") {
+    P p;
+    p.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE});
+    p.str("a").i1(1).raw({op::SETITEM, op::EMPTY_DICT}).str("_metadata");
+    p.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE}).str("").raw({op::EMPTY_DICT});
+    p.str("version").i1(2).raw({op::SETITEM, op::SETITEM, op::SETITEM, op::BUILD}).stop();
+    Value v = read(p);
+    CHECK(v.dict().kind() == DictKind::OrderedDict);
+    CHECK(v.at("a").as_int() == 1);
+    const Value* md = v.dict().attribute("_metadata");
+    REQUIRE(md);
+    CHECK(md->at("").at("version").as_int() == 2);
+
+    P c;
+    c.global("collections", "Counter").raw({op::EMPTY_DICT}).i1(30).i1(1).raw({op::SETITEM, op::TUPLE1, op::REDUCE}).stop();
+    Value counter = read(c);
+    CHECK(counter.dict().kind() == DictKind::Counter);
+    CHECK(counter.at(30).as_int() == 1);
+  }
+
+  TEST_CASE("code execution attempts are refused, naming the global and its offset") {
+    P sys;
+    sys.global("os", "system").str("echo pwned").raw({op::TUPLE1, op::REDUCE}).stop();
+    const std::string msg = refusal(sys);
+    CHECK(msg.find("os.system") != std::string::npos);
+    CHECK(msg.find("byte offset 2") != std::string::npos);
+    CHECK(refusal(P().global("posix", "system").stop()).find("posix.system") != std::string::npos);
+    CHECK(refusal(P().global("__builtin__", "eval").stop()).find("__builtin__.eval") != std::string::npos);
+    CHECK(refusal(P().global("torch", "load").stop()).find("torch.load") != std::string::npos);
+    // STACK_GLOBAL goes through the same allowlist.
+    CHECK(refusal(P().str("os").str("system").raw({op::STACK_GLOBAL}).stop()).find("os.system") != std::string::npos);
+    // Object-building opcodes are not part of the data subset at all.
+    CHECK(refusal(P().raw({op::MARK, op::INST, 'o', 's', '\n', 's', '\n'}).stop()).find("INST") != std::string::npos);
+    CHECK(refusal(P().raw({op::MARK}).global("collections", "OrderedDict").raw({op::OBJ}).stop()).find("OBJ") != std::string::npos);
+    // Calling something that is allowed as a name but is not callable.
+    CHECK(refusal(P().global("torch", "FloatStorage").raw({op::EMPTY_TUPLE, op::REDUCE}).stop()).find("cannot be called") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("container operations are type-checked") {
+    CHECK(refusal(P().raw({op::EMPTY_LIST}).str("k").i1(1).raw({op::SETITEM}).stop()).find("SETITEM on a list") !=
+          std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_DICT}).i1(1).raw({op::APPEND}).stop()).find("APPEND onto a dict") != std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_TUPLE, op::MARK}).i1(1).raw({op::APPENDS}).stop()).find("APPENDS onto a tuple") !=
+          std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_DICT, op::EMPTY_LIST, op::EMPTY_LIST, op::SETITEM}).stop()).find("key") !=
+          std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_LIST, op::EMPTY_DICT, op::BUILD}).stop()).find("BUILD on a list") != std::string::npos);
+  }
+
+  TEST_CASE("malformed streams: underflow, marks, memo, truncation") {
+    CHECK(refusal(P().raw({op::APPEND}).stop()).find("underflow") != std::string::npos);
+    CHECK(refusal(P().raw({op::BINGET, 3}).stop()).find("memo index 3") != std::string::npos);
+    CHECK(refusal(P().raw({op::TUPLE}).stop()).find("MARK") != std::string::npos);
+    CHECK(refusal(P().raw({op::NONE, op::NONE}).stop()).find("exactly one") != std::string::npos);
+    CHECK(refusal(P().raw({op::NONE})).find("no STOP") != std::string::npos);
+    CHECK(refusal(P().raw({op::BINUNICODE, 0xFF, 0xFF, 0xFF, 0x7F})).find("exceeds the limit") != std::string::npos);
+    CHECK(refusal(P().raw({op::BINUNICODE, 0x10, 0, 0, 0, 'a'})).find("truncated") != std::string::npos);
+    CHECK(refusal(P().raw({op::LONG4, 0, 0, 0, 0x80})).find("4096") != std::string::npos);
+    CHECK(refusal(P().raw({op::PROTO, 9}).stop()).find("protocol 9") != std::string::npos);
+  }
+
+  TEST_CASE("resource bombs stay bounded: depth, self-reference, memo expansion") {
+    P deep;
+    for (int i = 0; i < 200000; ++i) deep.raw({op::EMPTY_LIST});
+    for (int i = 0; i < 199999; ++i) deep.raw({op::APPEND});
+    deep.stop();
+    CHECK(refusal(deep).find("nested deeper") != std::string::npos);
+
+    P self;
+    self.raw({op::EMPTY_LIST, op::BINPUT, 0, op::BINGET, 0, op::APPEND}).stop();
+    CHECK(refusal(self).find("contains itself") != std::string::npos);
+
+    // Billion laughs: each level is a list holding the previous level ten times.
+    P laughs;
+    laughs.raw({op::EMPTY_LIST, op::BINPUT, 0, op::POP});
+    for (std::uint8_t level = 1; level < 30; ++level) {
+      laughs.raw({op::EMPTY_LIST, op::MARK});
+      for (int i = 0; i < 10; ++i) laughs.raw({op::BINGET, static_cast<std::uint8_t>(level - 1)});
+      laughs.raw({op::APPENDS, op::BINPUT, level, op::POP});
+    }
+    laughs.raw({op::BINGET, 29}).stop();
+    Limits lim;
+    lim.max_values = 1'000'000;
+    CHECK(refusal(laughs, lim).find("more than 1000000 values") != std::string::npos);
+  }
+
+  TEST_CASE("tensors: storage persistent ids, views, size checks") {
+    FakeStorages fs;
+    P p;
+    p.global("torch._utils", "_rebuild_tensor_v2").raw({op::MARK, op::MARK}).str("storage");
+    p.global("torch", "FloatStorage").str("0").str("cpu").i1(12).raw({op::TUPLE, op::BINPERSID});
+    p.i1(5).i1(2).i1(2).raw({op::TUPLE2}).i1(4).i1(1).raw({op::TUPLE2, op::NEWFALSE});
+    p.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE, op::TUPLE, op::REDUCE}).stop();
+    Value v = read(p, fs.resolver());
+    REQUIRE(v.is_tensor());
+    const Tensor& t = v.tensor();
+    CHECK(t.dtype() == DType::Float32);
+    CHECK(t.shape() == Shape{2, 2});
+    CHECK(t.strides() == Shape{4, 1});
+    CHECK(t.storage_offset() == 5);
+    CHECK(t.storage()->nbytes() == 48);
+    REQUIRE(fs.requests.size() == 1);
+    CHECK(fs.requests[0].key == "0");
+    CHECK(fs.requests[0].nbytes == 48);
+
+    // The same view reaching past its storage of 12 elements is refused.
+    P oob = p;
+    oob.b[oob.b.size() - 1 - 0] = op::STOP;
+    P bad;
+    bad.global("torch._utils", "_rebuild_tensor_v2").raw({op::MARK, op::MARK}).str("storage");
+    bad.global("torch", "FloatStorage").str("0").str("cpu").i1(12).raw({op::TUPLE, op::BINPERSID});
+    bad.i1(9).i1(2).i1(2).raw({op::TUPLE2}).i1(4).i1(1).raw({op::TUPLE2, op::NEWFALSE});
+    bad.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE, op::TUPLE, op::REDUCE}).stop();
+    std::string msg;
+    try {
+      read(bad, fs.resolver());
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("outside its storage") != std::string::npos);
+  }
+
+  TEST_CASE("a storage key declared with two classes is refused") {
+    FakeStorages fs;
+    P p;
+    p.raw({op::EMPTY_LIST, op::MARK});
+    for (const char* cls : {"FloatStorage", "LongStorage"}) {
+      p.raw({op::MARK}).str("storage").global("torch", cls).str("0").str("cpu").i1(4).raw({op::TUPLE, op::BINPERSID});
+    }
+    p.raw({op::APPENDS}).stop();
+    std::string msg;
+    try {
+      read(p, fs.resolver());
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("declared twice") != std::string::npos);
+  }
+
+  TEST_CASE("writer output reads back equal, sharing storages") {
+    Tensor base = Tensor::zeros(DType::Float32, {3, 4});
+    Tensor view = Tensor::view_of(base.storage(), DType::Float32, 5, {2, 2}, {4, 1});
+    Value root = Value::make_ordered_dict();
+    root["base"] = base;
+    root["view"] = view;
+    root["p"] = Value::make_parameter(Tensor::zeros(DType::Int64, {}), false);
+    root["lr"] = 0.1;
+    root["wd"] = 0;
+    root["nesterov"] = true;
+    root["big"] = Int::from_le_bytes(std::vector<std::uint8_t>{0, 0, 0, 0, 0, 0, 0, 0, 0x40}.data(), 9);
+    root["neg"] = -70000;
+    root["items"] = Value::make_tuple({1, "two", Value(), Value::make_list({3.0})});
+    Value counter = Value::make_dict(DictKind::Counter);
+    counter[30] = 2;
+    root["milestones"] = counter;
+    root.dict().set_attribute("_metadata", Value::make_ordered_dict());
+
+    pickle::Writer w;
+    const auto bytes = w.dump(root);
+    CHECK(w.storages().size() == 2);
+    std::unordered_map<std::string, std::shared_ptr<Storage>> by_key;
+    for (const auto& r : w.storages()) by_key[r.key] = r.storage;
+    pickle::StorageResolver resolve = [&](const pickle::StorageRequest& r) { return by_key.at(r.key); };
+    Value back = pickle::read(std::as_bytes(std::span(bytes)), resolve);
+    CHECK(back.dict().kind() == DictKind::OrderedDict);
+    CHECK(back.at("view").tensor().storage() == back.at("base").tensor().storage());
+    CHECK(back.at("view").tensor().storage_offset() == 5);
+    CHECK(back.at("p").is_parameter());
+    CHECK_FALSE(back.at("p").tensor_value().requires_grad);
+    CHECK(back.at("lr").is_float());
+    CHECK(back.at("wd").is_int());
+    CHECK(back.at("nesterov").is_bool());
+    CHECK(back.at("big").as_big_int() == root.at("big").as_big_int());
+    CHECK(back.at("neg").as_int() == -70000);
+    CHECK(back.at("items").is_tuple());
+    CHECK(back.at("items")[3][0].as_float() == 3.0);
+    CHECK(back.at("milestones").dict().kind() == DictKind::Counter);
+    CHECK(back.dict().attribute("_metadata") != nullptr);
+  }
+
+  TEST_CASE("writer refuses what torch cannot read back") {
+    Tensor a = Tensor::zeros(DType::Float32, {2});
+    Value root = Value::make_dict();
+    root["a"] = a;
+    root["b"] = Tensor::view_of(a.storage(), DType::Int32, 0, {2}, {1});
+    pickle::Writer w;
+    CHECK_THROWS_WITH_AS(w.dump(root), doctest::Contains("different dtypes"), Error);
+    Value f8 = Value::make_dict();
+    f8["x"] = Tensor::zeros(DType::Float8_e4m3fn, {2});
+    CHECK_THROWS_WITH_AS(pickle::Writer().dump(f8), doctest::Contains("float8_e4m3fn"), Error);
+  }
+}
