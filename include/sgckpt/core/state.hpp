@@ -48,6 +48,7 @@ BasicValue<U> map_tensors(const BasicValue<T>& v, F&& f) {
     case Kind::Int: return BasicValue<U>(v.as_big_int());
     case Kind::Float: return BasicValue<U>(v.as_float());
     case Kind::Str: return BasicValue<U>(v.as_str());
+    case Kind::Bytes: return BasicValue<U>(v.as_bytes());
     case Kind::Tensor: {
       const auto& tv = v.tensor_value();
       return BasicValue<U>(TensorValue<U>{f(tv.tensor), tv.requires_grad, tv.parameter});

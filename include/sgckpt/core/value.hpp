@@ -1,7 +1,7 @@
 // sgckpt/core/value.hpp: the tree of everything a torch checkpoint holds.
 //
 // BasicValue<T> is one node: None, bool, int (any size, kept exactly), float (double),
-// str, a tensor of type T (plain or nn.Parameter, with requires_grad), list, tuple, or a
+// str, bytes, a tensor of type T (plain or nn.Parameter, with requires_grad), list, tuple, or a
 // dict with str or int keys that remembers whether it was a dict, an OrderedDict (with its
 // attributes, e.g. a module state_dict's `_metadata`) or a collections.Counter.
 //
@@ -276,7 +276,13 @@ class BasicDict {
   std::vector<std::pair<std::string, BasicValue<T>>> attrs_;
 };
 
-enum class Kind : std::uint8_t { None, Bool, Int, Float, Str, Tensor, List, Tuple, Dict };
+enum class Kind : std::uint8_t { None, Bool, Int, Float, Str, Tensor, List, Tuple, Dict, Bytes };
+
+// A Python bytes object (rare in checkpoints; torch pickles it as _codecs.encode(..., 'latin1')).
+struct Bytes {
+  std::string data;  // raw bytes
+  friend bool operator==(const Bytes& a, const Bytes& b) { return a.data == b.data; }
+};
 
 inline const char* kind_name(Kind k) {
   switch (k) {
@@ -289,6 +295,7 @@ inline const char* kind_name(Kind k) {
     case Kind::List: return "list";
     case Kind::Tuple: return "tuple";
     case Kind::Dict: return "dict";
+    case Kind::Bytes: return "bytes";
   }
   return "?";
 }
@@ -318,6 +325,7 @@ class BasicValue {
   BasicValue(TensorValue<T> t) : v_(std::move(t)) {}  // NOLINT(google-explicit-constructor)
   BasicValue(List l) : v_(ListBox(std::move(l))) {}  // NOLINT(google-explicit-constructor)
   BasicValue(Dict d) : v_(DictBox(std::move(d))) {}  // NOLINT(google-explicit-constructor)
+  BasicValue(Bytes b) : v_(std::move(b)) {}  // NOLINT(google-explicit-constructor)
 
   static BasicValue make_tuple(List items = {}) {
     BasicValue v;
@@ -341,6 +349,7 @@ class BasicValue {
   bool is_list() const noexcept { return kind() == Kind::List; }
   bool is_tuple() const noexcept { return kind() == Kind::Tuple; }
   bool is_dict() const noexcept { return kind() == Kind::Dict; }
+  bool is_bytes() const noexcept { return kind() == Kind::Bytes; }
   bool is_number() const noexcept { return is_int() || is_float(); }
 
   bool as_bool() const { return get<bool>("bool"); }
@@ -353,6 +362,7 @@ class BasicValue {
     return as_float();
   }
   const std::string& as_str() const { return get<std::string>("str"); }
+  const Bytes& as_bytes() const { return get<Bytes>("bytes"); }
 
   const TensorValue<T>& tensor_value() const { return get<TensorValue<T>>("tensor"); }
   TensorValue<T>& tensor_value() { return get<TensorValue<T>>("tensor"); }
@@ -449,7 +459,7 @@ class BasicValue {
   }
 
   // The index order must match Kind.
-  std::variant<std::monostate, bool, Int, double, std::string, TensorValue<T>, ListBox, TupleBox, DictBox> v_;
+  std::variant<std::monostate, bool, Int, double, std::string, TensorValue<T>, ListBox, TupleBox, DictBox, Bytes> v_;
 };
 
 }  // namespace sgckpt

@@ -67,6 +67,8 @@ enum class G : std::uint8_t {
   StorageClass,    // a typed storage class; dtype says which
   UntypedStorage,  // torch.storage.UntypedStorage
   DTypeObject,     // torch.float32 etc.; dtype says which
+  CodecsEncode,    // _codecs.encode(str, 'latin1'): how protocol 2 pickles bytes
+  BytesClass,      // builtins.bytes(): empty bytes
 };
 
 struct Global {
@@ -104,7 +106,7 @@ struct StorageObj {
 
 struct Node {
   std::variant<std::monostate, bool, Int, double, std::string, ListObj, TupleObj, DictObj, TensorObj, Global,
-               StorageObj>
+               StorageObj, Bytes>
       v;
   bool on_path = false;  // cycle detection during conversion
 };
@@ -122,6 +124,7 @@ inline const char* node_kind(const Node& n) {
     case 8: return "tensor";
     case 9: return "global";
     case 10: return "storage";
+    case 11: return "bytes";
   }
   return "?";
 }
@@ -146,6 +149,8 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
     if (name == "_rebuild_parameter_with_state") return g(G::RebuildParameterWithState);
     return std::nullopt;
   }
+  if (module == "_codecs" && name == "encode") return g(G::CodecsEncode);
+  if (module == "builtins" && name == "bytes") return g(G::BytesClass);
   if (module == "torch._tensor" && name == "_rebuild_from_type_v2") return g(G::RebuildFromTypeV2);
   if (module == "torch.nn.parameter" && name == "Parameter") return g(G::ParameterClass);
   if (module == "torch.storage" && name == "UntypedStorage") return g(G::UntypedStorage);
@@ -349,6 +354,9 @@ class Machine {
         case op::BINUNICODE8: push_str(uint_le(8), false); break;
         case op::SHORT_BINSTRING: push_str(uint_le(1), true); break;
         case op::BINSTRING: push_str(uint_le(4), true); break;
+        case op::SHORT_BINBYTES: push_bytes(uint_le(1)); break;
+        case op::BINBYTES: push_bytes(uint_le(4)); break;
+        case op::BINBYTES8: push_bytes(uint_le(8)); break;
         case op::EMPTY_LIST: push(make(ListObj{})); break;
         case op::EMPTY_DICT: push(make(DictObj{})); break;
         case op::EMPTY_TUPLE: push(make(TupleObj{})); break;
@@ -467,10 +475,7 @@ class Machine {
       case op::EXT1:
       case op::EXT2:
       case op::EXT4: what = "EXT (extension registry)"; break;
-      case op::BINBYTES:
-      case op::SHORT_BINBYTES:
-      case op::BINBYTES8:
-      case op::BYTEARRAY8: what = "bytes value"; break;
+      case op::BYTEARRAY8: what = "bytearray value"; break;
       case op::EMPTY_SET:
       case op::ADDITEMS:
       case op::FROZENSET: what = "set value"; break;
@@ -508,6 +513,12 @@ class Machine {
       }
     }
     push(make(std::move(s)));
+  }
+
+  void push_bytes(std::uint64_t len) {
+    if (len > lim_.max_string_bytes)
+      fail("bytes of length " + std::to_string(len) + " exceed the limit of " + std::to_string(lim_.max_string_bytes));
+    push(make(Bytes{std::string(bytes(len))}));
   }
 
   void memo_put(std::uint64_t idx) {
@@ -561,6 +572,19 @@ class Machine {
         }
         d.kind = DictKind::Counter;
         return make(std::move(d));
+      }
+      case G::CodecsEncode: {
+        argc(2, 2);
+        auto* text = as<std::string>(a[0]);
+        auto* enc = as<std::string>(a[1]);
+        if (!text || !enc) fail("_codecs.encode needs (str, str) arguments");
+        if (*enc != "latin1" && *enc != "latin-1" && *enc != "iso-8859-1")
+          fail("_codecs.encode with encoding '" + *enc + "' (only latin1 is used for bytes)");
+        return make(Bytes{utf8_to_latin1(*text)});
+      }
+      case G::BytesClass: {
+        argc(0, 0);
+        return make(Bytes{});
       }
       case G::TorchSize: {
         argc(0, 1);
@@ -616,6 +640,24 @@ class Machine {
       default:
         fail("'" + g->name + "' cannot be called");
     }
+  }
+
+  // The text of a latin1-encoded bytes object: every code point must be below 256.
+  std::string utf8_to_latin1(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+      } else if ((c == 0xC2 || c == 0xC3) && i + 1 < s.size() && (static_cast<unsigned char>(s[i + 1]) & 0xC0) == 0x80) {
+        out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3F)));
+        ++i;
+      } else {
+        fail("_codecs.encode text is not latin1");
+      }
+    }
+    return out;
   }
 
   void check_metadata(const NodeP& m) {
@@ -795,6 +837,7 @@ class Machine {
         auto& t = std::get<TensorObj>(n.v);
         return Value(TensorValue<Tensor>{t.tensor, t.requires_grad, t.parameter});
       }
+      case 11: return Value(std::get<Bytes>(n.v));
       case 10: {
         // A bare storage (torch.save(tensor.storage())) reads as a 1-D tensor over all of it.
         auto& s = std::get<StorageObj>(n.v);

@@ -3,7 +3,8 @@
 // Only the opcodes and globals that torch.load(weights_only=True) accepts in every torch
 // since 1.6 are emitted (protocol 2; strings as BINUNICODE; floats as BINFLOAT, which torch
 // 1.13's weights_only loader lacks but every 2.x has), plus GLOBAL collections.Counter only
-// for Counter values. Tensors become _rebuild_tensor_v2 calls on storage persistent ids;
+// for Counter values and GLOBAL _codecs.encode only for bytes values (as Python writes them;
+// torch >= 2.5 weights_only accepts it). Tensors become _rebuild_tensor_v2 calls on storage persistent ids;
 // each distinct storage gets one key ("0", "1", ... in first-pickled order) and is written
 // whole, so views and sharing survive the round trip, as with torch.save.
 #pragma once
@@ -204,6 +205,25 @@ class Writer {
       case Kind::Int: integer(v.as_big_int(), path); break;
       case Kind::Float: floating(v.as_float()); break;
       case Kind::Str: str(v.as_str()); break;
+      case Kind::Bytes: {
+        // Protocol 2 has no bytes opcode: Python writes _codecs.encode(latin1 text, 'latin1').
+        global("_codecs", "encode");
+        std::string text;
+        for (char c : v.as_bytes().data) {
+          const auto u = static_cast<unsigned char>(c);
+          if (u < 0x80) {
+            text.push_back(c);
+          } else {
+            text.push_back(static_cast<char>(0xC0 | (u >> 6)));
+            text.push_back(static_cast<char>(0x80 | (u & 0x3F)));
+          }
+        }
+        str(text);
+        str("latin1");
+        emit(op::TUPLE2);
+        emit(op::REDUCE);
+        break;
+      }
       case Kind::Tensor: tensor(v.tensor_value(), path); break;
       case Kind::List:
         emit(op::EMPTY_LIST);
