@@ -69,7 +69,11 @@ class Error : public std::runtime_error {
     if (!c.file.empty()) add("file '" + c.file + "'");
     if (!c.record.empty()) add("record '" + c.record + "'");
     if (c.offset) add("byte offset " + std::to_string(*c.offset));
-    if (!c.key_path.empty()) add("key path '" + c.key_path + "'");
+    if (!c.key_path.empty()) {
+      // Hostile nesting makes paths thousands of levels deep: keep the message one readable line.
+      constexpr std::size_t kMax = 200;
+      add("key path '" + (c.key_path.size() <= kMax ? c.key_path : "..." + c.key_path.substr(c.key_path.size() - kMax)) + "'");
+    }
     if (where.empty()) return message;
     return message + " (" + where + ")";
   }
