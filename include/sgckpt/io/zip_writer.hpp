@@ -211,9 +211,11 @@ class ZipWriter {
   // directly. The buffer is flushed when it would exceed kBufferCap.
   static constexpr std::size_t kDirect = 64 << 10;
   static constexpr std::size_t kBufferCap = 1 << 20;
-  // Checksummed just before it is written, a chunk of this size is still in the CPU cache
-  // when the sink copies it.
-  static constexpr std::size_t kCrcChunk = 1 << 20;
+  // Checksummed just before it is written, a chunk is still in the CPU cache when the sink
+  // copies it. 256 KiB measured best (about 75% of plain write() throughput into tmpfs, vs
+  // about 70% with 1-4 MiB chunks); it must stay >= kDirect so chunks are not copied.
+  static constexpr std::size_t kCrcChunk = 256 << 10;
+  static_assert(kCrcChunk >= kDirect);
 
   // miniz's rule: a record needs zip64 fields when its size or its header offset reaches
   // 0xFFFFFFFF (">=", not ">").
