@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -249,7 +250,7 @@ class BasicDict {
   auto end() { return items_.end(); }
   auto begin() const { return items_.begin(); }
   auto end() const { return items_.end(); }
-  const std::vector<Item>& items() const noexcept { return items_; }
+  const std::deque<Item>& items() const noexcept { return items_; }
 
   // Attributes set on the instance (OrderedDict's __dict__, e.g. "_metadata"). Empty for
   // plain dicts and Counters.
@@ -271,7 +272,9 @@ class BasicDict {
 
  private:
   DictKind kind_;
-  std::vector<Item> items_;
+  // A deque, not a vector: inserting a key must not move the other values, so that
+  // `d["b"] = d.at("a")` (the right side is evaluated first) never reads a moved-from slot.
+  std::deque<Item> items_;
   std::unordered_map<Key, std::size_t, KeyHash> index_;
   std::vector<std::pair<std::string, BasicValue<T>>> attrs_;
 };

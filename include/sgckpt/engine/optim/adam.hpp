@@ -1,0 +1,213 @@
+// sgckpt/engine/optim/adam.hpp: torch.optim.Adam and torch.optim.AdamW (torch 1.13's
+// single-tensor, non-capturable algorithm) over float32 buffers, with torch 1.13's
+// state_dict() (`step` a 0-dim float32 tensor) and a load_state_dict() for 1.6 .. 2.x files
+// (int `step` of 1.6-1.11, missing newer group keys, initial_lr, param_names).
+#pragma once
+
+#include <sgckpt/engine/optim/param.hpp>
+#include <sgckpt/engine/optim/sgd.hpp>  // GroupSpec
+
+#include <math.h>
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sgckpt::engine {
+
+namespace optim_math {
+
+// Adam: grad = (maximize ? -g : g) + weight_decay * p   (AdamW passes weight_decay 0 here)
+SGCKPT_HD inline float adam_grad(float g, float p, float weight_decay, bool maximize) {
+  const float d = maximize ? -g : g;
+  return weight_decay != 0.0f ? fmaf(p, weight_decay, d) : d;
+}
+// AdamW: param.mul_(1 - lr * weight_decay)
+SGCKPT_HD inline float adamw_decay(float p, float one_minus_lr_wd) {
+  return p * one_minus_lr_wd;
+}
+// exp_avg.mul_(beta1).add_(grad, alpha=1-beta1)
+SGCKPT_HD inline float adam_m(float m, float g, float beta1, float one_minus_beta1) {
+  return fmaf(g, one_minus_beta1, m * beta1);
+}
+// exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1-beta2)
+SGCKPT_HD inline float adam_v(float v, float g, float beta2, float one_minus_beta2) {
+  return v * beta2 + one_minus_beta2 * g * g;
+}
+// denom = (v.sqrt() / sqrt(bias_correction2)).add_(eps); param.addcdiv_(m, denom, value=-step_size)
+SGCKPT_HD inline float adam_apply(float p, float m, float v, float bc2_sqrt, float eps, float neg_step_size) {
+  const float denom = sqrtf(v) / bc2_sqrt + eps;
+  return p + neg_step_size * m / denom;
+}
+
+}  // namespace optim_math
+
+class Adam : public Optimizer {
+ public:
+  // torch 1.13 defaults (types and key order of Adam's group dict; AdamW's differ: see AdamW).
+  static Value defaults(const Value& options, bool adamw) {
+    Value d = Value::make_dict();
+    d["lr"] = 1e-3;
+    d["betas"] = Value::make_tuple({Value(0.9), Value(0.999)});
+    d["eps"] = 1e-8;
+    if (adamw) {
+      d["weight_decay"] = 1e-2;
+      d["amsgrad"] = false;
+      d["foreach"] = Value();
+      d["maximize"] = false;
+      d["capturable"] = false;
+    } else {
+      d["weight_decay"] = 0;
+      d["amsgrad"] = false;
+      d["maximize"] = false;
+      d["foreach"] = Value();
+      d["capturable"] = false;
+      d["differentiable"] = false;
+      d["fused"] = false;
+    }
+    if (options.is_dict())
+      for (const auto& [k, v] : options.dict()) d.dict().set(k, v);
+    return d;
+  }
+
+  Adam(std::vector<ParamRef> params, const Value& options) : Adam(std::move(params), {}, options) {}
+  Adam(std::vector<ParamRef> params, std::vector<GroupSpec> groups, const Value& options)
+      : Adam(std::move(params), std::move(groups), options, false) {}
+
+  void step() override {
+    for (const auto& g : groups_) {
+      const double lr = g.lr();
+      const auto& betas = g.hp.at("betas").items();
+      const double beta1 = betas.at(0).as_number(), beta2 = betas.at(1).as_number();
+      const double eps = g.number("eps");
+      const double wd = g.number("weight_decay");
+      const bool amsgrad = g.flag("amsgrad");
+      const bool maximize = g.flag("maximize");
+      const float f_b1 = static_cast<float>(beta1), f_1mb1 = static_cast<float>(1.0 - beta1);
+      const float f_b2 = static_cast<float>(beta2), f_1mb2 = static_cast<float>(1.0 - beta2);
+      const float f_eps = static_cast<float>(eps);
+      const float f_wd = decoupled_ ? 0.0f : static_cast<float>(wd);
+      const float f_decay = static_cast<float>(1.0 - lr * wd);
+      for (auto i : g.params) {
+        const ParamRef& p = params_[i];
+        if (!p.grad) continue;
+        State& s = state_[i];
+        if (!s.init) {
+          s.init = true;
+          order_.push_back(i);
+          s.step = 0.0f;
+          s.m.assign(p.numel, 0.0f);
+          s.v.assign(p.numel, 0.0f);
+          if (amsgrad) s.vmax.assign(p.numel, 0.0f);
+        }
+        if (amsgrad && s.vmax.size() != p.numel) s.vmax.assign(p.numel, 0.0f);
+        s.step += 1.0f;  // step_t += 1 (a float32 tensor)
+        const double step = static_cast<double>(s.step);
+        const double bc1 = 1 - std::pow(beta1, step);
+        const double bc2 = 1 - std::pow(beta2, step);
+        const float neg_step_size = static_cast<float>(-(lr / bc1));
+        const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+        for (std::size_t k = 0; k < p.numel; ++k) {
+          float x = p.data[k];
+          if (decoupled_) x = optim_math::adamw_decay(x, f_decay);
+          const float gr = optim_math::adam_grad(p.grad[k], x, f_wd, maximize);
+          const float m = s.m[k] = optim_math::adam_m(s.m[k], gr, f_b1, f_1mb1);
+          float v = s.v[k] = optim_math::adam_v(s.v[k], gr, f_b2, f_1mb2);
+          if (amsgrad) {
+            const float mx = s.vmax[k];
+            v = s.vmax[k] = (mx >= v || mx != mx) ? mx : v;  // torch.maximum (NaN propagates)
+          }
+          p.data[k] = optim_math::adam_apply(x, m, v, bc2_sqrt, f_eps, neg_step_size);
+        }
+      }
+    }
+  }
+
+  // torch 1.13: state {id: {'step': tensor(n.), 'exp_avg', 'exp_avg_sq'[, 'max_exp_avg_sq']}}.
+  Value state_dict() const override {
+    Value sd = Value::make_dict();
+    Value state = Value::make_dict();
+    const auto tid = torch_ids();
+    for (auto i : order_) {
+      const State& s = state_[i];
+      Value d = Value::make_dict();
+      const float st = s.step;
+      d["step"] = Tensor::from_values(DType::Float32, Shape{}, std::span<const float>(&st, 1));
+      d["exp_avg"] = optim_detail::to_tensor(s.m, params_[i].shape);
+      d["exp_avg_sq"] = optim_detail::to_tensor(s.v, params_[i].shape);
+      if (!s.vmax.empty()) d["max_exp_avg_sq"] = optim_detail::to_tensor(s.vmax, params_[i].shape);
+      state.dict().set(Key(tid[i]), std::move(d));
+    }
+    sd["state"] = std::move(state);
+    sd["param_groups"] = packed_groups();
+    return sd;
+  }
+
+  void load_state_dict(const Value& sd) override {
+    auto id_map = load_groups(sd);
+    state_.assign(params_.size(), {});
+    order_.clear();
+    for (const auto& [k, v] : sd.at("state").dict()) {
+      if (!k.is_int() || !v.is_dict()) continue;
+      for (const auto& [id, idx] : id_map) {
+        if (id != k.integer()) continue;
+        State& s = state_[idx];
+        const std::string who = "Adam state of " + params_[idx].name;
+        const Value& st = v.at("step");
+        s.step = static_cast<float>(st.is_tensor() ? st.tensor().element_as_double(0) : st.as_number());
+        s.m = optim_detail::from_tensor(v.at("exp_avg"), params_[idx].numel, who);
+        s.v = optim_detail::from_tensor(v.at("exp_avg_sq"), params_[idx].numel, who);
+        if (const Value* mx = v.dict().find("max_exp_avg_sq"); mx && mx->is_tensor())
+          s.vmax = optim_detail::from_tensor(*mx, params_[idx].numel, who);
+        s.init = true;
+        order_.push_back(idx);
+      }
+    }
+  }
+
+  float step_count(std::size_t i) const { return state_.at(i).step; }
+
+ protected:
+  Adam(std::vector<ParamRef> params, std::vector<GroupSpec> groups, const Value& options, bool decoupled)
+      : decoupled_(decoupled) {
+    params_ = std::move(params);
+    const Value d = defaults(options, decoupled);
+    if (groups.empty()) groups.push_back({optim_detail::iota(params_.size()), Value::make_dict()});
+    for (auto& g : groups) {
+      add_group(std::move(g.params), d, g.options);
+      const auto& gr = groups_.back();
+      if (gr.lr() < 0) throw Error("Adam: invalid learning rate");
+      if (gr.number("eps") < 0) throw Error("Adam: invalid epsilon value");
+      const auto& b = gr.hp.at("betas").items();
+      if (b.size() != 2 || b[0].as_number() < 0 || b[0].as_number() >= 1 || b[1].as_number() < 0 ||
+          b[1].as_number() >= 1)
+        throw Error("Adam: invalid beta parameters");
+      if (gr.number("weight_decay") < 0) throw Error("Adam: invalid weight_decay value");
+    }
+    state_.assign(params_.size(), {});
+  }
+
+ private:
+  struct State {
+    bool init = false;
+    float step = 0.0f;
+    std::vector<float> m, v, vmax;
+  };
+  bool decoupled_ = false;
+  std::vector<State> state_;
+  std::vector<std::size_t> order_;
+};
+
+// AdamW: decoupled weight decay (param *= 1 - lr * weight_decay before the Adam update);
+// torch 1.13's AdamW group keys: lr, betas, eps, weight_decay (0.01), amsgrad, foreach,
+// maximize, capturable.
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<ParamRef> params, const Value& options) : AdamW(std::move(params), {}, options) {}
+  AdamW(std::vector<ParamRef> params, std::vector<GroupSpec> groups, const Value& options)
+      : Adam(std::move(params), std::move(groups), options, true) {}
+};
+
+}  // namespace sgckpt::engine

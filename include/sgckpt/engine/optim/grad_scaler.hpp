@@ -1,0 +1,149 @@
+// sgckpt/engine/optim/grad_scaler.hpp: dynamic loss scaling with torch.cuda.amp.GradScaler's
+// semantics (scale kept as float32, like torch's _scale tensor):
+//   scale() the loss by `scale`; unscale() multiplies every grad by float(1 / double(scale)) and
+//   records whether any grad is inf/NaN; step(opt) runs opt.step() unless inf/NaN was found;
+//   update(): inf/NaN -> scale *= backoff_factor, tracker = 0; else ++tracker and, on reaching
+//   growth_interval, scale *= growth_factor (kept only if finite), tracker = 0.
+#pragma once
+
+#include <sgckpt/engine/optim/param.hpp>
+
+#include <math.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace sgckpt::engine {
+
+namespace optim_math {
+// g *= inv_scale; returns whether the result is not finite (torch's found_inf).
+SGCKPT_HD inline bool unscale_grad(float& g, float inv_scale) {
+  g = g * inv_scale;
+  return !isfinite(g);
+}
+}  // namespace optim_math
+
+struct GradBuffer {
+  float* data = nullptr;
+  std::size_t numel = 0;
+};
+
+struct GradScalerOptions {
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  std::int64_t growth_interval = 2000;
+  bool enabled = true;
+};
+
+class GradScaler {
+ public:
+  explicit GradScaler(GradScalerOptions o = {})
+      : scale_(static_cast<float>(o.init_scale)),
+        growth_factor_(o.growth_factor),
+        backoff_factor_(o.backoff_factor),
+        growth_interval_(o.growth_interval),
+        enabled_(o.enabled) {
+    if (growth_factor_ <= 1.0) throw Error("GradScaler: growth_factor should be > 1");
+    if (backoff_factor_ >= 1.0) throw Error("GradScaler: backoff_factor should be < 1");
+  }
+
+  bool enabled() const noexcept { return enabled_; }
+  float get_scale() const noexcept { return enabled_ ? scale_ : 1.0f; }
+  std::int64_t growth_tracker() const noexcept { return tracker_; }
+  bool found_inf() const noexcept { return found_inf_; }
+
+  // The loss to backpropagate.
+  float scale(float loss) const { return enabled_ ? loss * scale_ : loss; }
+  double scale(double loss) const { return enabled_ ? loss * static_cast<double>(scale_) : loss; }
+
+  // Unscales the gradients in place (once per step; a second call before update() is refused,
+  // as torch's "unscale_() has already been called on this optimizer since the last update()").
+  void unscale(std::span<const GradBuffer> grads) {
+    if (!enabled_) return;
+    if (unscaled_) throw Error("GradScaler: unscale() has already been called since the last update()");
+    const float inv = static_cast<float>(1.0 / static_cast<double>(scale_));
+    bool inf = false;
+    for (const auto& g : grads)
+      for (std::size_t k = 0; k < g.numel; ++k) inf |= optim_math::unscale_grad(g.data[k], inv);
+    found_inf_ = inf;
+    unscaled_ = true;
+  }
+  // The same on ParamRefs: their `grad` buffers must be writable (the engine's are).
+  void unscale(const std::vector<ParamRef>& params) {
+    std::vector<GradBuffer> g;
+    for (const auto& p : params)
+      if (p.grad) g.push_back({const_cast<float*>(p.grad), p.numel});
+    unscale(g);
+  }
+
+  // Unscales (if not done yet) and steps unless inf/NaN was found; returns whether it stepped.
+  bool step(Optimizer& opt) {
+    if (!enabled_) {
+      opt.step();
+      return true;
+    }
+    if (!unscaled_) unscale(opt.params());
+    if (found_inf_) return false;
+    opt.step();
+    return true;
+  }
+
+  void update() {
+    if (!enabled_) return;
+    if (found_inf_) {
+      scale_ = scale_ * static_cast<float>(backoff_factor_);
+      tracker_ = 0;
+    } else {
+      const std::int64_t successful = tracker_ + 1;
+      if (successful == growth_interval_) {
+        const float grown = scale_ * static_cast<float>(growth_factor_);
+        if (isfinite(grown)) scale_ = grown;
+        tracker_ = 0;
+      } else {
+        tracker_ = successful;
+      }
+    }
+    found_inf_ = false;
+    unscaled_ = false;
+  }
+
+  // {'scale', 'growth_factor', 'backoff_factor', 'growth_interval', '_growth_tracker'}, or {}
+  // when disabled.
+  Value state_dict() const {
+    Value d = Value::make_dict();
+    if (!enabled_) return d;
+    d["scale"] = static_cast<double>(scale_);
+    d["growth_factor"] = growth_factor_;
+    d["backoff_factor"] = backoff_factor_;
+    d["growth_interval"] = static_cast<long long>(growth_interval_);
+    d["_growth_tracker"] = static_cast<long long>(tracker_);
+    return d;
+  }
+
+  void load_state_dict(const Value& d) {
+    if (!enabled_) return;
+    if (!d.is_dict() || d.size() == 0)
+      throw Error(
+          "GradScaler: the source state dict is empty, possibly because it was saved from a disabled "
+          "instance");
+    scale_ = static_cast<float>(d.at("scale").as_number());
+    if (const Value* v = d.dict().find("growth_factor")) growth_factor_ = v->as_number();
+    if (const Value* v = d.dict().find("backoff_factor")) backoff_factor_ = v->as_number();
+    if (const Value* v = d.dict().find("growth_interval")) growth_interval_ = v->as_int();
+    if (const Value* v = d.dict().find("_growth_tracker")) tracker_ = v->as_int();
+  }
+
+ private:
+  float scale_;
+  double growth_factor_, backoff_factor_;
+  std::int64_t growth_interval_;
+  bool enabled_;
+  std::int64_t tracker_ = 0;
+  bool found_inf_ = false;
+  bool unscaled_ = false;
+};
+
+}  // namespace sgckpt::engine
