@@ -38,3 +38,27 @@ cmake --build "$build" -j "$jobs"
 
 stage="ctest"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
+
+# Sanitizers: the whole test suite again, built with ASan + UBSan (SGCKPT_SANITIZE=ON), slow
+# tests excluded; this includes fuzz/replay (the fuzzing regressions, seeds and hostile corpus
+# through both fuzz targets). SGCKPT_ASAN=0 skips it; SGCKPT_ASAN_BUILD_DIR (default
+# <repo>/build-asan) moves it. RelWithDebInfo: -O2 keeps it fast, -g keeps reports readable.
+if [ "${SGCKPT_ASAN:-1}" != "0" ]; then
+  asan_build="${SGCKPT_ASAN_BUILD_DIR:-$repo/build-asan}"
+  asan_start=$(date +%s)
+  stage="asan-configure"
+  asan_args=(-S "$repo" -B "$asan_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGCKPT_SANITIZE=ON -DSGCKPT_WERROR=ON
+             -DSGCKPT_CUDA=OFF -DSGCKPT_BUILD_EXAMPLES=OFF -DSGCKPT_BUILD_BENCH=OFF "-DSGCKPT_PYTHON=$python")
+  if [ -n "${SGCKPT_SHARED_DIR:-}" ]; then asan_args+=("-DSGCKPT_SHARED_DIR=$SGCKPT_SHARED_DIR"); fi
+  cmake "${asan_args[@]}"
+  stage="asan-build"
+  cmake --build "$asan_build" -j "$jobs"
+  stage="asan-ctest"
+  # No RLIMIT_AS for the tool under ASan (it reserves terabytes of address space); tests that
+  # time the tool allow for the sanitizer's slowdown (SGCKPT_SANITIZED).
+  SGCKPT_SANITIZED=1 SGCKPT_TEST_RLIMIT_AS=0 \
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}" \
+    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+    ctest --test-dir "$asan_build" --output-on-failure -j "$jobs" -LE slow
+  echo "test.sh: sanitizer stage (configure + build + ctest -LE slow) took $(( $(date +%s) - asan_start ))s"
+fi

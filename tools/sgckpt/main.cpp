@@ -37,6 +37,10 @@ int main(int argc, char** argv) {
     });
     sgckpt::tool::register_inspect(app);
     sgckpt::tool::register_convert(app);
+    sgckpt::tool::register_runs(app);
+    sgckpt::tool::register_resolve(app);
+    sgckpt::tool::register_match(app);
+    sgckpt::tool::register_average(app);
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -91,6 +91,7 @@ struct DictObj {
   std::vector<std::pair<Key, NodeP>> items;
   std::unordered_map<Key, std::size_t, KeyHash> index;
   std::vector<std::pair<std::string, NodeP>> attrs;
+  std::unordered_map<std::string, std::size_t> attr_index;  // name -> position in attrs
 };
 struct TensorObj {
   Tensor tensor;
@@ -109,7 +110,46 @@ struct Node {
                StorageObj, Bytes>
       v;
   bool on_path = false;  // cycle detection during conversion
+  bool copied = false;     // its data was copied once already (as a key, Counter() source, ...)
+  bool converted = false;  // converted into the value tree once already
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Iterative: the default destructor would free a nested chain recursively, one stack frame
+  // group per level, and a deep chain still held by a local (an operand popped by an opcode
+  // that then fails: `N ]...] a...a a`, 200k levels) overflowed the stack (fuzzing
+  // regression pickle-stack-overflow-deep-chain-destructor).
+  ~Node();
 };
+
+// Moves the children of `n` (if it is a container) into `out`.
+inline void take_children(Node& n, std::vector<NodeP>& out) {
+  if (auto* l = std::get_if<ListObj>(&n.v)) {
+    for (auto& c : l->items) out.push_back(std::move(c));
+    l->items.clear();
+  } else if (auto* t = std::get_if<TupleObj>(&n.v)) {
+    for (auto& c : t->items) out.push_back(std::move(c));
+    t->items.clear();
+  } else if (auto* d = std::get_if<DictObj>(&n.v)) {
+    for (auto& kv : d->items) out.push_back(std::move(kv.second));
+    for (auto& kv : d->attrs) out.push_back(std::move(kv.second));
+    d->items.clear();
+    d->attrs.clear();
+  }
+}
+
+inline Node::~Node() {
+  std::vector<NodeP> work;
+  take_children(*this, work);
+  while (!work.empty()) {
+    NodeP n = std::move(work.back());
+    work.pop_back();
+    // Last owner: empty it first, so that its own destructor (at the end of this iteration)
+    // has nothing left to recurse into. Shared nodes are released by their last owner.
+    if (n && n.use_count() == 1) take_children(*n, work);
+  }
+}
 
 inline const char* node_kind(const Node& n) {
   switch (n.v.index()) {
@@ -233,11 +273,42 @@ class Machine {
   // ---- nodes ---------------------------------------------------------------------------
   template <class X>
   NodeP make(X x) {
-    if (++nodes_ > lim_.max_values)
+    if (++nodes_ + charged_ > lim_.max_values)
       fail("pickle creates more than " + std::to_string(lim_.max_values) + " objects (limit)");
     auto n = std::make_shared<Node>();
     n->v = std::move(x);
     return n;
+  }
+  // Amplification. A memo reference (BINGET: 2 input bytes) can make the machine copy
+  // megabytes: a memoized str used as a key or converted at every reference, a dict passed
+  // to Counter() again and again, a shared container copied into the value tree each time it
+  // is reached (the billion laughs). Counting objects alone let files of a few hundred bytes
+  // or KB allocate tens of GB or run for minutes (tests/hostile/bomb_*). So:
+  //  * every repeated copy is charged: one value per kBytesPerValue bytes of str/bytes/key/
+  //    big int, one per element of a copied container, shape or stride (the first copy of a
+  //    node's data is free: it is bounded by the input, and a large honest str must load);
+  //  * charges count toward max_values, and, with the value tree (convert, which also
+  //    charges every key path by length), may not exceed kCopyFactor times the objects the
+  //    pickle really created plus kCopyAllowance.
+  // Real checkpoints share little and copy short strings: they stay far below the bound.
+  static constexpr std::uint64_t kBytesPerValue = 16;
+  static constexpr std::uint64_t kCopyFactor = 16;
+  static constexpr std::uint64_t kCopyAllowance = 1'000'000;
+  std::uint64_t copy_budget() const { return kCopyAllowance + kCopyFactor * nodes_; }
+  // Charges `values` if `n`'s data was copied before (see above), and marks it copied.
+  void charge_reuse(Node& n, std::uint64_t values) {
+    if (n.copied) charge(values);
+    n.copied = true;
+  }
+  void charge(std::uint64_t values) {
+    charged_ += values;
+    if (nodes_ + charged_ > lim_.max_values)
+      fail("pickle creates more than " + std::to_string(lim_.max_values) +
+           " objects (limit; copies of strings, keys and shapes count by size)");
+    if (charged_ > copy_budget())
+      fail("pickle copies memoized data worth " + std::to_string(charged_) + " values, more than " +
+           std::to_string(kCopyFactor) + " times the " + std::to_string(nodes_) +
+           " objects it creates (an amplification attack?)");
   }
   void push(NodeP n) { stack_.push_back(std::move(n)); }
   NodeP pop() {
@@ -267,7 +338,10 @@ class Machine {
     return std::get_if<X>(&n->v);
   }
   Key key_of(const NodeP& k) {
-    if (auto* s = as<std::string>(k)) return Key(*s);
+    if (auto* s = as<std::string>(k)) {
+      charge_reuse(*k, s->size() / kBytesPerValue);  // the key is copied (a memoized key may be huge)
+      return Key(*s);
+    }
     if (auto* i = as<Int>(k)) {
       if (!i->fits_int64()) fail("dict key " + i->to_string() + " does not fit in 64 bits");
       return Key(i->to_int64());
@@ -288,6 +362,7 @@ class Machine {
   Shape int_tuple(const NodeP& n, const char* what) {
     auto* t = as<TupleObj>(n);
     if (!t) fail(std::string(what) + " must be a tuple of ints, found a " + node_kind(*n));
+    charge(t->items.size());  // copied into a Shape, once per (memoized, reusable) tuple use
     Shape out;
     out.reserve(t->items.size());
     for (auto& e : t->items) out.push_back(int_of(e, what));
@@ -445,6 +520,7 @@ class Machine {
           auto* t = as<TupleObj>(args);
           if (!t || t->items.empty() || t->items.size() > 2 || !as<TensorObj>(t->items[0]))
             fail("torch.nn.Parameter(...) needs (tensor[, requires_grad]) arguments");
+          charge(2 * as<TensorObj>(t->items[0])->tensor.dim());  // shape and strides are copied
           TensorObj p = *as<TensorObj>(t->items[0]);
           p.parameter = true;
           p.requires_grad = t->items.size() == 2 ? bool_of(t->items[1], "requires_grad") : true;
@@ -567,7 +643,11 @@ class Machine {
         if (a.size() == 1) {
           auto* src = as<DictObj>(a[0]);
           if (!src) fail("collections.Counter(...) argument must be a dict, found a " + std::string(node_kind(*a[0])));
+          std::uint64_t key_bytes = 0;
+          for (auto& kv : src->items) key_bytes += kv.first.is_str() ? kv.first.str().size() : 0;
+          charge_reuse(*a[0], src->items.size() + 2 * key_bytes / kBytesPerValue);  // a full copy (items + index)
           d = *src;
+          d.attr_index.clear();
           d.attrs.clear();
         }
         d.kind = DictKind::Counter;
@@ -580,6 +660,7 @@ class Machine {
         if (!text || !enc) fail("_codecs.encode needs (str, str) arguments");
         if (*enc != "latin1" && *enc != "latin-1" && *enc != "iso-8859-1")
           fail("_codecs.encode with encoding '" + *enc + "' (only latin1 is used for bytes)");
+        charge_reuse(*a[0], text->size() / kBytesPerValue);  // a new bytes object per call
         return make(Bytes{utf8_to_latin1(*text)});
       }
       case G::BytesClass: {
@@ -589,7 +670,7 @@ class Machine {
       case G::TorchSize: {
         argc(0, 1);
         if (a.empty()) return make(TupleObj{});
-        int_tuple(a[0], "torch.Size dimension");
+        int_tuple(a[0], "torch.Size dimension");  // charges the copy
         return make(TupleObj{as<TupleObj>(a[0])->items});
       }
       case G::RebuildTensor: {
@@ -616,6 +697,7 @@ class Machine {
           argc(4, 4);
         auto* data = as<TensorObj>(a[0]);
         if (!data) fail("'" + g->name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
+        charge(2 * data->tensor.dim());  // shape and strides are copied
         TensorObj p = *data;
         p.parameter = true;
         p.requires_grad = bool_of(a[1], "requires_grad");
@@ -695,15 +777,19 @@ class Machine {
       if (d->kind != DictKind::OrderedDict) fail("BUILD on a plain dict is not allowed");
       auto* st = as<DictObj>(state);
       if (!st) fail(std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
+      // Indexed by name: a linear search per item made one BUILD of n attributes O(n^2)
+      // (100k names in a 1.2 MB file ran for minutes). Each BUILD is charged its items, as a
+      // memoized state dict can be BUILT again and again for 2 bytes each.
+      charge_reuse(*state, st->items.size());
       for (auto& [k, v] : st->items) {
         if (!k.is_str()) fail("OrderedDict attribute names must be str");
-        bool replaced = false;
-        for (auto& [name, old] : d->attrs)
-          if (name == k.str()) {
-            old = v;
-            replaced = true;
-          }
-        if (!replaced) d->attrs.emplace_back(k.str(), v);
+        auto [it, inserted] = d->attr_index.try_emplace(k.str(), d->attrs.size());
+        if (inserted) {
+          charge(2 * k.str().size() / kBytesPerValue);
+          d->attrs.emplace_back(k.str(), v);
+        } else {
+          d->attrs[it->second].second = v;
+        }
       }
       return;
     }
@@ -797,13 +883,44 @@ class Machine {
   }
 
   // ---- graph -> Value ------------------------------------------------------------------
+  // A key as it appears in key paths (error messages). Long keys are abbreviated: every node
+  // gets its own path, so a 20 MB key above 100k list items meant 2 TB of path copies.
+  static std::string path_key(const std::string& s) {
+    if (s.size() <= 64) return s;
+    std::size_t cut = 48;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
+    return s.substr(0, cut) + "...(" + std::to_string(s.size()) + " bytes)";
+  }
+  static std::string path_key(const Key& k) { return k.is_str() ? path_key(k.str()) : k.to_string(); }
+
   Value convert(Node& n, std::uint32_t depth, const std::string& path) {
     if (depth > lim_.max_depth)
       throw Error("containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
                   ErrorContext::at_key(path));
-    if (++out_values_ > lim_.max_values)
+    // Strings, bytes, keys, big ints and shapes are copied at every reference (a shared node
+    // is converted each time it is reached): from the second time on, charged by size as in
+    // charge(). Key paths are built for every node: always charged by length.
+    std::uint64_t cost = 1 + path.size() / kBytesPerValue;
+    if (n.converted) {
+      if (auto* s = std::get_if<std::string>(&n.v)) cost += s->size() / kBytesPerValue;
+      if (auto* b = std::get_if<Bytes>(&n.v)) cost += b->data.size() / kBytesPerValue;
+      if (auto* i = std::get_if<Int>(&n.v); i && !i->fits_int64()) cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
+      if (auto* t = std::get_if<TensorObj>(&n.v)) cost += 2 * t->tensor.dim();
+      if (auto* d = std::get_if<DictObj>(&n.v)) {
+        for (auto& kv : d->items) cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
+        for (auto& kv : d->attrs) cost += kv.first.size() / kBytesPerValue;
+      }
+    }
+    n.converted = true;
+    out_values_ += cost;
+    if (out_values_ > lim_.max_values)
       throw Error("checkpoint expands to more than " + std::to_string(lim_.max_values) +
-                      " values (limit; shared containers are copied)",
+                      " values (limit; shared containers are copied, strings count by size)",
+                  ErrorContext::at_key(path));
+    if (out_values_ > copy_budget())
+      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values from only " +
+                      std::to_string(nodes_) + " pickled objects: shared containers copied again and again " +
+                      "(a billion-laughs amplification attack?)",
                   ErrorContext::at_key(path));
     if (n.on_path) throw Error("the object contains itself (reference cycle)", ErrorContext::at_key(path));
     struct Guard {
@@ -829,8 +946,11 @@ class Machine {
       case 7: {
         auto& d = std::get<DictObj>(n.v);
         Dict out(d.kind);
-        for (auto& [k, v] : d.items) out.set(k, convert(*v, depth + 1, Value::join(path, k.to_string())));
-        for (auto& [k, v] : d.attrs) out.set_attribute(k, convert(*v, depth + 1, Value::join(path, "." + k)));
+        for (auto& [k, v] : d.items) out.set(k, convert(*v, depth + 1, Value::join(path, path_key(k))));
+        // Names are unique (BUILD indexes them): append directly, as set_attribute's linear
+        // search per name would make this loop quadratic in the number of attributes.
+        for (auto& [k, v] : d.attrs)
+          out.attributes().emplace_back(k, convert(*v, depth + 1, Value::join(path, "." + path_key(k))));
         return Value(std::move(out));
       }
       case 8: {
@@ -890,7 +1010,8 @@ class Machine {
   std::vector<std::size_t> marks_;
   std::unordered_map<std::uint64_t, NodeP> memo_;
   std::unordered_map<std::string, NodeP> storages_;
-  std::uint64_t nodes_ = 0;
+  std::uint64_t nodes_ = 0;    // objects created (make)
+  std::uint64_t charged_ = 0;  // copies charged (charge)
   std::uint64_t out_values_ = 0;
 };
 

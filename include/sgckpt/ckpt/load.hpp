@@ -1,0 +1,663 @@
+// sgckpt/ckpt/load.hpp: loading a checkpoint's weights into a model's state dict, with
+// SuperGradients' StrictLoad modes (spec section 6), as a dry run (plan_checkpoint_load) or
+// for real (load_checkpoint_to_model).
+//
+// The weights taken from the checkpoint: its `ema_net` when load_ema_as_net (an Error if it
+// has none), else its `net`, else the dict itself (a bare state dict). When EVERY key starts
+// with "module." (DataParallel/DDP), that prefix is stripped, as SG's
+// maybe_remove_module_prefix. With a backbone prefix ("backbone."), only the model's keys
+// under that prefix are loaded, and checkpoint keys are matched against those keys with the
+// prefix removed (SG's load_backbone offers the checkpoint to `net.backbone`).
+//
+// The modes:
+//   On             keys and shapes must match exactly (torch strict=True).
+//   Off            torch strict=False: missing and unexpected keys are reported and skipped;
+//                  a shape mismatch is still an error.
+//   NoKeyMatching  exact first; failing that, by POSITION: the checkpoint's tensors in order
+//                  are paired with the model's in order. Any shape mismatch, or fewer
+//                  checkpoint tensors than model tensors, is an error. Extra checkpoint
+//                  tensors beyond the model's count are dropped and reported as unexpected,
+//                  as SG (its zip stops at the shorter list).
+//   KeyMatching    exact first; failing that, key by key, skipping (and reporting) shape
+//                  mismatches, missing and unexpected keys (SG's transfer_weights).
+//
+// Deviations from SG that fix its traps (spec 11.4, 11.11): a failed load throws ONE
+// sgckpt::Error that lists every missing, unexpected and shape-mismatched key together
+// (with, for NoKeyMatching, why matching by position failed too, and for On/Off a hint when
+// the checkpoint would load by position), and it changes NOTHING in the model state: the
+// whole load is planned first and applied only when it succeeds. Nothing is written to disk.
+//
+// Values are copied into the model's existing tensors (their storage, dtype and layout are
+// kept), converting the dtype when it differs, as torch's param.copy_(input) does (float <->
+// half, int -> float, ...). A model tensor that is a read-only view of a memory-mapped file is
+// replaced by an owned tensor of the same dtype and shape. The state dict's `_metadata`
+// attribute is an attribute, not an entry: the model's is kept, the checkpoint's ignored.
+#pragma once
+
+#include <algorithm>
+#include <complex>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "sgckpt/core/dtype.hpp"
+#include "sgckpt/core/error.hpp"
+#include "sgckpt/core/state.hpp"
+#include "sgckpt/core/tensor.hpp"
+#include "sgckpt/core/value.hpp"
+#include "sgckpt/io/options.hpp"
+#include "sgckpt/io/pth.hpp"
+
+namespace sgckpt {
+
+// ---- StrictLoad ---------------------------------------------------------------------------------
+
+// SG's StrictLoad (common/data_types/enum/strict_load.py).
+enum class StrictLoad { On, Off, NoKeyMatching, KeyMatching };
+
+inline std::string_view to_string(StrictLoad s) {
+  switch (s) {
+    case StrictLoad::On:
+      return "on";
+    case StrictLoad::Off:
+      return "off";
+    case StrictLoad::NoKeyMatching:
+      return "no_key_matching";
+    case StrictLoad::KeyMatching:
+      return "key_matching";
+  }
+  return "?";
+}
+
+// "on", "off", "no_key_matching", "key_matching", and the bools "true" / "false" (SG's
+// type factory maps True to ON and False to OFF); case-insensitive.
+inline StrictLoad parse_strict_load(std::string_view s) {
+  std::string l(s);
+  for (auto& c : l) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  if (l == "on" || l == "true") return StrictLoad::On;
+  if (l == "off" || l == "false") return StrictLoad::Off;
+  if (l == "no_key_matching") return StrictLoad::NoKeyMatching;
+  if (l == "key_matching") return StrictLoad::KeyMatching;
+  throw Error("unknown strict load mode '" + std::string(s) +
+              "' (expected on, off, no_key_matching, key_matching, true or false)");
+}
+
+// SG's bool values: true -> On, false -> Off. (Not an overload of parse_strict_load: a string
+// literal would convert to bool before string_view.)
+inline StrictLoad strict_load_from_bool(bool b) {
+  return b ? StrictLoad::On : StrictLoad::Off;
+}
+
+// ---- The report ---------------------------------------------------------------------------------
+
+struct LoadReport {
+  bool ok = false;
+  StrictLoad mode = StrictLoad::On;
+  bool by_position = false;  // loaded by position (NoKeyMatching after the exact match failed)
+  std::vector<std::pair<std::string, std::string>> loaded;  // model key -> checkpoint key
+  std::vector<std::string> missing;                         // model keys the checkpoint does not provide
+  std::vector<std::string> unexpected;  // checkpoint keys the model does not have (or that were dropped)
+  struct Mismatch {
+    std::string model, ckpt;
+    Shape model_shape, ckpt_shape;
+  };
+  std::vector<Mismatch> mismatched;  // pairs whose shapes differ (skipped by KeyMatching)
+  // NoKeyMatching failure: why matching by position failed as well. On/Off failure: a hint
+  // when the checkpoint would load by position. Empty otherwise.
+  std::string note;
+
+  std::string message() const {
+    auto shape = [](const Shape& s) {
+      std::string out = "[";
+      for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+      return out + "]";
+    };
+    auto list = [](const std::vector<std::string>& ks) {
+      std::string out;
+      for (std::size_t i = 0; i < ks.size(); ++i) out += (i ? ", '" : "'") + ks[i] + "'";
+      return out;
+    };
+    std::string counts = std::to_string(missing.size()) + " missing, " + std::to_string(unexpected.size()) +
+                         " unexpected, " + std::to_string(mismatched.size()) + " shape-mismatched";
+    std::string m;
+    if (ok) {
+      m = "checkpoint loads into the model (strict=" + std::string(to_string(mode)) +
+          "): " + std::to_string(loaded.size()) + " tensors loaded " +
+          (by_position ? "by position" : "by key");
+      if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) m += "; skipped: " + counts;
+    } else {
+      m = "checkpoint does not load into the model (strict=" + std::string(to_string(mode)) + "): " + counts;
+    }
+    if (!missing.empty()) m += "\n  missing from the checkpoint: " + list(missing);
+    if (!unexpected.empty()) m += "\n  unexpected in the checkpoint: " + list(unexpected);
+    if (!mismatched.empty()) {
+      m += "\n  shape mismatch:";
+      for (std::size_t i = 0; i < mismatched.size(); ++i) {
+        const auto& x = mismatched[i];
+        m += (i ? "; model '" : " model '") + x.model + "' " + shape(x.model_shape) + " vs checkpoint '" +
+             x.ckpt + "' " + shape(x.ckpt_shape);
+      }
+    }
+    if (!note.empty()) m += "\n  " + note;
+    return m;
+  }
+};
+
+namespace detail {
+
+inline std::string load_shape_text(const Shape& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+struct LoadEntry {
+  std::string key;        // as in the file (ckpt) or the model
+  std::string match_key;  // what is compared: module.-stripped (ckpt) or prefix-stripped (model)
+  const Tensor* tensor;
+  std::size_t index;  // position in its dict
+};
+
+struct LoadPlan {
+  LoadReport report;
+  std::vector<std::pair<std::size_t, const Tensor*>> copies;  // model dict index <- source tensor
+};
+
+// The checkpoint's state dict, per the rules at the top of the file.
+inline const Dict& checkpoint_state_dict(const Value& ckpt, bool load_ema_as_net) {
+  if (!ckpt.is_dict())
+    throw Error(std::string("the checkpoint is a ") + kind_name(ckpt.kind()) +
+                ", not a dict or a state dict");
+  const Dict& d = ckpt.dict();
+  if (load_ema_as_net) {
+    const Value* ema = d.find("ema_net");
+    if (ema == nullptr || ema->is_none())
+      throw Error("no EMA network stored in checkpoint (it has no 'ema_net'); load 'net' instead");
+    if (!ema->is_dict())
+      throw Error(std::string("the checkpoint's 'ema_net' is a ") + kind_name(ema->kind()) +
+                  ", not a state dict");
+    return ema->dict();
+  }
+  if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
+    if (net->is_none())
+      throw Error(
+          "the checkpoint's 'net' is None (no weights: an average_model.pth written before any "
+          "snapshot was averaged?)");
+    if (!net->is_dict())
+      throw Error(std::string("the checkpoint's 'net' is a ") + kind_name(net->kind()) +
+                  ", not a state dict");
+    return net->dict();
+  }
+  return d;
+}
+
+inline std::vector<LoadEntry> entries_of(const Dict& d, const char* what) {
+  std::vector<LoadEntry> out;
+  out.reserve(d.size());
+  std::size_t i = 0;
+  for (const auto& [k, v] : d) {
+    const std::string key = k.to_string();
+    if (!k.is_str()) throw Error(std::string(what) + " has a non-string key " + key + ": not a state dict");
+    if (!v.is_tensor())
+      throw Error(std::string(what) + " entry '" + key + "' is a " + kind_name(v.kind()) +
+                      ", not a tensor: not a state dict",
+                  ErrorContext::at_key(key));
+    if (!v.tensor().defined()) throw Error(std::string(what) + " entry '" + key + "' has no storage");
+    out.push_back({key, key, &v.tensor(), i++});
+  }
+  return out;
+}
+
+// Whether copy_ between these dtypes is implemented (everything but float8 / complex32 to
+// another dtype).
+inline bool convertible(DType d) {
+  switch (d) {
+    case DType::Float64:
+    case DType::Float32:
+    case DType::Float16:
+    case DType::BFloat16:
+    case DType::Int64:
+    case DType::Int32:
+    case DType::Int16:
+    case DType::Int8:
+    case DType::UInt8:
+    case DType::Bool:
+    case DType::Complex64:
+    case DType::Complex128:
+    case DType::UInt16:
+    case DType::UInt32:
+    case DType::UInt64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, StrictLoad mode,
+                          std::string_view backbone_prefix, bool load_ema_as_net) {
+  if (!model_state.is_dict())
+    throw Error(std::string("the model state is a ") + kind_name(model_state.kind()) + ", not a state dict");
+  // The target: the model's tensors, or those under the backbone prefix.
+  std::vector<LoadEntry> target;
+  for (auto& e : entries_of(model_state.dict(), "the model state")) {
+    if (backbone_prefix.empty()) {
+      target.push_back(std::move(e));
+    } else if (e.key.size() > backbone_prefix.size() &&
+               e.key.compare(0, backbone_prefix.size(), backbone_prefix) == 0) {
+      e.match_key = e.key.substr(backbone_prefix.size());
+      target.push_back(std::move(e));
+    }
+  }
+  if (!backbone_prefix.empty() && target.empty())
+    throw Error("no key of the model state starts with the backbone prefix '" + std::string(backbone_prefix) +
+                "'");
+
+  std::vector<LoadEntry> source =
+      entries_of(checkpoint_state_dict(checkpoint, load_ema_as_net), "the checkpoint's state dict");
+  constexpr std::string_view kModule = "module.";
+  const bool all_module =
+      !source.empty() && std::all_of(source.begin(), source.end(), [&](const LoadEntry& e) {
+        return e.key.compare(0, kModule.size(), kModule) == 0;
+      });
+  if (all_module)
+    for (auto& e : source) e.match_key = e.key.substr(kModule.size());
+
+  LoadPlan by_key;
+  by_key.report.mode = mode;
+  {
+    std::unordered_map<std::string, std::size_t> src_index;
+    for (std::size_t i = 0; i < source.size(); ++i) src_index.emplace(source[i].match_key, i);
+    std::vector<bool> used(source.size(), false);
+    for (const auto& t : target) {
+      auto it = src_index.find(t.match_key);
+      if (it == src_index.end()) {
+        by_key.report.missing.push_back(t.key);
+        continue;
+      }
+      const LoadEntry& s = source[it->second];
+      used[it->second] = true;
+      if (s.tensor->shape() != t.tensor->shape()) {
+        by_key.report.mismatched.push_back({t.key, s.key, t.tensor->shape(), s.tensor->shape()});
+        continue;
+      }
+      by_key.report.loaded.emplace_back(t.key, s.key);
+      by_key.copies.emplace_back(t.index, s.tensor);
+    }
+    for (std::size_t i = 0; i < source.size(); ++i)
+      if (!used[i]) by_key.report.unexpected.push_back(source[i].key);
+  }
+  const bool exact =
+      by_key.report.missing.empty() && by_key.report.unexpected.empty() && by_key.report.mismatched.empty();
+
+  // Matching by position: SG's adapt_state_dict_to_fit_model_layer_names.
+  auto by_position = [&](std::string* failure) {
+    LoadPlan p;
+    p.report.mode = mode;
+    p.report.by_position = true;
+    const std::size_t n = std::min(source.size(), target.size());
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const LoadEntry& s = source[i];
+      const LoadEntry& t = target[i];
+      if (s.tensor->shape() != t.tensor->shape()) {
+        if (bad++ == 0 && failure)
+          *failure = "matching by position failed too: checkpoint '" + s.key + "' " +
+                     load_shape_text(s.tensor->shape()) + " does not fit model '" + t.key + "' " +
+                     load_shape_text(t.tensor->shape()) + " at position " + std::to_string(i);
+        p.report.mismatched.push_back({t.key, s.key, t.tensor->shape(), s.tensor->shape()});
+        continue;
+      }
+      p.report.loaded.emplace_back(t.key, s.key);
+      p.copies.emplace_back(t.index, s.tensor);
+    }
+    if (bad > 1 && failure) *failure += " (and " + std::to_string(bad - 1) + " more positions)";
+    for (std::size_t i = n; i < target.size(); ++i) p.report.missing.push_back(target[i].key);
+    for (std::size_t i = n; i < source.size(); ++i) p.report.unexpected.push_back(source[i].key);
+    if (source.size() < target.size() && failure) {
+      const std::string counts = "the checkpoint has " + std::to_string(source.size()) +
+                                 " tensors, the model " + std::to_string(target.size()) +
+                                 " (first left unloaded: '" + target[source.size()].key + "')";
+      *failure = failure->empty() ? "matching by position failed too: " + counts : *failure + "; " + counts;
+    }
+    p.report.ok = p.report.mismatched.empty() && p.report.missing.empty();
+    return p;
+  };
+
+  LoadPlan result;
+  if (exact) {
+    result = std::move(by_key);
+    result.report.ok = true;
+  } else {
+    switch (mode) {
+      case StrictLoad::On:
+      case StrictLoad::Off: {
+        result = std::move(by_key);
+        result.report.ok = mode == StrictLoad::Off && result.report.mismatched.empty();
+        if (!result.report.ok && by_position(nullptr).report.ok)
+          result.report.note =
+              "hint: the checkpoint would load by position (strict=no_key_matching): same number of tensors "
+              "with the same shapes in the same order, under other names";
+        break;
+      }
+      case StrictLoad::NoKeyMatching: {
+        std::string failure;
+        LoadPlan p = by_position(&failure);
+        if (p.report.ok) {
+          result = std::move(p);
+        } else {
+          result = std::move(by_key);  // the key-based view is what a user can act on
+          result.report.ok = false;
+          result.report.note = failure;
+        }
+        break;
+      }
+      case StrictLoad::KeyMatching:
+        result = std::move(by_key);
+        result.report.ok = true;
+        break;
+    }
+  }
+
+  // Every dtype pair must be convertible before anything is written.
+  if (result.report.ok) {
+    const Dict& md = model_state.dict();
+    for (const auto& [mi, src] : result.copies) {
+      const Tensor& dst = md.items()[mi].second.tensor();
+      if (dst.dtype() != src->dtype() && (!convertible(dst.dtype()) || !convertible(src->dtype())))
+        throw Error("cannot copy a " + std::string(name(src->dtype())) + " checkpoint tensor into the " +
+                        std::string(name(dst.dtype())) + " model tensor '" +
+                        md.items()[mi].first.to_string() + "'",
+                    ErrorContext::at_key(md.items()[mi].first.to_string()));
+    }
+  }
+  return result;
+}
+
+// ---- dtype conversion (torch's copy_) -----------------------------------------------------------
+
+struct Num {
+  enum Kind { Float, Int, UInt, Complex } kind = Float;
+  double re = 0, im = 0;
+  std::int64_t i = 0;
+  std::uint64_t u = 0;
+};
+
+inline Num read_num(DType d, const std::byte* p) {
+  auto ld = [p](auto v) {
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  };
+  Num n;
+  switch (d) {
+    case DType::Float64:
+      n.re = ld(double{});
+      break;
+    case DType::Float32:
+      n.re = ld(float{});
+      break;
+    case DType::Float16:
+      n.re = half_to_float(ld(std::uint16_t{}));
+      break;
+    case DType::BFloat16:
+      n.re = bfloat16_to_float(ld(std::uint16_t{}));
+      break;
+    case DType::Int64:
+      n.kind = Num::Int, n.i = ld(std::int64_t{});
+      break;
+    case DType::Int32:
+      n.kind = Num::Int, n.i = ld(std::int32_t{});
+      break;
+    case DType::Int16:
+      n.kind = Num::Int, n.i = ld(std::int16_t{});
+      break;
+    case DType::Int8:
+      n.kind = Num::Int, n.i = ld(std::int8_t{});
+      break;
+    case DType::UInt8:
+      n.kind = Num::Int, n.i = ld(std::uint8_t{});
+      break;
+    case DType::Bool:
+      n.kind = Num::Int, n.i = ld(std::uint8_t{}) != 0;
+      break;
+    case DType::UInt16:
+      n.kind = Num::Int, n.i = ld(std::uint16_t{});
+      break;
+    case DType::UInt32:
+      n.kind = Num::Int, n.i = ld(std::uint32_t{});
+      break;
+    case DType::UInt64:
+      n.kind = Num::UInt, n.u = ld(std::uint64_t{});
+      break;
+    case DType::Complex64: {
+      float c[2];
+      std::memcpy(c, p, sizeof c);
+      n.kind = Num::Complex, n.re = c[0], n.im = c[1];
+      break;
+    }
+    case DType::Complex128: {
+      double c[2];
+      std::memcpy(c, p, sizeof c);
+      n.kind = Num::Complex, n.re = c[0], n.im = c[1];
+      break;
+    }
+    default:
+      throw Error("unsupported dtype conversion from " + std::string(name(d)));
+  }
+  return n;
+}
+
+// Float to integer as x86's cvttsd2si: truncation, out-of-range and NaN -> INT64_MIN (C++
+// leaves it undefined; torch inherits whatever the CPU does).
+inline std::int64_t float_to_int64(double x) {
+  if (!(x >= -9223372036854775808.0 && x < 9223372036854775808.0))
+    return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(x);
+}
+
+template <class F>
+F num_to_float(const Num& n) {
+  switch (n.kind) {
+    case Num::Int:
+      return static_cast<F>(n.i);  // one rounding, as static_cast<float>(int64)
+    case Num::UInt:
+      return static_cast<F>(n.u);
+    default:
+      return static_cast<F>(n.re);  // complex -> real part (torch warns and drops imag)
+  }
+}
+
+inline std::int64_t num_to_int(const Num& n) {
+  switch (n.kind) {
+    case Num::Int:
+      return n.i;
+    case Num::UInt:
+      return static_cast<std::int64_t>(n.u);
+    default:
+      return float_to_int64(n.re);
+  }
+}
+
+inline void write_num(DType d, std::byte* p, const Num& n) {
+  auto st = [p](auto v) { std::memcpy(p, &v, sizeof(v)); };
+  switch (d) {
+    case DType::Float64:
+      st(num_to_float<double>(n));
+      break;
+    case DType::Float32:
+      st(num_to_float<float>(n));
+      break;
+    case DType::Float16:
+      st(float_to_half(num_to_float<float>(n)));
+      break;
+    case DType::BFloat16:
+      st(float_to_bfloat16(num_to_float<float>(n)));
+      break;
+    case DType::Int64:
+      st(num_to_int(n));
+      break;
+    case DType::Int32:
+      st(static_cast<std::int32_t>(num_to_int(n)));
+      break;
+    case DType::Int16:
+      st(static_cast<std::int16_t>(num_to_int(n)));
+      break;
+    case DType::Int8:
+      st(static_cast<std::int8_t>(num_to_int(n)));
+      break;
+    case DType::UInt8:
+      st(static_cast<std::uint8_t>(num_to_int(n)));
+      break;
+    case DType::UInt16:
+      st(static_cast<std::uint16_t>(num_to_int(n)));
+      break;
+    case DType::UInt32:
+      st(static_cast<std::uint32_t>(num_to_int(n)));
+      break;
+    case DType::UInt64:
+      st(n.kind == Num::UInt ? n.u : static_cast<std::uint64_t>(num_to_int(n)));
+      break;
+    case DType::Bool: {
+      const bool b = n.kind == Num::Int    ? n.i != 0
+                     : n.kind == Num::UInt ? n.u != 0
+                                           : (n.re != 0 || n.im != 0);
+      st(static_cast<std::uint8_t>(b));
+      break;
+    }
+    case DType::Complex64: {
+      const float c[2] = {num_to_float<float>(n), static_cast<float>(n.kind == Num::Complex ? n.im : 0.0)};
+      std::memcpy(p, c, sizeof c);
+      break;
+    }
+    case DType::Complex128: {
+      const double c[2] = {num_to_float<double>(n), n.kind == Num::Complex ? n.im : 0.0};
+      std::memcpy(p, c, sizeof c);
+      break;
+    }
+    default:
+      throw Error("unsupported dtype conversion to " + std::string(name(d)));
+  }
+}
+
+// The elements of `src` in row-major order, as contiguous bytes of dtype `to`.
+inline std::vector<std::byte> converted_bytes(const Tensor& src, DType to) {
+  if (src.dtype() == to) return src.contiguous_bytes();
+  std::vector<std::byte> out(src.numel() * itemsize(to));
+  std::byte* o = out.data();
+  const std::size_t osz = itemsize(to);
+  const DType from = src.dtype();
+  src.for_each_element([&](const std::byte* p) {
+    write_num(to, o, read_num(from, p));
+    o += osz;
+  });
+  return out;
+}
+
+// dst (any layout) <- row-major contiguous bytes of dst's dtype.
+inline void scatter_into(Tensor& dst, const std::vector<std::byte>& bytes) {
+  if (bytes.empty()) return;
+  if (dst.is_contiguous()) {
+    std::memmove(dst.mutable_raw_data(), bytes.data(), bytes.size());
+    return;
+  }
+  std::byte* base = dst.storage()->mutable_data();
+  const std::size_t isz = dst.itemsize();
+  std::vector<std::int64_t> idx(dst.dim(), 0);
+  for (std::size_t k = 0; k < dst.numel(); ++k) {
+    std::int64_t off = dst.storage_offset();
+    for (std::size_t d = 0; d < idx.size(); ++d) off += idx[d] * dst.strides()[d];
+    std::memcpy(base + static_cast<std::size_t>(off) * isz, bytes.data() + k * isz, isz);
+    for (std::size_t d = idx.size(); d-- > 0;) {
+      if (++idx[d] < dst.shape()[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace detail
+
+// ---- The API ------------------------------------------------------------------------------------
+
+// A dry run: what load_checkpoint_to_model would do. Mismatches are reported (ok = false),
+// not thrown; malformed input (not a dict, a non-tensor entry, a missing ema_net, an empty
+// backbone) throws sgckpt::Error.
+inline LoadReport plan_checkpoint_load(const Value& model_state, const Value& checkpoint_or_state_dict,
+                                       StrictLoad strict, std::string_view backbone_prefix = {},
+                                       bool load_ema_as_net = false) {
+  return detail::plan_load(model_state, checkpoint_or_state_dict, strict, backbone_prefix, load_ema_as_net)
+      .report;
+}
+
+// Loads the checkpoint's weights into model_state (see the file comment). Returns the report
+// of what was loaded; throws ONE sgckpt::Error (LoadReport::message()) and changes nothing
+// when the load fails.
+inline LoadReport load_checkpoint_to_model(Value& model_state, const Value& checkpoint_or_state_dict,
+                                           StrictLoad strict, std::string_view backbone_prefix = {},
+                                           bool load_ema_as_net = false) {
+  detail::LoadPlan plan =
+      detail::plan_load(model_state, checkpoint_or_state_dict, strict, backbone_prefix, load_ema_as_net);
+  if (!plan.report.ok) throw Error(plan.report.message());
+
+  Dict& md = model_state.dict();
+  // A source that shares memory with a model tensor (the checkpoint is, or views, the model
+  // itself) is read in full before anything is written.
+  std::unordered_set<const Storage*> targets;
+  for (const auto& [mi, src] : plan.copies) targets.insert(md.items()[mi].second.tensor().storage().get());
+  std::vector<std::vector<std::byte>> staged(plan.copies.size());
+  std::vector<bool> is_staged(plan.copies.size(), false);
+  for (std::size_t c = 0; c < plan.copies.size(); ++c) {
+    const auto& [mi, src] = plan.copies[c];
+    if (targets.count(src->storage().get())) {
+      staged[c] = detail::converted_bytes(*src, md.items()[mi].second.tensor().dtype());
+      is_staged[c] = true;
+    }
+  }
+  for (std::size_t c = 0; c < plan.copies.size(); ++c) {
+    const auto& [mi, src] = plan.copies[c];
+    Tensor& dst = (md.begin() + static_cast<std::ptrdiff_t>(mi))->second.tensor();
+    if (dst.storage()->read_only()) dst = Tensor::empty(dst.dtype(), dst.shape());
+    if (is_staged[c]) {
+      detail::scatter_into(dst, staged[c]);
+    } else if (src->dtype() == dst.dtype() && src->is_contiguous() && dst.is_contiguous()) {
+      if (dst.nbytes()) std::memcpy(dst.mutable_raw_data(), src->raw_data(), dst.nbytes());
+    } else {
+      detail::scatter_into(dst, detail::converted_bytes(*src, dst.dtype()));
+    }
+  }
+  return plan.report;
+}
+
+// The same, reading the checkpoint from a file (errors carry the file name).
+inline LoadReport load_checkpoint_to_model(Value& model_state, const std::filesystem::path& checkpoint_path,
+                                           StrictLoad strict, std::string_view backbone_prefix = {},
+                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
+  const Value ckpt = load(checkpoint_path, options);
+  try {
+    return load_checkpoint_to_model(model_state, ckpt, strict, backbone_prefix, load_ema_as_net);
+  } catch (const Error& e) {
+    throw e.with_file(checkpoint_path.string());
+  }
+}
+// Path spellings that would otherwise be ambiguous (a string converts to both a path and a
+// Value).
+inline LoadReport load_checkpoint_to_model(Value& model_state, const std::string& checkpoint_path,
+                                           StrictLoad strict, std::string_view backbone_prefix = {},
+                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
+  return load_checkpoint_to_model(model_state, std::filesystem::path(checkpoint_path), strict,
+                                  backbone_prefix, load_ema_as_net, options);
+}
+inline LoadReport load_checkpoint_to_model(Value& model_state, const char* checkpoint_path, StrictLoad strict,
+                                           std::string_view backbone_prefix = {},
+                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
+  return load_checkpoint_to_model(model_state, std::filesystem::path(checkpoint_path), strict,
+                                  backbone_prefix, load_ema_as_net, options);
+}
+
+}  // namespace sgckpt

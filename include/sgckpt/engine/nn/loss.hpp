@@ -1,0 +1,57 @@
+// sgckpt/engine/nn/loss.hpp: torch.nn.CrossEntropyLoss(label_smoothing=eps), mean reduction.
+//
+//   CrossEntropyLoss ce(0.1f);
+//   float loss = ce.forward(logits, labels);   // logits [N, C] float32, labels [N] int64
+//   Tensor dlogits = ce.backward();            // d(loss)/d(logits)
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sgckpt/engine/ops/loss.hpp"
+#include "sgckpt/engine/tensor.hpp"
+
+namespace sgckpt::engine::nn {
+
+class CrossEntropyLoss {
+ public:
+  explicit CrossEntropyLoss(float label_smoothing = 0.0f) : label_smoothing(label_smoothing) {
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+      throw Error("CrossEntropyLoss: label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+  }
+
+  float forward(const Tensor& logits, const Tensor& labels) {
+    if (logits.dtype() != DType::Float32 || logits.dim() != 2 || logits.shape()[0] == 0)
+      throw Error("CrossEntropyLoss: expected float32 logits [N, C] with N > 0, got " +
+                  std::string(sgckpt::name(logits.dtype())) + shape_string(logits.shape()));
+    const std::int64_t N = logits.shape()[0], C = logits.shape()[1];
+    if (labels.dtype() != DType::Int64 || labels.shape() != Shape{N})
+      throw Error("CrossEntropyLoss: expected int64 labels [" + std::to_string(N) + "], got " +
+                  std::string(sgckpt::name(labels.dtype())) + shape_string(labels.shape()));
+    const std::int64_t* y = labels.data<std::int64_t>();
+    for (std::int64_t i = 0; i < N; ++i)
+      if (y[i] < 0 || y[i] >= C)
+        throw Error("CrossEntropyLoss: label " + std::to_string(y[i]) + " of sample " + std::to_string(i) +
+                    " is outside [0, " + std::to_string(C) + ")");
+    probs_ = Tensor::empty({N, C});
+    labels_ = labels;
+    return ops::cross_entropy_forward(probs_.data<float>(), logits.data<float>(), y, N, C, label_smoothing);
+  }
+
+  // d(dloss * loss)/d(logits) for the last forward.
+  Tensor backward(float dloss = 1.0f) {
+    if (!probs_.defined()) throw Error("CrossEntropyLoss.backward without a forward");
+    const std::int64_t N = probs_.shape()[0], C = probs_.shape()[1];
+    Tensor dlogits = Tensor::empty({N, C});
+    ops::cross_entropy_backward(dlogits.data<float>(), probs_.data<float>(), labels_.data<std::int64_t>(), N, C,
+                                label_smoothing, dloss);
+    return dlogits;
+  }
+
+  float label_smoothing;
+
+ private:
+  Tensor probs_, labels_;  // kept by forward
+};
+
+}  // namespace sgckpt::engine::nn

@@ -1,0 +1,74 @@
+// tools/sgckpt/cmd_average.cpp: `sgckpt average OUT CKPT... [--ema]`.
+//
+// Averages the weights of the given checkpoints (their `net`, or `ema_net` with --ema; a file
+// without `net` is taken as a bare state dict) and writes {"net": <average>} to OUT
+// (atomically), a checkpoint torch.load reads. Floating tensors: the mean over the inputs
+// (summed in double, rounded once); integer and bool buffers (num_batches_tracked): the FIRST
+// input's, so they stay integral. Key order, dict kind and _metadata: the first input's.
+// Every input must have the same keys, dtypes and shapes. Prints nothing on success.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli_common.hpp"
+#include "commands.hpp"
+#include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/io/pth.hpp"
+
+namespace sgckpt::tool {
+
+namespace {
+
+struct AverageOptions {
+  std::string output;
+  std::vector<std::string> inputs;
+  bool ema = false;
+  LoadOptions load;
+};
+
+// The state dict to average from one loaded file.
+Value weights_of(const Value& root, const std::string& path, bool ema) {
+  if (!root.is_dict()) throw Error("'" + path + "' holds a " + kind_name(root.kind()) + ", not a checkpoint");
+  const Dict& d = root.dict();
+  if (ema) {
+    const Value* e = d.find("ema_net");
+    if (e == nullptr || !e->is_dict())
+      throw Error("no EMA network stored in checkpoint '" + path + "' (no 'ema_net')");
+    return *e;
+  }
+  if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
+    if (!net->is_dict())
+      throw Error("the 'net' of '" + path + "' is a " + kind_name(net->kind()) + ", not a state dict");
+    return *net;
+  }
+  return root;
+}
+
+void run_average(const AverageOptions& o) {
+  std::vector<Value> states;
+  states.reserve(o.inputs.size());
+  for (const auto& path : o.inputs) {
+    states.push_back(weights_of(load(path, o.load), path, o.ema));
+    // Name the file, not "state i", when the inputs do not match.
+    if (states.size() > 1) detail::check_same_structure(states.front(), states.back(), "'" + path + "'");
+  }
+  Value root = Value::make_dict();
+  root["net"] = average_states(std::span<const Value>(states));
+  save(root, o.output);
+}
+
+}  // namespace
+
+void register_average(CLI::App& app) {
+  auto opts = std::make_shared<AverageOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "average", "Average the weights of checkpoints (floats: mean; integer buffers: the first's)");
+  cmd->add_option("OUT", opts->output, "The checkpoint to write: {\"net\": <average>} (replaced atomically)")
+      ->required();
+  cmd->add_option("CKPT", opts->inputs, "The checkpoints (or bare state dicts) to average")->required();
+  cmd->add_flag("--ema", opts->ema, "Average the checkpoints' ema_net instead of their net");
+  add_load_options(*cmd, opts->load, /*with_crc_flag=*/true);
+  cmd->callback([opts] { run_average(*opts); });
+}
+
+}  // namespace sgckpt::tool
