@@ -8,3 +8,10 @@
 #include "sgckpt/core/value.hpp"
 #include "sgckpt/io/options.hpp"
 #include "sgckpt/io/pth.hpp"
+
+// SuperGradients' checkpoint lifecycle.
+#include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/ckpt/ema.hpp"
+#include "sgckpt/ckpt/load.hpp"
+#include "sgckpt/ckpt/manager.hpp"
+#include "sgckpt/ckpt/run_dir.hpp"
