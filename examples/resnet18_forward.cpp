@@ -28,8 +28,8 @@ namespace {
 using namespace sgckpt::engine;
 
 [[noreturn]] void usage() {
-  std::fprintf(stderr,
-               "usage: resnet18_forward WEIGHTS INPUT OUTPUT [--train] [--label-smoothing F] [--threads N]\n");
+  std::fprintf(
+      stderr, "usage: resnet18_forward WEIGHTS INPUT OUTPUT [--train] [--label-smoothing F] [--threads N]\n");
   std::exit(2);
 }
 

@@ -31,13 +31,15 @@ Tensor random_tensor(Shape shape, Generator& gen, float lo = -1.0f, float hi = 1
 double dot(const Tensor& a, const Tensor& b) {
   REQUIRE(a.numel() == b.numel());
   double s = 0.0;
-  for (std::size_t i = 0; i < a.numel(); ++i) s += static_cast<double>(a.data<float>()[i]) * b.data<float>()[i];
+  for (std::size_t i = 0; i < a.numel(); ++i)
+    s += static_cast<double>(a.data<float>()[i]) * b.data<float>()[i];
   return s;
 }
 
 double max_abs(const Tensor& t) {
   double m = 0.0;
-  for (std::size_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(static_cast<double>(t.data<float>()[i])));
+  for (std::size_t i = 0; i < t.numel(); ++i)
+    m = std::max(m, std::fabs(static_cast<double>(t.data<float>()[i])));
   return m;
 }
 
@@ -82,7 +84,8 @@ std::vector<double> conv_direct(const ops::Conv2dShape& s, const float* x, const
               for (std::int64_t t = 0; t < s.S; ++t) {
                 const std::int64_t ih = p * s.stride - s.pad + r, iw = q * s.stride - s.pad + t;
                 if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-                acc += static_cast<double>(x[((n * s.C + c) * s.H + ih) * s.W + iw]) * w[((k * s.C + c) * s.R + r) * s.S + t];
+                acc += static_cast<double>(x[((n * s.C + c) * s.H + ih) * s.W + iw]) *
+                       w[((k * s.C + c) * s.R + r) * s.S + t];
               }
           y[static_cast<std::size_t>(((n * s.K + k) * P + p) * Q + q)] = acc;
         }
@@ -105,7 +108,8 @@ void check_conv(const ConvCase& cc) {
   CAPTURE(cc.pad);
   CAPTURE(cc.images_per_gemm);
   ops::Conv2dShape s;
-  s.N = cc.N, s.C = cc.C, s.H = cc.H, s.W = cc.W, s.K = cc.K, s.R = s.S = cc.R, s.stride = cc.stride, s.pad = cc.pad;
+  s.N = cc.N, s.C = cc.C, s.H = cc.H, s.W = cc.W, s.K = cc.K, s.R = s.S = cc.R, s.stride = cc.stride,
+  s.pad = cc.pad;
   s.images_per_gemm = cc.images_per_gemm;
   Generator gen(7);
   Tensor x = random_tensor({s.N, s.C, s.H, s.W}, gen);
@@ -119,15 +123,16 @@ void check_conv(const ConvCase& cc) {
   ops::conv2d_forward(y.data<float>(), x.data<float>(), w.data<float>(), bp, s);
   const auto ref = conv_direct(s, x.data<float>(), w.data<float>(), bp);
   double worst = 0.0;
-  for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(ref[i] - y.data<float>()[i]));
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    worst = std::max(worst, std::fabs(ref[i] - y.data<float>()[i]));
   CHECK(worst < 1e-5);
 
   // backward against finite differences (dw and db accumulate onto what is there)
   Tensor dx = Tensor::full(x.shape(), 123.0f);  // overwritten
   Tensor dw = Tensor::full(w.shape(), 0.5f);
   Tensor db = Tensor::full(b.shape(), 0.25f);
-  ops::conv2d_backward(dx.data<float>(), dw.data<float>(), cc.bias ? db.data<float>() : nullptr, r.data<float>(),
-                       x.data<float>(), w.data<float>(), s);
+  ops::conv2d_backward(dx.data<float>(), dw.data<float>(), cc.bias ? db.data<float>() : nullptr,
+                       r.data<float>(), x.data<float>(), w.data<float>(), s);
   for (std::size_t i = 0; i < dw.numel(); ++i) dw.data<float>()[i] -= 0.5f;
   for (std::size_t i = 0; i < db.numel(); ++i) db.data<float>()[i] -= 0.25f;
   auto loss = [&] {
@@ -140,8 +145,10 @@ void check_conv(const ConvCase& cc) {
 
   // input gradient skipped: the same weight gradient
   Tensor dw2 = Tensor::zeros(w.shape());
-  ops::conv2d_backward(nullptr, dw2.data<float>(), nullptr, r.data<float>(), x.data<float>(), w.data<float>(), s);
-  for (std::size_t i = 0; i < dw.numel(); ++i) CHECK(dw2.data<float>()[i] == doctest::Approx(dw.data<float>()[i]).epsilon(1e-4));
+  ops::conv2d_backward(nullptr, dw2.data<float>(), nullptr, r.data<float>(), x.data<float>(), w.data<float>(),
+                       s);
+  for (std::size_t i = 0; i < dw.numel(); ++i)
+    CHECK(dw2.data<float>()[i] == doctest::Approx(dw.data<float>()[i]).epsilon(1e-4));
 }
 
 TEST_CASE("conv2d: forward = direct loop, backward (dx, dw, db) = finite differences") {
@@ -192,13 +199,15 @@ TEST_CASE("batchnorm: training backward (dx, dgamma, dbeta) = finite differences
   Tensor y = Tensor::empty(x.shape()), mean = Tensor::empty({C}), invstd = Tensor::empty({C});
   auto loss = [&] {
     ops::batchnorm_forward_train(y.data<float>(), mean.data<float>(), invstd.data<float>(), nullptr, nullptr,
-                                 x.data<float>(), gamma.data<float>(), beta.data<float>(), N, C, HW, 1e-5, 0.1);
+                                 x.data<float>(), gamma.data<float>(), beta.data<float>(), N, C, HW, 1e-5,
+                                 0.1);
     return dot(y, r);
   };
   loss();
   Tensor dx = Tensor::empty(x.shape()), dg = Tensor::zeros({C}), dbt = Tensor::zeros({C});
-  ops::batchnorm_backward(dx.data<float>(), dg.data<float>(), dbt.data<float>(), r.data<float>(), x.data<float>(),
-                          gamma.data<float>(), mean.data<float>(), invstd.data<float>(), N, C, HW, true);
+  ops::batchnorm_backward(dx.data<float>(), dg.data<float>(), dbt.data<float>(), r.data<float>(),
+                          x.data<float>(), gamma.data<float>(), mean.data<float>(), invstd.data<float>(), N,
+                          C, HW, true);
   check_gradient("bn train dx", x, dx, loss, 5e-3, 1e-2f);
   check_gradient("bn train dgamma", gamma, dg, loss, 1e-3);
   check_gradient("bn train dbeta", beta, dbt, loss, 1e-3);
@@ -336,8 +345,9 @@ TEST_CASE("cross-entropy with label smoothing: value by definition, backward = f
     want /= N;
     CHECK(ce.forward(logits, labels) == doctest::Approx(want).epsilon(1e-6));
     Tensor dl = ce.backward();
-    check_gradient("cross-entropy dlogits", logits, dl, [&] { return static_cast<double>(ce.forward(logits, labels)); },
-                   2e-3, 1e-2f);
+    check_gradient(
+        "cross-entropy dlogits", logits, dl, [&] { return static_cast<double>(ce.forward(logits, labels)); },
+        2e-3, 1e-2f);
   }
   nn::CrossEntropyLoss ce;
   CHECK_THROWS_WITH_AS(ce.forward(logits, Tensor::from_vector<std::int64_t>({N}, {0, 5, 1, 1})),
@@ -373,7 +383,8 @@ TEST_CASE("BasicBlock with a projection shortcut: backward = finite differences"
   block.forward(x);
   Tensor dx = block.backward(r);
   check_gradient("block dx", x, dx, loss, 1e-2, 5e-3f);
-  for (auto& p : block.named_parameters()) check_gradient(p.name.c_str(), p.value, p.grad, loss, 1e-2, 5e-3f, 40);
+  for (auto& p : block.named_parameters())
+    check_gradient(p.name.c_str(), p.value, p.grad, loss, 1e-2, 5e-3f, 40);
 }
 
 // (Finite differences over a whole ResNet in float32 are too noisy to check anything: ReLU kinks
@@ -399,7 +410,8 @@ TEST_CASE("ResNet18: gradients accumulate until zero_grad; no-grad forwards keep
   for (auto& p : model.named_parameters()) {
     const Tensor& g1 = once[i++];
     for (std::size_t j = 0; j < g1.numel(); ++j)
-      REQUIRE(p.grad.data<float>()[j] == doctest::Approx(2.0 * g1.data<float>()[j]).epsilon(1e-4).scale(max_abs(g1)));
+      REQUIRE(p.grad.data<float>()[j] ==
+              doctest::Approx(2.0 * g1.data<float>()[j]).epsilon(1e-4).scale(max_abs(g1)));
   }
   for (std::size_t j = 0; j < dx1.numel(); ++j) REQUIRE(dx1.data<float>()[j] == dx2.data<float>()[j]);
   ce.forward(model.forward(x), labels);
@@ -436,7 +448,8 @@ TEST_CASE("ResNet18: state_dict entries, order, metadata; parameters; strict loa
   CHECK(sd.at("linear.weight").tensor().shape() == sgckpt::Shape{10, 512});
   const sgckpt::Value* meta = sd.dict().attribute("_metadata");
   REQUIRE(meta != nullptr);
-  CHECK(meta->size() == 1 + 2 + 4 * (1 + 2 * 7) + 3 * 2 + 2);  // root, stem, layers and blocks, shortcut.0/1, head
+  CHECK(meta->size() ==
+        1 + 2 + 4 * (1 + 2 * 7) + 3 * 2 + 2);  // root, stem, layers and blocks, shortcut.0/1, head
   CHECK(meta->at("").at("version").as_int() == 1);
   CHECK(meta->at("layer3.0.shortcut.1").at("version").as_int() == 2);
   CHECK(meta->at("layer1.1.drop_path").at("version").as_int() == 1);
@@ -470,8 +483,8 @@ TEST_CASE("ResNet18: state_dict entries, order, metadata; parameters; strict loa
   CHECK(target.conv1.weight.data<float>()[0] == before);
   // non-strict: missing/unexpected keys pass, shapes still matter; dtypes convert on request
   bad["linear.bias"] = sd.at("linear.bias");
-  bad["bn1.num_batches_tracked"] = sgckpt::Tensor::from_values<float>(sgckpt::DType::Float32, {},
-                                                                       std::vector<float>{7.9f});
+  bad["bn1.num_batches_tracked"] =
+      sgckpt::Tensor::from_values<float>(sgckpt::DType::Float32, {}, std::vector<float>{7.9f});
   target.load_state_dict(bad, {.strict = false, .convert_dtypes = true});
   CHECK(*target.bn1.num_batches_tracked.data<std::int64_t>() == 7);
   CHECK(target.conv1.weight.data<float>()[0] == model.conv1.weight.data<float>()[0]);
@@ -543,7 +556,8 @@ TEST_CASE("engine Tensor: dtypes, sharing, State<engine::Tensor> round trip") {
 
   // a non-contiguous host tensor becomes contiguous
   sgckpt::Tensor host = t.to_host();
-  sgckpt::Tensor transposed = sgckpt::Tensor::view_of(host.storage(), sgckpt::DType::Float32, 0, {3, 2}, {1, 3});
+  sgckpt::Tensor transposed =
+      sgckpt::Tensor::view_of(host.storage(), sgckpt::DType::Float32, 0, {3, 2}, {1, 3});
   Tensor e = Tensor::from_host(transposed);
   CHECK(e.data<float>()[1] == 4.0f);
 }

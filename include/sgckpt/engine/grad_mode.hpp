@@ -13,7 +13,9 @@ inline bool& grad_enabled_flag() {
 }
 }  // namespace detail
 
-inline bool grad_enabled() { return detail::grad_enabled_flag(); }
+inline bool grad_enabled() {
+  return detail::grad_enabled_flag();
+}
 
 class NoGradGuard {
  public:

@@ -19,19 +19,31 @@
 namespace sgckpt::engine::math {
 
 // ---- ReLU ------------------------------------------------------------------------------
-SGCKPT_HD inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
+SGCKPT_HD inline float relu(float x) {
+  return x > 0.0f ? x : 0.0f;
+}
 // dL/dx given the ReLU's output y and dL/dy (torch: grad where result > 0, else 0).
-SGCKPT_HD inline float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+SGCKPT_HD inline float relu_backward(float y, float dy) {
+  return y > 0.0f ? dy : 0.0f;
+}
 
 // ---- BatchNorm ---------------------------------------------------------------------------
 // 1 / sqrt(var + eps), in double as torch's CPU kernel does.
-SGCKPT_HD inline double bn_invstd(double var, double eps) { return 1.0 / std::sqrt(var + eps); }
+SGCKPT_HD inline double bn_invstd(double var, double eps) {
+  return 1.0 / std::sqrt(var + eps);
+}
 
 // y = x * scale + shift with scale = gamma * invstd and shift = beta - mean * scale (torch's
 // fused form of (x - mean) * invstd * gamma + beta).
-SGCKPT_HD inline float bn_scale(float gamma, float invstd) { return gamma * invstd; }
-SGCKPT_HD inline float bn_shift(float beta, float mean, float scale) { return beta - mean * scale; }
-SGCKPT_HD inline float bn_apply(float x, float scale, float shift) { return x * scale + shift; }
+SGCKPT_HD inline float bn_scale(float gamma, float invstd) {
+  return gamma * invstd;
+}
+SGCKPT_HD inline float bn_shift(float beta, float mean, float scale) {
+  return beta - mean * scale;
+}
+SGCKPT_HD inline float bn_apply(float x, float scale, float shift) {
+  return x * scale + shift;
+}
 
 // Running statistics: torch's  running = momentum * batch + (1 - momentum) * running,
 // with the unbiased variance var * n / (n - 1) for running_var.
@@ -42,8 +54,8 @@ SGCKPT_HD inline double bn_running_update(double running, double batch, double m
 // dL/dx of training-mode BatchNorm for one element. With n elements per channel,
 //   mean_dy = sum(dy) / n,  k = sum(dy * (x - mean)) * invstd^2 / n,
 //   dx = (dy - mean_dy - (x - mean) * k) * invstd * gamma.
-SGCKPT_HD inline float bn_train_dx(float dy, float x, double mean, double invstd, double gamma, double mean_dy,
-                                   double k) {
+SGCKPT_HD inline float bn_train_dx(float dy, float x, double mean, double invstd, double gamma,
+                                   double mean_dy, double k) {
   return static_cast<float>((dy - mean_dy - (x - mean) * k) * invstd * gamma);
 }
 

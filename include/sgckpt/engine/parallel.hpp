@@ -37,8 +37,12 @@ inline bool& inside_parallel_region() {
 }
 }  // namespace detail
 
-inline int num_threads() { return detail::num_threads_setting(); }
-inline void set_num_threads(int n) { detail::num_threads_setting() = std::max(1, n); }
+inline int num_threads() {
+  return detail::num_threads_setting();
+}
+inline void set_num_threads(int n) {
+  detail::num_threads_setting() = std::max(1, n);
+}
 
 // Number of ranges parallel_for(n, ...) uses.
 inline int parallel_chunks(std::int64_t n) {

@@ -33,7 +33,9 @@ enum class Device : std::uint8_t {
   CUDA,  // reserved for the CUDA backend
 };
 
-inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+inline const char* device_name(Device d) {
+  return d == Device::CPU ? "cpu" : "cuda";
+}
 
 using sgckpt::DType;
 using Shape = std::vector<std::int64_t>;
@@ -48,12 +50,18 @@ inline bool engine_supports(DType d) {
 // sgckpt::BFloat16).
 template <class E>
 constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<E, float>) return DType::Float32;
-  else if constexpr (std::is_same_v<E, std::int64_t>) return DType::Int64;
-  else if constexpr (std::is_same_v<E, std::uint8_t>) return DType::UInt8;
-  else if constexpr (std::is_same_v<E, sgckpt::Half>) return DType::Float16;
-  else if constexpr (std::is_same_v<E, sgckpt::BFloat16>) return DType::BFloat16;
-  else static_assert(sizeof(E) == 0, "not an engine element type");
+  if constexpr (std::is_same_v<E, float>)
+    return DType::Float32;
+  else if constexpr (std::is_same_v<E, std::int64_t>)
+    return DType::Int64;
+  else if constexpr (std::is_same_v<E, std::uint8_t>)
+    return DType::UInt8;
+  else if constexpr (std::is_same_v<E, sgckpt::Half>)
+    return DType::Float16;
+  else if constexpr (std::is_same_v<E, sgckpt::BFloat16>)
+    return DType::BFloat16;
+  else
+    static_assert(sizeof(E) == 0, "not an engine element type");
 }
 
 inline std::string shape_string(const Shape& s) {
@@ -68,12 +76,12 @@ class Buffer {
   Buffer(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
     if (device != Device::CPU) throw Error("engine: the CUDA device is not available in this build");
     if (nbytes > 0) {
-      data_ = ::operator new(nbytes, std::align_val_t{64}, std::nothrow);
+      data_ = ::operator new (nbytes, std::align_val_t{64}, std::nothrow);
       if (data_ == nullptr) throw Error("engine: cannot allocate " + std::to_string(nbytes) + " bytes");
     }
   }
   ~Buffer() {
-    if (data_ != nullptr) ::operator delete(data_, std::align_val_t{64});
+    if (data_ != nullptr) ::operator delete (data_, std::align_val_t{64});
   }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -223,5 +231,7 @@ class Tensor {
 template <>
 struct sgckpt::tensor_traits<sgckpt::engine::Tensor> {
   static sgckpt::Tensor to_host(const sgckpt::engine::Tensor& t) { return t.to_host(); }
-  static sgckpt::engine::Tensor from_host(const sgckpt::Tensor& t) { return sgckpt::engine::Tensor::from_host(t); }
+  static sgckpt::engine::Tensor from_host(const sgckpt::Tensor& t) {
+    return sgckpt::engine::Tensor::from_host(t);
+  }
 };

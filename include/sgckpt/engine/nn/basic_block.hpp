@@ -38,8 +38,8 @@ class Shortcut : public Module {
   Tensor forward(const Tensor& x) { return is_identity() ? x : bn->forward(conv->forward(x)); }
   Tensor backward(const Tensor& dy) { return is_identity() ? dy : conv->backward(bn->backward(dy)); }
 
-  std::optional<Conv2d> conv;      // "0"
-  std::optional<BatchNorm2d> bn;   // "1"
+  std::optional<Conv2d> conv;     // "0"
+  std::optional<BatchNorm2d> bn;  // "1"
 };
 
 class BasicBlock : public Module {

@@ -87,8 +87,9 @@ class BatchNorm2d : public Module {
     const std::int64_t N = input_.shape()[0], C = num_features, HW = input_.shape()[2] * input_.shape()[3];
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::batchnorm_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
-                            bias_grad.data<float>(), dy.data<float>(), input_.data<float>(), weight.data<float>(),
-                            mean_.data<float>(), invstd_.data<float>(), N, C, HW, forward_training_);
+                            bias_grad.data<float>(), dy.data<float>(), input_.data<float>(),
+                            weight.data<float>(), mean_.data<float>(), invstd_.data<float>(), N, C, HW,
+                            forward_training_);
     input_ = Tensor();
     return dx;
   }

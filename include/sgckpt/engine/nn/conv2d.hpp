@@ -17,7 +17,10 @@ class Conv2d : public Module {
  public:
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size, std::int64_t stride,
          std::int64_t padding, bool bias, Generator& gen)
-      : in_channels(in_channels), out_channels(out_channels), kernel_size(kernel_size), stride(stride),
+      : in_channels(in_channels),
+        out_channels(out_channels),
+        kernel_size(kernel_size),
+        stride(stride),
         padding(padding) {
     weight = Tensor::empty({out_channels, in_channels, kernel_size, kernel_size});
     weight_grad = Tensor::zeros(weight.shape());
@@ -61,8 +64,8 @@ class Conv2d : public Module {
                   shape_string({s.N, s.K, s.P(), s.Q()}));
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::conv2d_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
-                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(), input_.data<float>(),
-                         weight.data<float>(), s);
+                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),
+                         input_.data<float>(), weight.data<float>(), s);
     input_ = Tensor();
     return dx;
   }

@@ -19,8 +19,8 @@ inline void check_float(const Tensor& t, const char* what) {
 }
 inline void check_same_shape(const Tensor& a, const Tensor& b, const char* what) {
   if (a.shape() != b.shape())
-    throw Error(std::string(what) + ": shapes " + shape_string(a.shape()) + " and " + shape_string(b.shape()) +
-                " differ");
+    throw Error(std::string(what) + ": shapes " + shape_string(a.shape()) + " and " +
+                shape_string(b.shape()) + " differ");
 }
 
 // x = max(x, 0), in place (x is then the output the backward needs).
@@ -33,14 +33,16 @@ inline Tensor relu_backward(const Tensor& dy, const Tensor& y) {
   check_float(dy, "relu_backward");
   check_same_shape(dy, y, "relu_backward");
   Tensor dx = Tensor::empty(dy.shape());
-  ops::relu_backward(dx.data<float>(), dy.data<float>(), y.data<float>(), static_cast<std::int64_t>(dy.numel()));
+  ops::relu_backward(dx.data<float>(), dy.data<float>(), y.data<float>(),
+                     static_cast<std::int64_t>(dy.numel()));
   return dx;
 }
 // The same in place: dy = dy where y > 0, else 0.
 inline void relu_backward_(Tensor& dy, const Tensor& y) {
   check_float(dy, "relu_backward_");
   check_same_shape(dy, y, "relu_backward_");
-  ops::relu_backward(dy.data<float>(), dy.data<float>(), y.data<float>(), static_cast<std::int64_t>(dy.numel()));
+  ops::relu_backward(dy.data<float>(), dy.data<float>(), y.data<float>(),
+                     static_cast<std::int64_t>(dy.numel()));
 }
 
 // a += b.
@@ -75,9 +77,11 @@ inline Tensor global_avgpool_backward(const Tensor& dy, const Shape& input_shape
 inline std::int64_t topk_correct(const Tensor& logits, const Tensor& labels, std::int64_t k) {
   check_float(logits, "topk_correct");
   if (logits.dim() != 2 || labels.dtype() != DType::Int64 || labels.shape() != Shape{logits.shape()[0]})
-    throw Error("topk_correct: expected logits [N, C] and int64 labels [N], got " + shape_string(logits.shape()) +
-                " and " + std::string(sgckpt::name(labels.dtype())) + shape_string(labels.shape()));
-  return ops::topk_correct(logits.data<float>(), labels.data<std::int64_t>(), logits.shape()[0], logits.shape()[1], k);
+    throw Error("topk_correct: expected logits [N, C] and int64 labels [N], got " +
+                shape_string(logits.shape()) + " and " + std::string(sgckpt::name(labels.dtype())) +
+                shape_string(labels.shape()));
+  return ops::topk_correct(logits.data<float>(), labels.data<std::int64_t>(), logits.shape()[0],
+                           logits.shape()[1], k);
 }
 
 }  // namespace sgckpt::engine::nn::functional

@@ -60,8 +60,8 @@ class Linear : public Module {
                   shape_string({N, out_features}));
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::linear_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
-                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(), input_.data<float>(),
-                         weight.data<float>(), N, in_features, out_features);
+                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),
+                         input_.data<float>(), weight.data<float>(), N, in_features, out_features);
     input_ = Tensor();
     return dx;
   }

@@ -17,7 +17,8 @@ class CrossEntropyLoss {
  public:
   explicit CrossEntropyLoss(float label_smoothing = 0.0f) : label_smoothing(label_smoothing) {
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
-      throw Error("CrossEntropyLoss: label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+      throw Error("CrossEntropyLoss: label_smoothing must be in [0, 1], got " +
+                  std::to_string(label_smoothing));
   }
 
   float forward(const Tensor& logits, const Tensor& labels) {
@@ -43,8 +44,8 @@ class CrossEntropyLoss {
     if (!probs_.defined()) throw Error("CrossEntropyLoss.backward without a forward");
     const std::int64_t N = probs_.shape()[0], C = probs_.shape()[1];
     Tensor dlogits = Tensor::empty({N, C});
-    ops::cross_entropy_backward(dlogits.data<float>(), probs_.data<float>(), labels_.data<std::int64_t>(), N, C,
-                                label_smoothing, dloss);
+    ops::cross_entropy_backward(dlogits.data<float>(), probs_.data<float>(), labels_.data<std::int64_t>(), N,
+                                C, label_smoothing, dloss);
     return dlogits;
   }
 

@@ -107,7 +107,9 @@ class Module {
   // order, with torch's `_metadata` attribute ({module prefix: {'version': v}}).
   sgckpt::Value state_dict() {
     sgckpt::Value sd = sgckpt::Value::make_ordered_dict();
-    walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) { sd.dict().set(name, sgckpt::Value(v.to_host())); });
+    walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) {
+      sd.dict().set(name, sgckpt::Value(v.to_host()));
+    });
     sgckpt::Value meta = sgckpt::Value::make_ordered_dict();
     walk_modules(*this, "", [&](const std::string& prefix, const Module& m) {
       sgckpt::Value entry = sgckpt::Value::make_dict();
@@ -122,14 +124,17 @@ class Module {
   // module.state_dict() saves) into the parameters and buffers. Checks everything first and
   // throws one sgckpt::Error listing every problem; nothing is modified then.
   void load_state_dict(const sgckpt::Value& sd, const LoadStateDictOptions& options = {}) {
-    if (!sd.is_dict()) throw Error(std::string("load_state_dict: expected a dict, found a ") + kind_name(sd.kind()));
+    if (!sd.is_dict())
+      throw Error(std::string("load_state_dict: expected a dict, found a ") + kind_name(sd.kind()));
     struct Target {
       std::string name;
       Tensor value;
       const sgckpt::Tensor* source = nullptr;
     };
     std::vector<Target> targets;
-    walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) { targets.push_back({name, v, nullptr}); });
+    walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) {
+      targets.push_back({name, v, nullptr});
+    });
 
     std::vector<std::string> missing, unexpected, mismatched;
     for (auto& t : targets) {
@@ -144,13 +149,16 @@ class Module {
       }
       const sgckpt::Tensor& h = v->tensor();
       if (h.shape() != t.value.shape()) {
-        mismatched.push_back("size mismatch for " + t.name + ": copying a param with shape " + shape_string(h.shape()) +
-                             " from checkpoint, the shape in current model is " + shape_string(t.value.shape()));
+        mismatched.push_back("size mismatch for " + t.name + ": copying a param with shape " +
+                             shape_string(h.shape()) + " from checkpoint, the shape in current model is " +
+                             shape_string(t.value.shape()));
         continue;
       }
-      if (h.dtype() != t.value.dtype() && !(options.convert_dtypes && convertible(h.dtype(), t.value.dtype()))) {
+      if (h.dtype() != t.value.dtype() &&
+          !(options.convert_dtypes && convertible(h.dtype(), t.value.dtype()))) {
         mismatched.push_back("dtype mismatch for " + t.name + ": " + std::string(sgckpt::name(h.dtype())) +
-                             " in checkpoint, " + std::string(sgckpt::name(t.value.dtype())) + " in current model");
+                             " in checkpoint, " + std::string(sgckpt::name(t.value.dtype())) +
+                             " in current model");
         continue;
       }
       t.source = &h;
@@ -192,7 +200,8 @@ class Module {
     auto full = [&](const char* n) { return prefix.empty() ? std::string(n) : prefix + "." + n; };
     m.visit_parameters([&](const char* n, Tensor& v, Tensor& g) { f(full(n), v, &g); });
     m.visit_buffers([&](const char* n, Tensor& v) { f(full(n), v, nullptr); });
-    m.visit_children([&](const std::string& n, Module& c) { walk(c, prefix.empty() ? n : prefix + "." + n, f); });
+    m.visit_children(
+        [&](const std::string& n, Module& c) { walk(c, prefix.empty() ? n : prefix + "." + n, f); });
   }
   // f(prefix, module) for this module and every descendant, depth first (torch's _metadata order).
   template <class F>
@@ -204,7 +213,8 @@ class Module {
 
   static bool convertible(DType from, DType to) {
     const bool from_real = sgckpt::is_floating(from) || from == DType::Int64 || from == DType::Int32 ||
-                           from == DType::Int16 || from == DType::Int8 || from == DType::UInt8 || from == DType::Bool;
+                           from == DType::Int16 || from == DType::Int8 || from == DType::UInt8 ||
+                           from == DType::Bool;
     return from_real && (to == DType::Float32 || to == DType::Int64);
   }
   static void copy_from_host(Tensor& dst, const sgckpt::Tensor& h) {

@@ -32,7 +32,8 @@ struct ResNet18Config {
   static std::int64_t width_multiplier(std::int64_t base, double width) {
     return static_cast<std::int64_t>(static_cast<double>(base) * width);
   }
-  static ResNet18Config cifar(std::int64_t num_classes = 10, double width = 1.0, std::int64_t in_channels = 3) {
+  static ResNet18Config cifar(std::int64_t num_classes = 10, double width = 1.0,
+                              std::int64_t in_channels = 3) {
     ResNet18Config c;
     c.num_classes = num_classes;
     c.in_channels = in_channels;
@@ -47,12 +48,14 @@ struct ResNet18Config {
       const sgckpt::Value* v = sd.dict().find(key);
       if (v == nullptr || !v->is_tensor()) throw Error("not a ResNet18 state_dict: no tensor '" + key + "'");
       const Shape& s = v->tensor().shape();
-      if (s.size() != dims) throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_string(s));
+      if (s.size() != dims)
+        throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_string(s));
       return s;
     };
     ResNet18Config c;
     c.in_channels = shape("conv1.weight", 4)[1];
-    for (std::size_t i = 0; i < 4; ++i) c.planes[i] = shape("layer" + std::to_string(i + 1) + ".0.conv1.weight", 4)[0];
+    for (std::size_t i = 0; i < 4; ++i)
+      c.planes[i] = shape("layer" + std::to_string(i + 1) + ".0.conv1.weight", 4)[0];
     c.num_classes = shape("linear.weight", 2)[0];
     return c;
   }
@@ -64,7 +67,8 @@ class ResNetLayer : public Module {
   ResNetLayer(std::int64_t in_planes, std::int64_t planes, std::int64_t num_blocks, std::int64_t stride,
               Generator& gen) {
     blocks.reserve(static_cast<std::size_t>(num_blocks));
-    for (std::int64_t i = 0; i < num_blocks; ++i) blocks.emplace_back(i == 0 ? in_planes : planes, planes, i == 0 ? stride : 1, gen);
+    for (std::int64_t i = 0; i < num_blocks; ++i)
+      blocks.emplace_back(i == 0 ? in_planes : planes, planes, i == 0 ? stride : 1, gen);
   }
   const char* type_name() const override { return "Sequential"; }
   void visit_children(const ChildFn& f) override {
@@ -89,7 +93,7 @@ class ResNet18 : public Module {
   // Parameters are initialized as torch initializes a new module (nn/init.hpp), drawing from
   // gen in registration order.
   ResNet18(const ResNet18Config& config, Generator& gen)
-      : config(config),
+      : config(validated(config)),
         conv1(config.in_channels, config.planes[0], 3, 1, 1, false, gen),
         bn1(config.planes[0]),
         layer1(config.planes[0], config.planes[0], 2, 1, gen),
@@ -151,6 +155,15 @@ class ResNet18 : public Module {
   Linear linear;
 
  private:
+  static const ResNet18Config& validated(const ResNet18Config& c) {
+    bool ok = c.num_classes > 0 && c.in_channels > 0;
+    for (auto p : c.planes) ok = ok && p > 0;
+    if (!ok)
+      throw Error("ResNet18: classes, input channels and every layer's width must be positive (got " +
+                  std::to_string(c.num_classes) + " classes, " + std::to_string(c.in_channels) +
+                  " channels, planes " + shape_string({c.planes.begin(), c.planes.end()}) + ")");
+    return c;
+  }
   // The temporary lives until the delegated-to constructor returns.
   static Generator& as_lvalue(Generator&& gen) { return gen; }
 

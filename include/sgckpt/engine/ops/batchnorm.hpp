@@ -22,7 +22,8 @@ namespace sgckpt::engine::ops {
 // for backward) and updates running_mean / running_var when they are non-null.
 inline void batchnorm_forward_train(float* y, float* save_mean, float* save_invstd, float* running_mean,
                                     float* running_var, const float* x, const float* gamma, const float* beta,
-                                    std::int64_t N, std::int64_t C, std::int64_t HW, double eps, double momentum) {
+                                    std::int64_t N, std::int64_t C, std::int64_t HW, double eps,
+                                    double momentum) {
   const std::int64_t n = N * HW;
   parallel_for(C, [&](std::int64_t c_begin, std::int64_t c_end, int) {
     for (std::int64_t c = c_begin; c < c_end; ++c) {
@@ -69,8 +70,8 @@ inline void batchnorm_eval_invstd(float* invstd, const float* running_var, std::
 
 // Eval forward with the running statistics (invstd from batchnorm_eval_invstd).
 inline void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
-                                   const float* running_mean, const float* invstd, std::int64_t N, std::int64_t C,
-                                   std::int64_t HW) {
+                                   const float* running_mean, const float* invstd, std::int64_t N,
+                                   std::int64_t C, std::int64_t HW) {
   parallel_for(C, [&](std::int64_t c_begin, std::int64_t c_end, int) {
     for (std::int64_t c = c_begin; c < c_end; ++c) {
       const float scale = math::bn_scale(gamma[c], invstd[c]);
@@ -118,7 +119,8 @@ inline void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const flo
         float* dxp = dx + (i * C + c) * HW;
         if (training) {
           const double mean_dy = sum_dy / n, k = dot * is * is / n;
-          for (std::int64_t j = 0; j < HW; ++j) dxp[j] = math::bn_train_dx(dyp[j], xp[j], m, is, gamma[c], mean_dy, k);
+          for (std::int64_t j = 0; j < HW; ++j)
+            dxp[j] = math::bn_train_dx(dyp[j], xp[j], m, is, gamma[c], mean_dy, k);
         } else {
           const float scale = math::bn_scale(gamma[c], invstd[c]);
           for (std::int64_t j = 0; j < HW; ++j) dxp[j] = dyp[j] * scale;

@@ -73,7 +73,7 @@ inline std::unique_ptr<float[]> scratch(std::int64_t n) {
 
 }  // namespace detail
 
-// col[(c*R + r)*S + s][p*Q + q] = x[c][p*stride - pad + r][q*stride - pad + s] (0 outside),
+// col[(c*R + r)*S + t][p*Q + q] = x[c][p*stride - pad + r][q*stride - pad + t] (0 outside),
 // for one image x[C,H,W]; rows of col are ld floats apart.
 inline void im2col(const float* x, float* col, std::int64_t ld, const Conv2dShape& s) {
   const std::int64_t P = s.P(), Q = s.Q();
@@ -238,7 +238,8 @@ inline void conv2d_backward(float* dx, float* dw, float* db, const float* dy, co
   if (db != nullptr) {
     for (std::int64_t k = 0; k < s.K; ++k) {
       double acc = 0.0;
-      for (int t = 0; t < chunks; ++t) acc += db_part[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)];
+      for (int t = 0; t < chunks; ++t)
+        acc += db_part[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)];
       db[k] += static_cast<float>(acc);
     }
   }

@@ -25,8 +25,10 @@ inline void sgemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, st
 
   Eigen::Map<RowMat, 0, Stride> c(C, static_cast<Idx>(M), static_cast<Idx>(N), Stride(ldc));
   if (K == 0 || alpha == 0.0f) {
-    if (beta == 0.0f) c.setZero();
-    else if (beta != 1.0f) c *= beta;
+    if (beta == 0.0f)
+      c.setZero();
+    else if (beta != 1.0f)
+      c *= beta;
     return;
   }
   // A row-major X^T is the same memory as a column-major X: transposes cost nothing.
@@ -40,13 +42,17 @@ inline void sgemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, st
   };
   const Idx m = static_cast<Idx>(M), n = static_cast<Idx>(N), k = static_cast<Idx>(K);
   if (!trans_a && !trans_b)
-    run(Eigen::Map<const RowMat, 0, Stride>(A, m, k, Stride(lda)), Eigen::Map<const RowMat, 0, Stride>(B, k, n, Stride(ldb)));
+    run(Eigen::Map<const RowMat, 0, Stride>(A, m, k, Stride(lda)),
+        Eigen::Map<const RowMat, 0, Stride>(B, k, n, Stride(ldb)));
   else if (!trans_a && trans_b)
-    run(Eigen::Map<const RowMat, 0, Stride>(A, m, k, Stride(lda)), Eigen::Map<const ColMat, 0, Stride>(B, k, n, Stride(ldb)));
+    run(Eigen::Map<const RowMat, 0, Stride>(A, m, k, Stride(lda)),
+        Eigen::Map<const ColMat, 0, Stride>(B, k, n, Stride(ldb)));
   else if (trans_a && !trans_b)
-    run(Eigen::Map<const ColMat, 0, Stride>(A, m, k, Stride(lda)), Eigen::Map<const RowMat, 0, Stride>(B, k, n, Stride(ldb)));
+    run(Eigen::Map<const ColMat, 0, Stride>(A, m, k, Stride(lda)),
+        Eigen::Map<const RowMat, 0, Stride>(B, k, n, Stride(ldb)));
   else
-    run(Eigen::Map<const ColMat, 0, Stride>(A, m, k, Stride(lda)), Eigen::Map<const ColMat, 0, Stride>(B, k, n, Stride(ldb)));
+    run(Eigen::Map<const ColMat, 0, Stride>(A, m, k, Stride(lda)),
+        Eigen::Map<const ColMat, 0, Stride>(B, k, n, Stride(ldb)));
 }
 
 }  // namespace sgckpt::engine::ops

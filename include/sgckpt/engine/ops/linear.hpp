@@ -11,8 +11,8 @@
 
 namespace sgckpt::engine::ops {
 
-inline void linear_forward(float* y, const float* x, const float* w, const float* b, std::int64_t N, std::int64_t I,
-                           std::int64_t O) {
+inline void linear_forward(float* y, const float* x, const float* w, const float* b, std::int64_t N,
+                           std::int64_t I, std::int64_t O) {
   sgemm(false, true, N, O, I, 1.0f, x, I, w, I, 0.0f, y, O);
   if (b != nullptr)
     for (std::int64_t n = 0; n < N; ++n)

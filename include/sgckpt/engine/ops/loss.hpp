@@ -17,8 +17,8 @@ namespace sgckpt::engine::ops {
 
 // Writes probs[N,C] = softmax(logits) (for backward) and returns the mean loss. The labels
 // must lie in [0, C) (the caller checks).
-inline float cross_entropy_forward(float* probs, const float* logits, const std::int64_t* labels, std::int64_t N,
-                                   std::int64_t C, float label_smoothing) {
+inline float cross_entropy_forward(float* probs, const float* logits, const std::int64_t* labels,
+                                   std::int64_t N, std::int64_t C, float label_smoothing) {
   const double eps = label_smoothing;
   double total = 0.0;
   for (std::int64_t i = 0; i < N; ++i) {
@@ -40,8 +40,8 @@ inline float cross_entropy_forward(float* probs, const float* logits, const std:
 }
 
 // dlogits[N,C] = dloss * (probs - q) / N. dlogits may be probs (in place).
-inline void cross_entropy_backward(float* dlogits, const float* probs, const std::int64_t* labels, std::int64_t N,
-                                   std::int64_t C, float label_smoothing, float dloss) {
+inline void cross_entropy_backward(float* dlogits, const float* probs, const std::int64_t* labels,
+                                   std::int64_t N, std::int64_t C, float label_smoothing, float dloss) {
   const double scale = static_cast<double>(dloss) / static_cast<double>(N);
   for (std::int64_t i = 0; i < N; ++i)
     for (std::int64_t c = 0; c < C; ++c) {

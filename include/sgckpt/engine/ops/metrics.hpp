@@ -10,8 +10,8 @@
 
 namespace sgckpt::engine::ops {
 
-inline std::int64_t topk_correct(const float* logits, const std::int64_t* labels, std::int64_t N, std::int64_t C,
-                                 std::int64_t k) {
+inline std::int64_t topk_correct(const float* logits, const std::int64_t* labels, std::int64_t N,
+                                 std::int64_t C, std::int64_t k) {
   std::int64_t correct = 0;
   for (std::int64_t i = 0; i < N; ++i) {
     const float* l = logits + i * C;
