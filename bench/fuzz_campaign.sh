@@ -100,8 +100,8 @@ for target in "${targets[@]}"; do
   execs=$(cat "$build/logs/$target".w*.r*.log 2>/dev/null | sed -n 's/^stat::number_of_executed_units: *//p' |
           awk '{s += $1} END {print s + 0}')
   # Logs from earlier campaigns would be counted again: keep them, but out of the way.
-  mkdir -p "$build/logs/previous"
-  mv "$build/logs/$target".w*.r*.log "$build/logs/previous/" 2>/dev/null || true
+  mkdir -p "$build/logs/previous/$start"
+  mv "$build/logs/$target".w*.r*.log "$build/logs/previous/$start/" 2>/dev/null || true
   crashes=0
   for f in "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*; do
     [ -e "$f" ] || continue

@@ -240,6 +240,34 @@ TEST_SUITE("security") {
     CHECK(test::contains(test::error_message([&] { read_pickle(ops, small); }), "opcodes"));
   }
 
+  TEST_CASE("legitimate memo reuse loads: 300k references to one str, 1000 to one tensor") {
+    // torch.save memoizes a repeated object: a list of one str 300k times is 300k BINGETs.
+    std::vector<std::uint8_t> p = {0x80, 2, ']', '('};
+    put_str(p, "label");
+    p.insert(p.end(), {'q', 0});
+    for (int i = 1; i < 300'000; ++i) p.insert(p.end(), {'h', 0});
+    p.insert(p.end(), {'e', '.'});
+    const Value v = read_pickle(p);
+    CHECK(v.size() == 300'000);
+    CHECK(v[299'999].as_str() == "label");
+
+    // One tensor referenced 1000 times (the views share one storage).
+    std::vector<std::uint8_t> t = {0x80, 2, ']', '('};
+    for (char c : std::string("ctorch._utils\n_rebuild_tensor_v2\n((")) t.push_back(static_cast<std::uint8_t>(c));
+    put_str(t, "storage");
+    for (char c : std::string("ctorch\nFloatStorage\n")) t.push_back(static_cast<std::uint8_t>(c));
+    put_str(t, "0");
+    put_str(t, "cpu");
+    t.insert(t.end(), {'K', 4, 't', 'Q', 'K', 0, 'K', 4, 0x85, 'K', 1, 0x85, 0x89});
+    for (char c : std::string("ccollections\nOrderedDict\n)RtR")) t.push_back(static_cast<std::uint8_t>(c));
+    t.insert(t.end(), {'q', 0});
+    for (int i = 1; i < 1000; ++i) t.insert(t.end(), {'h', 0});
+    t.insert(t.end(), {'e', '.'});
+    const Value w = read_pickle(t);
+    REQUIRE(w.size() == 1000);
+    CHECK(w[999].tensor().storage() == w[0].tensor().storage());
+  }
+
   TEST_CASE("a shared container referenced many times is copied within bounds, then refused") {
     // 10 references to a 100-element list: copied (1000 values), fine.
     std::vector<std::uint8_t> p = {0x80, 2, ']', 'q', 0, '('};

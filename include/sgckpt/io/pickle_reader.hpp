@@ -897,37 +897,54 @@ class Machine {
     if (depth > lim_.max_depth)
       throw Error("containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
                   ErrorContext::at_key(path));
-    // Strings, bytes, keys, big ints and shapes are copied at every reference (a shared node
-    // is converted each time it is reached): from the second time on, charged by size as in
-    // charge(). Key paths are built for every node: always charged by length.
-    std::uint64_t cost = 1 + path.size() / kBytesPerValue;
-    if (n.converted) {
-      if (auto* s = std::get_if<std::string>(&n.v)) cost += s->size() / kBytesPerValue;
-      if (auto* b = std::get_if<Bytes>(&n.v)) cost += b->data.size() / kBytesPerValue;
-      if (auto* i = std::get_if<Int>(&n.v); i && !i->fits_int64()) cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
-      if (auto* t = std::get_if<TensorObj>(&n.v)) cost += 2 * t->tensor.dim();
+    // A shared node is converted each time it is reached. Every value, and its key path by
+    // length, counts toward max_values. Copies count toward the amplification budget
+    // (copy_budget): a shared container reached again copies its whole subtree (the billion
+    // laughs), and a leaf reached again copies its str/bytes/big int/shape, charged by size
+    // as in charge(). Reaching a small leaf again (torch memoizes a repeated str: 300k
+    // references to one str are legitimate) costs no more than any other value.
+    const bool again = n.converted;
+    n.converted = true;
+    const bool container = std::holds_alternative<ListObj>(n.v) || std::holds_alternative<TupleObj>(n.v) ||
+                           std::holds_alternative<DictObj>(n.v);
+    const std::uint64_t base = 1 + path.size() / kBytesPerValue;
+    std::uint64_t size_cost = 0;
+    if (again) {
+      if (auto* s = std::get_if<std::string>(&n.v)) size_cost += s->size() / kBytesPerValue;
+      if (auto* b = std::get_if<Bytes>(&n.v)) size_cost += b->data.size() / kBytesPerValue;
+      if (auto* i = std::get_if<Int>(&n.v); i && !i->fits_int64()) size_cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
+      if (auto* t = std::get_if<TensorObj>(&n.v)) size_cost += 2 * t->tensor.dim();
       if (auto* d = std::get_if<DictObj>(&n.v)) {
-        for (auto& kv : d->items) cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
-        for (auto& kv : d->attrs) cost += kv.first.size() / kBytesPerValue;
+        for (auto& kv : d->items) size_cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
+        for (auto& kv : d->attrs) size_cost += kv.first.size() / kBytesPerValue;
       }
     }
-    n.converted = true;
-    out_values_ += cost;
+    out_values_ += base + size_cost;
     if (out_values_ > lim_.max_values)
       throw Error("checkpoint expands to more than " + std::to_string(lim_.max_values) +
                       " values (limit; shared containers are copied, strings count by size)",
                   ErrorContext::at_key(path));
-    if (out_values_ > copy_budget())
-      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values from only " +
-                      std::to_string(nodes_) + " pickled objects: shared containers copied again and again " +
-                      "(a billion-laughs amplification attack?)",
+    const bool copy_starts = again && container;
+    copies_ += size_cost + (in_copy_ > 0 || copy_starts ? base : 0);
+    if (copies_ > copy_budget())
+      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values, " + std::to_string(copies_) +
+                      " of them copies of shared data, from only " + std::to_string(nodes_) +
+                      " pickled objects (a billion-laughs amplification attack?)",
                   ErrorContext::at_key(path));
     if (n.on_path) throw Error("the object contains itself (reference cycle)", ErrorContext::at_key(path));
     struct Guard {
       Node& n;
-      explicit Guard(Node& x) : n(x) { n.on_path = true; }
-      ~Guard() { n.on_path = false; }
-    } guard(n);
+      std::uint32_t& in_copy;
+      bool copy;
+      Guard(Node& x, std::uint32_t& c, bool cp) : n(x), in_copy(c), copy(cp) {
+        n.on_path = true;
+        if (copy) ++in_copy;
+      }
+      ~Guard() {
+        n.on_path = false;
+        if (copy) --in_copy;
+      }
+    } guard(n, in_copy_, copy_starts);
     switch (n.v.index()) {
       case 0: return Value();
       case 1: return Value(std::get<bool>(n.v));
@@ -1013,6 +1030,8 @@ class Machine {
   std::uint64_t nodes_ = 0;    // objects created (make)
   std::uint64_t charged_ = 0;  // copies charged (charge)
   std::uint64_t out_values_ = 0;
+  std::uint64_t copies_ = 0;   // values converted as copies of shared data (see convert)
+  std::uint32_t in_copy_ = 0;  // > 0 while converting a shared container reached again
 };
 
 }  // namespace detail
