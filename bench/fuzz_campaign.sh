@@ -45,11 +45,12 @@ if [ -z "$cxx" ]; then
   echo "fuzz_campaign: clang++-14 not found (scripts/install-deps.sh installs clang-14 libclang-rt-14-dev)" >&2
   exit 2
 fi
+mkdir -p "$build"
 cmake -S "$repo" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" \
   -DCMAKE_BUILD_TYPE=Debug -DSGCKPT_FUZZ=ON -DSGCKPT_CUDA=OFF -DSGCKPT_BUILD_TOOLS=OFF \
   -DSGCKPT_BUILD_EXAMPLES=OFF -DSGCKPT_BUILD_BENCH=OFF -DSGCKPT_INSTALL=OFF \
-  ${SGCKPT_SHARED_DIR:+-DSGCKPT_SHARED_DIR=$SGCKPT_SHARED_DIR} >"$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log" >&2; exit 2; }
+  ${SGCKPT_SHARED_DIR:+-DSGCKPT_SHARED_DIR=$SGCKPT_SHARED_DIR} >"$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log" >&2; exit 2; }
 cmake --build "$build" -j "${SGCKPT_BUILD_JOBS:-2}" --target "${targets[@]}"
 
 # ---------------------------------------------------------------------------- run

@@ -293,7 +293,7 @@ class Machine {
   // Real checkpoints share little and copy short strings: they stay far below the bound.
   static constexpr std::uint64_t kBytesPerValue = 16;
   static constexpr std::uint64_t kCopyFactor = 16;
-  static constexpr std::uint64_t kCopyAllowance = 1'000'000;
+  static constexpr std::uint64_t kCopyAllowance = 100'000;
   std::uint64_t copy_budget() const { return kCopyAllowance + kCopyFactor * nodes_; }
   // Charges `values` if `n`'s data was copied before (see above), and marks it copied.
   void charge_reuse(Node& n, std::uint64_t values) {
