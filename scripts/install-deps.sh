@@ -11,6 +11,7 @@ packages=(
   doctest-dev                            # unit tests
   libcli11-dev                           # the sgckpt command-line tool
   libyaml-cpp-dev libeigen3-dev          # examples / engine
+  dataset-fashion-mnist                  # the training example and its learning test
   python3 python3-torch python3-numpy    # torch oracle tests (Debian's /usr/bin/python3)
   clang-format                           # formatting check
   clang-14 libclang-rt-14-dev            # libFuzzer targets (tests/fuzz, bench/fuzz_campaign.sh)

@@ -1,0 +1,349 @@
+// train_resnet18: trains the engine's ResNet18 from a SuperGradients-style YAML recipe, with
+// SG's checkpoint lifecycle (run directories, ckpt_latest / ckpt_best / ckpt_epoch_N /
+// average_model) and resume.
+//
+//   train_resnet18 --recipe examples/recipes/fashion_mnist_resnet18.yaml [key.path=value ...]
+//   train_resnet18 --resume --experiment NAME --ckpt-root DIR [key.path=value ...]
+//   train_resnet18 --run-id RUN_ID --experiment NAME --ckpt-root DIR
+//   train_resnet18 --recipe R --resume-path FILE      (branch: a new run from FILE's weights)
+//   train_resnet18 --evaluate ckpt_best.pth --experiment NAME --ckpt-root DIR [--run-id ID]
+//
+// Overrides use Hydra's dotted syntax: training_hyperparams.max_epochs=3. A resumed run
+// (--resume / --run-id) reads the recipe its run stored (recipe.yaml), like SG's
+// resume_experiment; overrides still apply (e.g. more epochs). Unknown recipe keys are an
+// error, so a typo does not silently train something else.
+//
+// Output: one line per epoch (and with --log-every N, one per N steps: "step epoch=E
+// batch=B/N loss=L"); the last line is "run_dir=<path>".
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sgckpt/engine/engine.hpp"
+#include "sgckpt/engine/train/trainer.hpp"
+#include "sgckpt/sgckpt.hpp"
+
+using namespace sgckpt;
+using namespace sgckpt::engine;
+namespace fs = std::filesystem;
+
+namespace {
+
+void say(const std::string& line) {
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);  // a test reading our output line by line sees each one at once
+}
+
+std::string fmt(double v, int digits = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// ---- The recipe: a YAML tree read strictly ----------------------------------------------------
+
+// Reads keys of one mapping, remembering which were used, so that leftovers can be reported.
+class Section {
+ public:
+  Section(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) throw Error("recipe: '" + path_ + "' must be a mapping");
+  }
+  YAML::Node get(const std::string& key) {
+    used_.insert(key);
+    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
+  }
+  template <class T>
+  T value(const std::string& key, T dflt) {
+    const YAML::Node n = get(key);
+    if (!n || n.IsNull()) return dflt;
+    try {
+      return n.as<T>();
+    } catch (const YAML::Exception&) {
+      throw Error("recipe: '" + where(key) + "' has the wrong type (" + YAML::Dump(n) + ")");
+    }
+  }
+  Section sub(const std::string& key) { return Section(get(key), where(key)); }
+  std::string where(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  // Throws for keys nobody asked for.
+  void finish() const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      const std::string k = kv.first.as<std::string>();
+      if (!used_.count(k)) throw Error("recipe: unknown key '" + where(k) + "'");
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  std::set<std::string> used_;
+};
+
+// A YAML scalar or sequence as a sgckpt value (a torch keyword argument): bool, int, float,
+// string; sequences become tuples, as torch's defaults (betas=(0.9, 0.999)) are.
+Value to_value(const YAML::Node& n, const std::string& where) {
+  if (n.IsSequence()) {
+    Value t = Value::make_tuple({});
+    for (const auto& item : n) t.items().push_back(to_value(item, where));
+    return t;
+  }
+  if (!n.IsScalar()) throw Error("recipe: '" + where + "' must be a scalar or a list");
+  const std::string s = n.Scalar();
+  if (s == "true" || s == "True") return Value(true);
+  if (s == "false" || s == "False") return Value(false);
+  std::int64_t i = 0;
+  if (auto r = std::from_chars(s.data(), s.data() + s.size(), i); r.ec == std::errc() && r.ptr == s.data() + s.size())
+    return Value(Int(i));
+  double d = 0;
+  if (auto r = std::from_chars(s.data(), s.data() + s.size(), d); r.ec == std::errc() && r.ptr == s.data() + s.size())
+    return Value(d);
+  return Value(s);
+}
+
+// Applies "a.b.c=value" to the tree (value parsed as YAML).
+void apply_override(YAML::Node& root, const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) throw Error("override \"" + text + "\" is not key.path=value");
+  const std::string path = text.substr(0, eq);
+  const YAML::Node value = YAML::Load(text.substr(eq + 1));
+  std::vector<std::string> keys;
+  std::stringstream ss(path);
+  for (std::string k; std::getline(ss, k, '.');) keys.push_back(k);
+  // yaml-cpp nodes are handles: descend with copies of the handle, assign at the leaf.
+  std::vector<YAML::Node> chain{root};
+  for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+    YAML::Node next = chain.back()[keys[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      chain.back()[keys[i]] = YAML::Node(YAML::NodeType::Map);
+      next = chain.back()[keys[i]];
+    }
+    if (!next.IsMap()) throw Error("override \"" + text + "\": '" + keys[i] + "' is not a mapping");
+    chain.push_back(next);
+  }
+  chain.back()[keys.back()] = value;
+}
+
+struct Recipe {
+  std::string experiment_name;
+  fs::path ckpt_root_dir;
+  std::string dataset = "fashion_mnist";
+  fs::path data_root;
+  std::int64_t train_samples = -1, valid_samples = -1;
+  nn::ResNet18Config arch;
+  double width = 1.0;
+  train::TrainConfig train;
+  CheckpointConfig ckpt;
+};
+
+Recipe parse_recipe(const YAML::Node& root) {
+  Recipe r;
+  Section top(root, "");
+  r.experiment_name = top.value<std::string>("experiment_name", "resnet18");
+  r.ckpt_root_dir = top.value<std::string>("ckpt_root_dir", "checkpoints");
+
+  Section ds = top.sub("dataset_params");
+  r.dataset = ds.value<std::string>("name", "fashion_mnist");
+  r.data_root = ds.value<std::string>(
+      "root", r.dataset == "cifar10" ? "data/cifar-10-batches-bin" : "/usr/share/datasets/fashion-mnist");
+  r.train_samples = ds.value<std::int64_t>("train_samples", -1);
+  r.valid_samples = ds.value<std::int64_t>("valid_samples", -1);
+  ds.finish();
+
+  Section arch = top.sub("arch_params");
+  const auto classes = arch.value<std::int64_t>("num_classes", 10);
+  r.width = arch.value<double>("width_mult", 1.0);
+  const auto in_channels = arch.value<std::int64_t>("in_channels", 3);
+  arch.finish();
+  r.arch = nn::ResNet18Config::cifar(classes, r.width, in_channels);
+
+  Section th = top.sub("training_hyperparams");
+  auto& t = r.train;
+  t.max_epochs = th.value<int>("max_epochs", 10);
+  t.batch_size = th.value<std::int64_t>("batch_size", 64);
+  t.valid_batch_size = th.value<std::int64_t>("valid_batch_size", 256);
+  const auto mode = th.value<std::string>("lr_mode", "cosine");
+  if (mode == "step" || mode == "StepLRScheduler")
+    t.lr.mode = SGLRConfig::Mode::Step;
+  else if (mode == "cosine" || mode == "CosineLRScheduler")
+    t.lr.mode = SGLRConfig::Mode::Cosine;
+  else if (mode == "poly" || mode == "PolyLRScheduler")
+    t.lr.mode = SGLRConfig::Mode::Poly;
+  else
+    throw Error("recipe: training_hyperparams.lr_mode \"" + mode + "\" is not step, cosine or poly");
+  t.lr.initial_lr = th.value<double>("initial_lr", 0.1);
+  t.lr.lr_updates = th.value<std::vector<int>>("lr_updates", {});
+  t.lr.lr_decay_factor = th.value<double>("lr_decay_factor", 0.1);
+  t.lr.cosine_final_lr_ratio = th.value<double>("cosine_final_lr_ratio", 0.01);
+  t.lr.lr_warmup_epochs = th.value<int>("lr_warmup_epochs", 0);
+  t.lr.warmup_initial_lr = th.value<double>("warmup_initial_lr", 0.0);
+  t.optimizer = th.value<std::string>("optimizer", "SGD");
+  {
+    const YAML::Node op = th.get("optimizer_params");
+    if (op && !op.IsNull()) {
+      if (!op.IsMap()) throw Error("recipe: 'training_hyperparams.optimizer_params' must be a mapping");
+      for (const auto& kv : op) {
+        const std::string k = kv.first.as<std::string>();
+        t.optimizer_params[k] = to_value(kv.second, "training_hyperparams.optimizer_params." + k);
+      }
+    }
+  }
+  t.zero_weight_decay_on_bias_and_bn = th.value<bool>("zero_weight_decay_on_bias_and_bn", false);
+  t.ema = th.value<bool>("ema", false);
+  {
+    Section ep = th.sub("ema_params");
+    t.ema_params.decay = ep.value<double>("decay", 0.9999);
+    t.ema_params.type = parse_ema_decay_type(ep.value<std::string>("decay_type", "exp"));
+    t.ema_params.beta = ep.value<double>("beta", 15.0);
+    ep.finish();
+  }
+  {
+    Section cp = th.sub("criterion_params");
+    t.label_smoothing = cp.value<float>("label_smoothing", 0.0f);
+    cp.finish();
+  }
+  {
+    Section au = th.sub("augment");
+    t.augment.crop_padding = au.value<std::int64_t>("crop_padding", 0);
+    t.augment.horizontal_flip = au.value<bool>("horizontal_flip", false);
+    au.finish();
+  }
+  t.seed = th.value<std::uint64_t>("seed", 42);
+  t.shuffle = th.value<bool>("shuffle", true);
+  auto& c = r.ckpt;
+  c.metric_to_watch = th.value<std::string>("metric_to_watch", "Accuracy");
+  c.greater_metric_to_watch_is_better = th.value<bool>("greater_metric_to_watch_is_better", true);
+  c.save_ckpt_epoch_list = th.value<std::vector<std::int64_t>>("save_ckpt_epoch_list", {});
+  c.average_best_models = th.value<bool>("average_best_models", true);
+  c.n_models_to_average = th.value<std::size_t>("n_models_to_average", 10);
+  c.durable = th.value<bool>("durable_checkpoints", true);
+  th.finish();
+  top.finish();
+  c.ckpt_root_dir = r.ckpt_root_dir;
+  c.experiment_name = r.experiment_name;
+  c.architecture = "resnet18_cifar";
+  return r;
+}
+
+data::Dataset load_dataset(const Recipe& r, data::Split split) {
+  const std::int64_t limit = split == data::Split::Train ? r.train_samples : r.valid_samples;
+  if (r.dataset == "fashion_mnist") return data::fashion_mnist(r.data_root, split, limit, r.arch.in_channels);
+  if (r.dataset == "cifar10") return data::cifar10(r.data_root, split, limit);
+  throw Error("recipe: dataset_params.name \"" + r.dataset + "\" is not fashion_mnist or cifar10");
+}
+
+std::string metrics_text(const MetricList& m) {
+  std::string s;
+  for (const auto& [k, v] : m) s += (s.empty() ? "" : " ") + k + "=" + fmt(v);
+  return s;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Trains the engine's ResNet18 with SuperGradients' checkpoint lifecycle"};
+  std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate;
+  bool resume = false;
+  int threads = 0;
+  std::int64_t log_every = 0;
+  std::vector<std::string> overrides;
+  app.add_option("--recipe", recipe_file, "YAML recipe (SG-style keys); not needed with --resume/--run-id");
+  app.add_option("--experiment", experiment, "experiment_name (overrides the recipe's)");
+  app.add_option("--ckpt-root", ckpt_root, "ckpt_root_dir (overrides the recipe's)");
+  app.add_flag("--resume", resume, "continue the latest run of the experiment, in place");
+  app.add_option("--run-id", run_id, "continue this run (RUN_<time>), in place");
+  app.add_option("--resume-path", resume_path, "start a new run from this checkpoint's weights and state");
+  app.add_option("--evaluate", evaluate, "evaluate this checkpoint of the run (e.g. ckpt_best.pth) and exit");
+  app.add_option("--threads", threads, "CPU threads (default: $SGCKPT_NUM_THREADS or all cores)");
+  app.add_option("--log-every", log_every, "print a step line every N steps (0: epochs only)");
+  app.add_option("overrides", overrides, "key.path=value recipe overrides");
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) set_num_threads(threads);
+
+  // The recipe: the given file, else the run's stored one when continuing a run.
+  YAML::Node root;
+  std::optional<ExperimentResume> continued;
+  if (resume || !run_id.empty()) {
+    if (experiment.empty() || ckpt_root.empty())
+      throw Error("--resume and --run-id need --experiment and --ckpt-root (where to look for the run)");
+    continued = resume_experiment(ckpt_root, experiment,
+                                  run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
+    root = recipe_file.empty() ? YAML::Load(continued->recipe_text) : YAML::LoadFile(recipe_file);
+  } else if (!recipe_file.empty()) {
+    root = YAML::LoadFile(recipe_file);
+  } else if (evaluate.empty()) {
+    throw Error("give --recipe FILE (or --resume/--run-id with --experiment and --ckpt-root)");
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  for (const auto& o : overrides) apply_override(root, o);
+  if (!experiment.empty()) root["experiment_name"] = experiment;
+  if (!ckpt_root.empty()) root["ckpt_root_dir"] = ckpt_root;
+  Recipe r = parse_recipe(root);
+  r.ckpt.log = [](std::string_view line) { say("[sgckpt] " + std::string(line)); };
+
+  const data::Dataset valid = load_dataset(r, data::Split::Test);
+  if (!evaluate.empty()) {
+    const fs::path file = evaluate_checkpoint_path(r.ckpt_root_dir, r.experiment_name, evaluate,
+                                                   run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
+    const Value ck = load(file);
+    const Value* net = ck.is_dict() ? ck.dict().find("net") : nullptr;
+    const Value& sd = net ? *net : ck;  // average_model.pth holds {'net': ...}; a bare state_dict also works
+    nn::ResNet18Config arch = nn::ResNet18Config::from_state_dict(sd);
+    train::Trainer trainer(arch, r.train, r.ckpt);
+    trainer.model().load_state_dict(sd, {.strict = true, .convert_dtypes = true});
+    say("evaluate " + file.string() + ": " + metrics_text(trainer.evaluate(trainer.model(), valid)));
+    return 0;
+  }
+  const data::Dataset train_set = load_dataset(r, data::Split::Train);
+
+  ResumePlan plan;
+  if (continued) {
+    plan = continued->plan;
+  } else {
+    ResumeRequest req;
+    if (!resume_path.empty()) req.resume_path = resume_path;
+    plan = resolve_resume(r.ckpt_root_dir, r.experiment_name, req);
+  }
+  std::string recipe_text = YAML::Dump(root) + "\n";
+
+  train::Trainer trainer(r.arch, r.train, r.ckpt);
+  say("ResNet18 width " + fmt(r.width, 3) + ", " + std::to_string(trainer.model().num_parameters()) +
+      " parameters; " + r.dataset + ": " + std::to_string(train_set.size()) + " train, " +
+      std::to_string(valid.size()) + " valid images; " + std::to_string(num_threads()) + " thread(s)");
+  if (log_every > 0)
+    trainer.on_step = [&](const train::StepInfo& s) {
+      if ((s.batch + 1) % log_every == 0 || s.batch + 1 == s.batches)
+        say("step epoch=" + std::to_string(s.epoch + 1) + " batch=" + std::to_string(s.batch + 1) + "/" +
+            std::to_string(s.batches) + " loss=" + fmt(s.loss));
+    };
+  trainer.on_epoch = [&](const train::EpochSummary& e) {
+    say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) + " lr=" + fmt(e.lr, 5) +
+        " train: " + metrics_text(e.metrics.train) + " | valid: " + metrics_text(e.metrics.valid) +
+        (e.best ? " (best)" : "") + " | " + fmt(e.seconds, 1) + " s");
+  };
+  const train::TrainResult result = trainer.fit(train_set, valid, plan, recipe_text);
+  if (result.epochs.empty())
+    say("nothing to do: the checkpoint already finished " + std::to_string(result.start_epoch) + " of " +
+        std::to_string(r.train.max_epochs) + " epochs");
+  say("run_dir=" + result.run_dir.string());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_resnet18: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,314 @@
+// sgckpt/engine/train/trainer.hpp: SuperGradients' training loop for the engine's ResNet18,
+// with its checkpoint lifecycle (sgckpt::CheckpointManager) and a bit-exact resume.
+//
+//   TrainConfig cfg;                                  // SG's training_hyperparams
+//   cfg.max_epochs = 5; cfg.lr.initial_lr = 0.1; ...
+//   Trainer trainer(nn::ResNet18Config::cifar(10, 0.25), cfg, ckpt_config);
+//   TrainResult r = trainer.fit(train_set, valid_set, resolve_resume(root, name, request), recipe);
+//
+// One epoch, in SG's order: the LR schedule sets the epoch's lr; each batch runs zero_grad,
+// forward, cross-entropy, backward, optimizer step and the EMA update (decay from the EMA
+// schedule at SG's step (batch + 1) + batches_per_epoch * epoch); then the model (the EMA
+// model when EMA is on, as SG validates) is evaluated, and the manager writes ckpt_latest /
+// ckpt_best / ckpt_epoch_N / average_model.
+//
+// What makes a resume bit-exact: the checkpoint holds everything that feeds the next epoch:
+// the weights and buffers (net), the optimizer's state, the EMA weights, and the data
+// generator's {seed, offset} (rng_state; the loader draws the epoch's order and every
+// augmentation from it). The LR and EMA schedules are pure functions of the epoch and step.
+// The CPU kernels are deterministic for a given thread count, so a run resumed from epoch k
+// with the same thread count reproduces the uninterrupted run bit for bit. A run killed in
+// the middle of an epoch resumes from the last finished epoch and repeats the part it lost.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sgckpt/ckpt/ema.hpp"
+#include "sgckpt/ckpt/manager.hpp"
+#include "sgckpt/ckpt/run_dir.hpp"
+#include "sgckpt/engine/data/dataset.hpp"
+#include "sgckpt/engine/data/loader.hpp"
+#include "sgckpt/engine/grad_mode.hpp"
+#include "sgckpt/engine/nn/loss.hpp"
+#include "sgckpt/engine/nn/resnet.hpp"
+#include "sgckpt/engine/ops/metrics.hpp"
+#include "sgckpt/engine/optim/adam.hpp"
+#include "sgckpt/engine/optim/lr_schedule.hpp"
+#include "sgckpt/engine/optim/sgd.hpp"
+#include "sgckpt/engine/parallel.hpp"
+#include "sgckpt/engine/random.hpp"
+
+namespace sgckpt::engine::train {
+
+// SG's training_hyperparams, the subset this engine implements.
+struct TrainConfig {
+  int max_epochs = 10;
+  std::int64_t batch_size = 64;
+  std::int64_t valid_batch_size = 256;
+  SGLRConfig lr;                      // lr_mode, initial_lr, lr_updates, ...; max_epochs is set from above
+  std::string optimizer = "SGD";      // "SGD", "Adam" or "AdamW"
+  Value optimizer_params = Value::make_dict();  // torch's keyword arguments: momentum, weight_decay, nesterov, betas, ...
+  bool zero_weight_decay_on_bias_and_bn = false;
+  float label_smoothing = 0.0f;
+  bool ema = false;
+  EmaSchedule ema_params;
+  std::uint64_t seed = 42;  // model initialization; the data generator uses a derived seed
+  bool shuffle = true;
+  bool drop_last = false;
+  data::Augment augment;
+};
+
+// Progress of one training step, for a caller's log.
+struct StepInfo {
+  int epoch = 0;               // 0-based
+  std::int64_t batch = 0;      // 0-based
+  std::int64_t batches = 0;    // per epoch
+  double loss = 0;             // this batch's mean loss
+  double lr = 0;
+};
+
+struct EpochSummary {
+  int epoch = 0;  // finished epochs (SG's e + 1)
+  Metrics metrics;
+  bool best = false;
+  double seconds = 0;
+  double lr = 0;
+};
+
+struct TrainResult {
+  std::filesystem::path run_dir;
+  int start_epoch = 0;  // 0 for a fresh run, the checkpoint's epoch for a resumed one
+  std::vector<EpochSummary> epochs;
+};
+
+// The data generator's seed: a different stream of the same family as the model's.
+inline std::uint64_t data_seed(std::uint64_t seed) {
+  return seed ^ 0x5DEECE66DULL;
+}
+
+// A state dict whose tensors are read-only views of the module's live memory (no copy): what
+// the EMA reads after every step.
+inline Value live_state_view(nn::Module& m) {
+  Value sd = Value::make_ordered_dict();
+  auto add = [&](const std::string& name, const Tensor& t) {
+    auto keep = std::make_shared<Tensor>(t);  // shares the engine buffer: keeps it alive
+    const auto* data = static_cast<const std::byte*>(keep->raw_data());
+    auto storage = Storage::view(keep, data, keep->nbytes());
+    sd.dict().set(name, Value(sgckpt::Tensor::view_of(storage, t.dtype(), 0, t.shape(), contiguous_strides(t.shape()))));
+  };
+  for (auto& p : m.named_parameters()) add(p.name, p.value);
+  for (auto& b : m.named_buffers()) add(b.name, b.value);
+  return sd;
+}
+
+class Trainer {
+ public:
+  Trainer(const nn::ResNet18Config& arch, TrainConfig config, CheckpointConfig ckpt)
+      : arch_(arch), cfg_(std::move(config)), ckpt_(std::move(ckpt)) {
+    if (cfg_.max_epochs <= 0) throw Error("TrainConfig: max_epochs must be positive");
+    cfg_.lr.max_epochs = cfg_.max_epochs;
+    ckpt_.ema = cfg_.ema;
+    ckpt_.scheduler = false;  // SG's lr schedules are functions of the epoch: nothing to save
+    if (ckpt_.architecture.empty()) ckpt_.architecture = "resnet18_cifar";
+    ckpt_.num_classes = arch_.num_classes;
+    ckpt_.in_channels = arch_.in_channels;
+    model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+    build_optimizer();
+  }
+
+  nn::ResNet18& model() { return *model_; }
+  Optimizer& optimizer() { return *opt_; }
+  const std::optional<Value>& ema_state() const { return ema_; }
+  const Generator& data_generator() const { return data_gen_; }
+
+  // Called after every optimizer step (e.g. to print progress).
+  std::function<void(const StepInfo&)> on_step;
+  // Called after every epoch's checkpoint was handed to the manager.
+  std::function<void(const EpochSummary&)> on_epoch;
+
+  // Trains from the plan's checkpoint (or from scratch) to max_epochs. The recipe text, when
+  // given, is stored in a new run directory (recipe.yaml) for resume_experiment().
+  TrainResult fit(const data::Dataset& train, const data::Dataset& valid, const ResumePlan& plan,
+                  std::optional<std::string_view> recipe_text = std::nullopt) {
+    if (train.channels() != arch_.in_channels || valid.channels() != arch_.in_channels)
+      throw Error("Trainer: the model takes " + std::to_string(arch_.in_channels) + " input channels, the data has " +
+                  std::to_string(train.channels()));
+    CheckpointManager manager(ckpt_);
+    TrainResult result;
+    const ResumeState rs = manager.restore(plan);
+    if (rs.resumed) resume_from(rs);
+    result.start_epoch = static_cast<int>(rs.start_epoch);
+    result.run_dir = manager.start_run(plan, recipe_text);
+    if (!ema_ && cfg_.ema && !rs.ema_missing) ema_ = clone_state(model_->state_dict());
+
+    data::DataLoader loader(train, {cfg_.batch_size, cfg_.shuffle, cfg_.drop_last, cfg_.augment});
+    const std::int64_t batches = loader.num_batches();
+    const std::int64_t total_steps = batches * cfg_.max_epochs;
+    SGLRSchedule schedule(cfg_.lr);
+    nn::CrossEntropyLoss criterion(cfg_.label_smoothing);
+    const Value live = live_state_view(*model_);
+
+    for (int epoch = result.start_epoch; epoch < cfg_.max_epochs; ++epoch) {
+      const auto t0 = std::chrono::steady_clock::now();
+      schedule.apply(*opt_, epoch);
+      const double lr = opt_->param_groups().front().lr();
+      model_->train();
+      loader.start_epoch(data_gen_);
+      double loss_sum = 0;
+      std::int64_t seen = 0, correct = 0;
+      for (std::int64_t b = 0; b < batches; ++b) {
+        const data::Batch batch = loader.batch(b, data_gen_);
+        model_->zero_grad();
+        const Tensor logits = model_->forward(batch.x);
+        const float loss = criterion.forward(logits, batch.y);
+        model_->backward(criterion.backward());
+        if (!std::isfinite(loss))
+          throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " + std::to_string(b) +
+                      " is " + std::to_string(loss) + " (lower initial_lr?)");
+        opt_->step();
+        if (ema_) {
+          // SG: step = (batch_idx + 1) + len(train_loader) * epoch (spec 5).
+          const std::int64_t step = (b + 1) + batches * epoch;
+          ema_update(*ema_, live, cfg_.ema_params.at(step, total_steps));
+        }
+        const std::int64_t n = batch.y.shape()[0];
+        loss_sum += static_cast<double>(loss) * static_cast<double>(n);
+        correct += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, logits.shape()[1], 1);
+        seen += n;
+        if (on_step) on_step({epoch, b, batches, loss, lr});
+      }
+
+      Metrics metrics;
+      metrics.train = {{"CrossEntropyLoss", loss_sum / static_cast<double>(seen)},
+                       {"Accuracy", static_cast<double>(correct) / static_cast<double>(seen)}};
+      if (ema_) {
+        if (!ema_model_) ema_model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+        ema_model_->load_state_dict(*ema_);
+        metrics.valid = evaluate(*ema_model_, valid);
+      } else {
+        metrics.valid = evaluate(*model_, valid);
+      }
+
+      TrainingState state;
+      state.net = model_->state_dict();
+      state.optimizer = opt_->state_dict();
+      if (ema_) state.ema = *ema_;
+      state.extra.emplace_back("rng_state", rng_state());
+      const EpochResult er = manager.on_epoch_end(epoch + 1, metrics, std::move(state));
+      EpochSummary s;
+      s.epoch = epoch + 1;
+      s.metrics = std::move(metrics);
+      s.best = er.best;
+      s.lr = lr;
+      s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (on_epoch) on_epoch(s);
+      result.epochs.push_back(std::move(s));
+    }
+    manager.finish();
+    return result;
+  }
+
+  // Loss, top-1 ("Accuracy") and top-5 of a model in evaluation mode over a dataset.
+  MetricList evaluate(nn::ResNet18& m, const data::Dataset& ds) const {
+    NoGradGuard no_grad;
+    const bool was_training = m.training();
+    m.eval();
+    data::DataLoader loader(ds, {cfg_.valid_batch_size, false, false, {}});
+    nn::CrossEntropyLoss criterion(cfg_.label_smoothing);
+    Generator unused(0);
+    double loss_sum = 0;
+    std::int64_t top1 = 0, top5 = 0, seen = 0;
+    for (std::int64_t b = 0; b < loader.num_batches(); ++b) {
+      const data::Batch batch = loader.batch(b, unused);
+      const Tensor logits = m.forward(batch.x);
+      const std::int64_t n = batch.y.shape()[0], C = logits.shape()[1];
+      loss_sum += static_cast<double>(criterion.forward(logits, batch.y)) * static_cast<double>(n);
+      top1 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C, 1);
+      top5 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C, std::min<std::int64_t>(5, C));
+      seen += n;
+    }
+    m.train(was_training);
+    const double N = static_cast<double>(seen);
+    return {{"CrossEntropyLoss", loss_sum / N}, {"Accuracy", top1 / N}, {"Top5", top5 / N}};
+  }
+
+ private:
+  void build_optimizer() {
+    refs_.clear();
+    for (auto& p : model_->named_parameters())
+      refs_.push_back({p.name, p.value.data<float>(), p.grad.data<float>(), p.value.numel(), p.value.shape()});
+    Value options = Value::make_dict();
+    options["lr"] = cfg_.lr.initial_lr;  // SG passes initial_lr to the optimizer's constructor
+    if (cfg_.optimizer_params.is_dict())
+      for (const auto& [k, v] : cfg_.optimizer_params.dict()) options.dict().set(k, v);
+    std::vector<GroupSpec> groups;
+    if (cfg_.zero_weight_decay_on_bias_and_bn) {
+      auto [decay, no_decay] = split_bias_bn(refs_);
+      groups.push_back({std::move(decay), Value::make_dict()});
+      Value nd = Value::make_dict();
+      nd["weight_decay"] = 0.0;
+      groups.push_back({std::move(no_decay), std::move(nd)});
+    }
+    if (cfg_.optimizer == "SGD")
+      opt_ = std::make_unique<SGD>(refs_, std::move(groups), options);
+    else if (cfg_.optimizer == "Adam")
+      opt_ = std::make_unique<Adam>(refs_, std::move(groups), options);
+    else if (cfg_.optimizer == "AdamW")
+      opt_ = std::make_unique<AdamW>(refs_, std::move(groups), options);
+    else
+      throw Error("unknown optimizer \"" + cfg_.optimizer + "\" (SGD, Adam and AdamW are implemented)");
+  }
+
+  Value rng_state() const {
+    const auto s = data_gen_.state();
+    Value d = Value::make_dict();
+    d["data"] = Value::make_dict();
+    d["data"]["seed"] = Value(Int(static_cast<std::int64_t>(s.seed)));
+    d["data"]["offset"] = Value(Int(static_cast<std::int64_t>(s.offset)));
+    d["model_init_seed"] = Value(Int(static_cast<std::int64_t>(cfg_.seed)));
+    return d;
+  }
+
+  void resume_from(const ResumeState& rs) {
+    model_->load_state_dict(rs.net);
+    opt_->load_state_dict(rs.optimizer);
+    if (rs.ema) ema_ = clone_state(*rs.ema);  // owned copies (the loaded ones may be views)
+    bool found_rng = false;
+    for (const auto& [key, v] : rs.extra) {
+      if (key != "rng_state") continue;
+      const Value* d = v.is_dict() ? v.dict().find("data") : nullptr;
+      const Value* seed = d && d->is_dict() ? d->dict().find("seed") : nullptr;
+      const Value* offset = d && d->is_dict() ? d->dict().find("offset") : nullptr;
+      if (!seed || !offset || !seed->is_int() || !offset->is_int() || offset->as_int() < 0)
+        throw Error("checkpoint's rng_state/data is not {'seed': int, 'offset': int >= 0}",
+                    {rs.checkpoint ? rs.checkpoint->string() : std::string(), {}, {}, "rng_state/data"});
+      data_gen_.set_state({static_cast<std::uint64_t>(seed->as_int()), static_cast<std::uint64_t>(offset->as_int())});
+      found_rng = true;
+    }
+    // A checkpoint from elsewhere (torch, SG) has no engine generator state: the data order
+    // then restarts from the seed, and the resume is not bit-exact (said in the log).
+    if (!found_rng && ckpt_.log)
+      ckpt_.log("Checkpoint has no rng_state: the data order restarts from the seed (resume not bit-exact)");
+  }
+
+  nn::ResNet18Config arch_;
+  TrainConfig cfg_;
+  CheckpointConfig ckpt_;
+  std::unique_ptr<nn::ResNet18> model_;
+  std::unique_ptr<nn::ResNet18> ema_model_;
+  std::vector<ParamRef> refs_;
+  std::unique_ptr<Optimizer> opt_;
+  std::optional<Value> ema_;
+  Generator data_gen_{data_seed(cfg_.seed)};  // cfg_ is declared (so initialized) first
+};
+
+}  // namespace sgckpt::engine::train
