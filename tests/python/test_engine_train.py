@@ -13,7 +13,8 @@
     of `net`;
   * resume: a run killed (SIGKILL) in the middle of epoch 2 and resumed with --resume ends with
     the same ckpt_latest.pth, ckpt_best.pth and average_model.pth, bit for bit, as a run that
-    was never interrupted (weights, BatchNorm buffers, AdamW state, EMA, data generator);
+    was never interrupted (weights, BatchNorm buffers, AdamW state, EMA, GradScaler, data
+    generator);
   * a recipe with an unknown key is refused, naming the key.
 
 Environment: as test_engine_resnet18.py (SGCKPT_EXAMPLES_DIR ...); SGCKPT_FASHION_MNIST_DIR
@@ -160,6 +161,7 @@ TINY = [
     "training_hyperparams.augment={crop_padding: 2, horizontal_flip: true}",
     "training_hyperparams.save_ckpt_epoch_list=[1]",
     "training_hyperparams.durable_checkpoints=false",
+    "training_hyperparams.mixed_precision=true",
 ]
 
 
@@ -216,6 +218,7 @@ def check_killed_run_resumes_bit_exactly(d):
     a = load_checkpoint(os.path.join(straight, "ckpt_latest.pth"))
     assert a["epoch"] == 3 and "ema_net" in a and "rng_state" in a
     assert a["optimizer_state_dict"]["param_groups"][0]["amsgrad"] is True
+    assert a["scaler_state_dict"]["scale"] == 65536.0 and a["scaler_state_dict"]["_growth_tracker"] == 24, a["scaler_state_dict"]
 
 
 def check_bad_recipe(d):

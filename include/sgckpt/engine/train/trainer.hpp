@@ -8,12 +8,13 @@
 //
 // One epoch, in SG's order: the LR schedule sets the epoch's lr; each batch runs zero_grad,
 // forward, cross-entropy, backward, optimizer step and the EMA update (decay from the EMA
-// schedule at SG's step (batch + 1) + batches_per_epoch * epoch); then the model (the EMA
+// schedule at SG's step (batch + 1) + batches_per_epoch * epoch; with mixed_precision the
+// backward starts from the scaled loss and GradScaler decides the step); then the model (the EMA
 // model when EMA is on, as SG validates) is evaluated, and the manager writes ckpt_latest /
 // ckpt_best / ckpt_epoch_N / average_model.
 //
 // What makes a resume bit-exact: the checkpoint holds everything that feeds the next epoch:
-// the weights and buffers (net), the optimizer's state, the EMA weights, and the data
+// the weights and buffers (net), the optimizer's state, the EMA weights, the GradScaler, the data
 // generator's {seed, offset} (rng_state; the loader draws the epoch's order and every
 // augmentation from it). The LR and EMA schedules are pure functions of the epoch and step.
 // The CPU kernels are deterministic for a given thread count, so a run resumed from epoch k
@@ -42,6 +43,7 @@
 #include "sgckpt/engine/nn/resnet.hpp"
 #include "sgckpt/engine/ops/metrics.hpp"
 #include "sgckpt/engine/optim/adam.hpp"
+#include "sgckpt/engine/optim/grad_scaler.hpp"
 #include "sgckpt/engine/optim/lr_schedule.hpp"
 #include "sgckpt/engine/optim/sgd.hpp"
 #include "sgckpt/engine/parallel.hpp"
@@ -59,6 +61,11 @@ struct TrainConfig {
   Value optimizer_params = Value::make_dict();  // torch's keyword arguments: momentum, weight_decay, nesterov, betas, ...
   bool zero_weight_decay_on_bias_and_bn = false;
   float label_smoothing = 0.0f;
+  // SG's mixed_precision: dynamic loss scaling (GradScaler). The CPU backend computes in
+  // float32, so this only scales and unscales (by powers of two: exact) and skips steps with
+  // inf/NaN gradients; the CUDA backend adds float16 compute.
+  bool mixed_precision = false;
+  GradScalerOptions scaler;
   bool ema = false;
   EmaSchedule ema_params;
   std::uint64_t seed = 42;  // model initialization; the data generator uses a derived seed
@@ -122,6 +129,9 @@ class Trainer {
     ckpt_.num_classes = arch_.num_classes;
     ckpt_.in_channels = arch_.in_channels;
     model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+    GradScalerOptions so = cfg_.scaler;
+    so.enabled = cfg_.mixed_precision;
+    scaler_ = GradScaler(so);
     build_optimizer();
   }
 
@@ -170,12 +180,14 @@ class Trainer {
         model_->zero_grad();
         const Tensor logits = model_->forward(batch.x);
         const float loss = criterion.forward(logits, batch.y);
-        model_->backward(criterion.backward());
         if (!std::isfinite(loss))
           throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " + std::to_string(b) +
                       " is " + std::to_string(loss) + " (lower initial_lr?)");
-        opt_->step();
-        if (ema_) {
+        // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
+        model_->backward(criterion.backward(scaler_.get_scale()));
+        scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
+        scaler_.update();
+        if (ema_) {  // every batch, stepped or not, as SG does
           // SG: step = (batch_idx + 1) + len(train_loader) * epoch (spec 5).
           const std::int64_t step = (b + 1) + batches * epoch;
           ema_update(*ema_, live, cfg_.ema_params.at(step, total_steps));
@@ -201,6 +213,7 @@ class Trainer {
       TrainingState state;
       state.net = model_->state_dict();
       state.optimizer = opt_->state_dict();
+      state.scaler = scaler_.state_dict();  // {} without mixed precision, as SG writes
       if (ema_) state.ema = *ema_;
       state.extra.emplace_back("rng_state", rng_state());
       const EpochResult er = manager.on_epoch_end(epoch + 1, metrics, std::move(state));
@@ -281,6 +294,12 @@ class Trainer {
   void resume_from(const ResumeState& rs) {
     model_->load_state_dict(rs.net);
     opt_->load_state_dict(rs.optimizer);
+    if (scaler_.enabled()) {
+      if (rs.scaler.is_dict() && rs.scaler.size() > 0)
+        scaler_.load_state_dict(rs.scaler);
+      else if (ckpt_.log)
+        ckpt_.log("Checkpoint has no GradScaler state (saved without mixed precision): the scale starts at its initial value");
+    }
     if (rs.ema) ema_ = clone_state(*rs.ema);  // owned copies (the loaded ones may be views)
     bool found_rng = false;
     for (const auto& [key, v] : rs.extra) {
@@ -307,6 +326,7 @@ class Trainer {
   std::unique_ptr<nn::ResNet18> ema_model_;
   std::vector<ParamRef> refs_;
   std::unique_ptr<Optimizer> opt_;
+  GradScaler scaler_;
   std::optional<Value> ema_;
   Generator data_gen_{data_seed(cfg_.seed)};  // cfg_ is declared (so initialized) first
 };
