@@ -103,10 +103,12 @@ Value to_value(const YAML::Node& n, const std::string& where) {
   if (s == "true" || s == "True") return Value(true);
   if (s == "false" || s == "False") return Value(false);
   std::int64_t i = 0;
-  if (auto r = std::from_chars(s.data(), s.data() + s.size(), i); r.ec == std::errc() && r.ptr == s.data() + s.size())
+  if (auto r = std::from_chars(s.data(), s.data() + s.size(), i);
+      r.ec == std::errc() && r.ptr == s.data() + s.size())
     return Value(Int(i));
   double d = 0;
-  if (auto r = std::from_chars(s.data(), s.data() + s.size(), d); r.ec == std::errc() && r.ptr == s.data() + s.size())
+  if (auto r = std::from_chars(s.data(), s.data() + s.size(), d);
+      r.ec == std::errc() && r.ptr == s.data() + s.size())
     return Value(d);
   return Value(s);
 }
@@ -292,8 +294,9 @@ int run(int argc, char** argv) {
 
   const data::Dataset valid = load_dataset(r, data::Split::Test);
   if (!evaluate.empty()) {
-    const fs::path file = evaluate_checkpoint_path(r.ckpt_root_dir, r.experiment_name, evaluate,
-                                                   run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
+    const fs::path file =
+        evaluate_checkpoint_path(r.ckpt_root_dir, r.experiment_name, evaluate,
+                                 run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
     const Value ck = load(file);
     const Value* net = ck.is_dict() ? ck.dict().find("net") : nullptr;
     const Value& sd = net ? *net : ck;  // average_model.pth holds {'net': ...}; a bare state_dict also works
@@ -326,9 +329,9 @@ int run(int argc, char** argv) {
             std::to_string(s.batches) + " loss=" + fmt(s.loss));
     };
   trainer.on_epoch = [&](const train::EpochSummary& e) {
-    say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) + " lr=" + fmt(e.lr, 5) +
-        " train: " + metrics_text(e.metrics.train) + " | valid: " + metrics_text(e.metrics.valid) +
-        (e.best ? " (best)" : "") + " | " + fmt(e.seconds, 1) + " s");
+    say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) +
+        " lr=" + fmt(e.lr, 5) + " train: " + metrics_text(e.metrics.train) + " | valid: " +
+        metrics_text(e.metrics.valid) + (e.best ? " (best)" : "") + " | " + fmt(e.seconds, 1) + " s");
   };
   const train::TrainResult result = trainer.fit(train_set, valid, plan, recipe_text);
   if (result.epochs.empty())

@@ -273,8 +273,10 @@ class ModelAveraging {
   // writes nothing until the first update). Throws sgckpt::Error if n_models is 0, or if the
   // file cannot be read, has another number of slots, or was written for the other metric
   // direction (its empty slots hold the other infinity).
-  ModelAveraging(std::filesystem::path run_dir, bool greater_is_better, std::size_t n_models = 10)
-      : run_dir_(std::move(run_dir)), greater_(greater_is_better), n_(n_models) {
+  // `durable`: fsync the snapshot file (sgckpt::SaveOptions::durable), as the checkpoints.
+  ModelAveraging(std::filesystem::path run_dir, bool greater_is_better, std::size_t n_models = 10,
+                 bool durable = true)
+      : run_dir_(std::move(run_dir)), greater_(greater_is_better), n_(n_models), durable_(durable) {
     if (n_ == 0) throw Error("model weight averaging needs n_models >= 1");
     slots_.resize(n_);
     metrics_.assign(n_, empty_metric());
@@ -311,7 +313,9 @@ class ModelAveraging {
       slots[slot] = clone_state(net_state);
       metrics[slot] = metric;
     }
-    save(file_value(slots, metrics), snapshot_path());
+    SaveOptions options;
+    options.durable = durable_;
+    save(file_value(slots, metrics), snapshot_path(), options);
     slots_ = std::move(slots);
     metrics_ = std::move(metrics);
     return accepted;
@@ -453,6 +457,7 @@ class ModelAveraging {
   std::filesystem::path run_dir_;
   bool greater_;
   std::size_t n_;
+  bool durable_ = true;
   std::vector<std::optional<Value>> slots_;
   std::vector<double> metrics_;
 };

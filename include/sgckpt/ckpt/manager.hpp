@@ -328,7 +328,8 @@ class CheckpointManager {
     log(plan.log_line());
     if (recipe_text) store_recipe(*recipe_text, plan.new_run_dir);
     if (config_.average_best_models)
-      averaging_.emplace(run_dir_, config_.greater_metric_to_watch_is_better, config_.n_models_to_average);
+      averaging_.emplace(run_dir_, config_.greater_metric_to_watch_is_better, config_.n_models_to_average,
+                         config_.durable);
     started_ = true;
     return run_dir_;
   }
@@ -408,6 +409,7 @@ class CheckpointManager {
       warn("Checkpoint does not include EMA weights, continuing training without EMA.");
     }
     restore_best(d, where, rs, warn);
+    if (!plan.new_run_dir) reconcile_with_best_file(plan.run_dir, file, load_options, rs, warn);
     for (auto& [key, value] : d)
       if (!key.is_str() || !detail::is_reserved_checkpoint_key(key.str()))
         rs.extra.emplace_back(key.to_string(), value);
@@ -678,6 +680,46 @@ class CheckpointManager {
   bool same_metric(std::string_view a) const {
     if (resolved_metric_ && a == *resolved_metric_) return true;
     return detail::normalize_metric_name(a) == detail::normalize_metric_name(config_.metric_to_watch);
+  }
+
+  // ckpt_latest.pth is written before ckpt_best.pth, so a save that failed (disk full) or was
+  // killed between the two leaves a latest file that records a best the best file never got.
+  // Continuing in place, the best file on disk is the truth: its value is restored, so that a
+  // later epoch replaces ckpt_best.pth exactly when it beats what that file holds.
+  template <class Warn>
+  void reconcile_with_best_file(const std::filesystem::path& run_dir, const std::filesystem::path& loaded,
+                                const LoadOptions& load_options, ResumeState& rs, Warn&& warn) {
+    if (!rs.best_metric) return;
+    const std::filesystem::path best_file = run_dir / config_.ckpt_best_name;
+    std::error_code ec;
+    if (std::filesystem::equivalent(best_file, loaded, ec)) return;  // resuming from the best file itself
+    const std::string latest_says = detail::format_number(*rs.best_metric);
+    // No best file (deleted, renamed, or its first save failed): nothing to check against; the
+    // recorded value stands, as SG would have it.
+    if (!detail::is_regular_file(best_file)) return;
+    std::optional<double> on_disk;
+    Value on_disk_metrics;
+    try {
+      LoadOptions o = load_options;
+      o.mmap = true;  // only two scalars are read: no tensor is copied
+      const Value b = load(best_file, o);
+      const Value* v = b.is_dict() ? b.dict().find("acc") : nullptr;
+      const Value* m = b.is_dict() ? b.dict().find("metrics") : nullptr;
+      if (v && v->is_number()) on_disk = v->as_number();
+      if (m && m->is_dict()) on_disk_metrics = *m;
+    } catch (const Error& e) {
+      warn(std::string("Cannot read the best checkpoint to check the restored best metric: ") + e.what());
+      return;
+    }
+    if (!on_disk || *on_disk == *rs.best_metric || (std::isnan(*on_disk) && std::isnan(*rs.best_metric)))
+      return;
+    warn("Checkpoint records best " + rs.best_metric_name + " = " + latest_says + " but \"" +
+         best_file.string() + "\" holds " + detail::format_number(*on_disk) +
+         " (its save was interrupted); continuing from the best file's value.");
+    best_value_ = *on_disk;
+    best_metrics_ = on_disk_metrics;
+    rs.best_metric = on_disk;
+    rs.best_metrics = on_disk_metrics;
   }
 
   template <class Warn>

@@ -215,18 +215,24 @@ class AtomicFile {
   void commit() {
     if (fd_ < 0 || failed_) throw error_here("commit() on a file that was already committed or failed");
     // Errors of delayed writes (NFS, full disks) surface at fsync or close, not at write.
+    // errno is saved before the message is built: the order in which function arguments are
+    // evaluated is unspecified, and the allocations of the message may overwrite errno (an
+    // ENOSPC would then be reported as some other reason).
     if (durable_ && ::fsync(fd_) != 0) {
+      const int err = errno;
       failed_ = true;
-      throw detail::file_error("fsync failed for the temporary file '" + temp_.string() + "'", final_, errno);
+      throw detail::file_error("fsync failed for the temporary file '" + temp_.string() + "'", final_, err);
     }
     const int fd = std::exchange(fd_, -1);
     if (::close(fd) != 0 && errno != EINTR) {
+      const int err = errno;
       failed_ = true;
-      throw detail::file_error("closing the temporary file '" + temp_.string() + "' failed", final_, errno);
+      throw detail::file_error("closing the temporary file '" + temp_.string() + "' failed", final_, err);
     }
     if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+      const int err = errno;
       failed_ = true;
-      throw detail::file_error("cannot rename '" + temp_.string() + "' to the final name", final_, errno);
+      throw detail::file_error("cannot rename '" + temp_.string() + "' to the final name", final_, err);
     }
     committed_ = true;
     if (durable_) sync_directory();
@@ -267,7 +273,10 @@ class AtomicFile {
     int dfd;
     do dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     while (dfd < 0 && errno == EINTR);
-    if (dfd < 0) throw detail::file_error("saved, but cannot open the directory to fsync it", final_, errno);
+    if (dfd < 0) {
+      const int err = errno;  // before the message is built (see commit())
+      throw detail::file_error("saved, but cannot open the directory to fsync it", final_, err);
+    }
     const int rc = ::fsync(dfd);
     const int err = errno;
     ::close(dfd);

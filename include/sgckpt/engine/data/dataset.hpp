@@ -89,7 +89,9 @@ inline Dataset fashion_mnist(const std::filesystem::path& dir, Split split, std:
                 std::to_string(images.dims[0]) + " images");
   std::vector<std::int64_t> y(labels.data.begin(), labels.data.end());
   for (std::size_t i = 0; i < y.size(); ++i)
-    if (y[i] > 9) throw Error(where + ": label " + std::to_string(y[i]) + " of image " + std::to_string(i) + " is not 0..9");
+    if (y[i] > 9)
+      throw Error(where + ": label " + std::to_string(y[i]) + " of image " + std::to_string(i) +
+                  " is not 0..9");
   // torchvision's FashionMNIST statistics (mean 0.2860, std 0.3530), the same for every channel.
   const std::array<float, 3> mean{0.2860f, 0.2860f, 0.2860f}, stdev{0.3530f, 0.3530f, 0.3530f};
   if (channels != 1 && channels != 3) throw Error("fashion_mnist: channels must be 1 or 3");
@@ -123,8 +125,8 @@ inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64
     const auto size = static_cast<std::int64_t>(in.tellg());
     in.seekg(0);
     if (size <= 0 || size % kRecord != 0)
-      throw Error("CIFAR-10: \"" + path.string() + "\" is " + std::to_string(size) + " bytes, not a whole number of " +
-                      std::to_string(kRecord) + "-byte records",
+      throw Error("CIFAR-10: \"" + path.string() + "\" is " + std::to_string(size) +
+                      " bytes, not a whole number of " + std::to_string(kRecord) + "-byte records",
                   {path.string(), {}, {}, {}});
     for (std::int64_t r = 0; r < size / kRecord; ++r) {
       if (limit >= 0 && static_cast<std::int64_t>(labels.size()) >= limit) break;
@@ -140,8 +142,8 @@ inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64
   // SuperGradients' CIFAR-10 recipe statistics.
   const std::array<float, 3> mean{0.4914f, 0.4822f, 0.4465f}, stdev{0.2023f, 0.1994f, 0.2010f};
   Dataset d;
-  d.images = detail::normalize_images(pixels.data(), static_cast<std::int64_t>(labels.size()), 3, 32, 32, 0, 3,
-                                      mean.data(), stdev.data());
+  d.images = detail::normalize_images(pixels.data(), static_cast<std::int64_t>(labels.size()), 3, 32, 32, 0,
+                                      3, mean.data(), stdev.data());
   d.labels = detail::labels_tensor(labels);
   d.num_classes = 10;
   d.name = "cifar10";

@@ -52,8 +52,9 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
         throw fail(std::string("read error in ") + what + ": " + (msg ? msg : "zlib error"), offset + done);
       }
       if (got == 0)
-        throw fail(std::string("truncated ") + what + " (" + std::to_string(n - done) + " more bytes expected)",
-                   offset + done);
+        throw fail(
+            std::string("truncated ") + what + " (" + std::to_string(n - done) + " more bytes expected)",
+            offset + done);
       done += static_cast<std::size_t>(got);
     }
     offset += n;
@@ -63,7 +64,8 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
   read(magic, 4, "header");
   if (magic[0] != 0 || magic[1] != 0) throw fail("not an IDX file (the first two bytes are not zero)", 0);
   if (magic[2] != 0x08)
-    throw fail("element type 0x" + std::to_string(magic[2]) + " is not supported (only 0x08, unsigned byte)", 2);
+    throw fail("element type 0x" + std::to_string(magic[2]) + " is not supported (only 0x08, unsigned byte)",
+               2);
   const int ndim = magic[3];
   if (ndim < 1 || ndim > 4) throw fail(std::to_string(ndim) + " dimensions (1 to 4 are supported)", 3);
   IdxArray a;
@@ -72,11 +74,11 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
     const std::uint64_t at = offset;
     std::uint8_t b[4];
     read(b, 4, "dimension");
-    const std::uint64_t n = (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) | b[3];
+    const std::uint64_t n =
+        (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) | b[3];
     if (n == 0) throw fail("dimension " + std::to_string(d) + " is zero", at);
     total *= n;  // at most 4 factors below 2^32 each: checked against max_bytes at every step
-    if (total > max_bytes)
-      throw fail("holds more than the " + std::to_string(max_bytes) + "-byte limit", at);
+    if (total > max_bytes) throw fail("holds more than the " + std::to_string(max_bytes) + "-byte limit", at);
     a.dims.push_back(static_cast<std::int64_t>(n));
   }
   // Only the first `limit_first_dim` items when asked (a subset for a quick run).

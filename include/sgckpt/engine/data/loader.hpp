@@ -103,8 +103,10 @@ class DataLoader {
       const std::uint64_t r = gen.next_u64();
       const std::int64_t p = opt_.augment.crop_padding, span = 2 * p + 1;
       const std::int64_t dy = p > 0 ? static_cast<std::int64_t>(r % static_cast<std::uint64_t>(span)) - p : 0;
-      const std::int64_t dx =
-          p > 0 ? static_cast<std::int64_t>((r / static_cast<std::uint64_t>(span)) % static_cast<std::uint64_t>(span)) - p : 0;
+      const std::int64_t dx = p > 0 ? static_cast<std::int64_t>((r / static_cast<std::uint64_t>(span)) %
+                                                                static_cast<std::uint64_t>(span)) -
+                                          p
+                                    : 0;
       const bool flip = opt_.augment.horizontal_flip && (r >> 63) != 0;
       for (std::int64_t c = 0; c < C; ++c) {
         const float pad = pad_value_[static_cast<std::size_t>(c)];

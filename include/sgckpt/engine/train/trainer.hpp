@@ -56,9 +56,10 @@ struct TrainConfig {
   int max_epochs = 10;
   std::int64_t batch_size = 64;
   std::int64_t valid_batch_size = 256;
-  SGLRConfig lr;                      // lr_mode, initial_lr, lr_updates, ...; max_epochs is set from above
-  std::string optimizer = "SGD";      // "SGD", "Adam" or "AdamW"
-  Value optimizer_params = Value::make_dict();  // torch's keyword arguments: momentum, weight_decay, nesterov, betas, ...
+  SGLRConfig lr;                  // lr_mode, initial_lr, lr_updates, ...; max_epochs is set from above
+  std::string optimizer = "SGD";  // "SGD", "Adam" or "AdamW"
+  Value optimizer_params =
+      Value::make_dict();  // torch's keyword arguments: momentum, weight_decay, nesterov, betas, ...
   bool zero_weight_decay_on_bias_and_bn = false;
   float label_smoothing = 0.0f;
   // SG's mixed_precision: dynamic loss scaling (GradScaler). The CPU backend computes in
@@ -76,10 +77,10 @@ struct TrainConfig {
 
 // Progress of one training step, for a caller's log.
 struct StepInfo {
-  int epoch = 0;               // 0-based
-  std::int64_t batch = 0;      // 0-based
-  std::int64_t batches = 0;    // per epoch
-  double loss = 0;             // this batch's mean loss
+  int epoch = 0;             // 0-based
+  std::int64_t batch = 0;    // 0-based
+  std::int64_t batches = 0;  // per epoch
+  double loss = 0;           // this batch's mean loss
   double lr = 0;
 };
 
@@ -110,7 +111,8 @@ inline Value live_state_view(nn::Module& m) {
     auto keep = std::make_shared<Tensor>(t);  // shares the engine buffer: keeps it alive
     const auto* data = static_cast<const std::byte*>(keep->raw_data());
     auto storage = Storage::view(keep, data, keep->nbytes());
-    sd.dict().set(name, Value(sgckpt::Tensor::view_of(storage, t.dtype(), 0, t.shape(), contiguous_strides(t.shape()))));
+    sd.dict().set(name, Value(sgckpt::Tensor::view_of(storage, t.dtype(), 0, t.shape(),
+                                                      contiguous_strides(t.shape()))));
   };
   for (auto& p : m.named_parameters()) add(p.name, p.value);
   for (auto& b : m.named_buffers()) add(b.name, b.value);
@@ -150,8 +152,8 @@ class Trainer {
   TrainResult fit(const data::Dataset& train, const data::Dataset& valid, const ResumePlan& plan,
                   std::optional<std::string_view> recipe_text = std::nullopt) {
     if (train.channels() != arch_.in_channels || valid.channels() != arch_.in_channels)
-      throw Error("Trainer: the model takes " + std::to_string(arch_.in_channels) + " input channels, the data has " +
-                  std::to_string(train.channels()));
+      throw Error("Trainer: the model takes " + std::to_string(arch_.in_channels) +
+                  " input channels, the data has " + std::to_string(train.channels()));
     CheckpointManager manager(ckpt_);
     TrainResult result;
     const ResumeState rs = manager.restore(plan);
@@ -181,8 +183,8 @@ class Trainer {
         const Tensor logits = model_->forward(batch.x);
         const float loss = criterion.forward(logits, batch.y);
         if (!std::isfinite(loss))
-          throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " + std::to_string(b) +
-                      " is " + std::to_string(loss) + " (lower initial_lr?)");
+          throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
+                      std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
         // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
         model_->backward(criterion.backward(scaler_.get_scale()));
         scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
@@ -194,7 +196,8 @@ class Trainer {
         }
         const std::int64_t n = batch.y.shape()[0];
         loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-        correct += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, logits.shape()[1], 1);
+        correct +=
+            ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, logits.shape()[1], 1);
         seen += n;
         if (on_step) on_step({epoch, b, batches, loss, lr});
       }
@@ -246,7 +249,8 @@ class Trainer {
       const std::int64_t n = batch.y.shape()[0], C = logits.shape()[1];
       loss_sum += static_cast<double>(criterion.forward(logits, batch.y)) * static_cast<double>(n);
       top1 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C, 1);
-      top5 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C, std::min<std::int64_t>(5, C));
+      top5 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C,
+                                std::min<std::int64_t>(5, C));
       seen += n;
     }
     m.train(was_training);
@@ -258,7 +262,8 @@ class Trainer {
   void build_optimizer() {
     refs_.clear();
     for (auto& p : model_->named_parameters())
-      refs_.push_back({p.name, p.value.data<float>(), p.grad.data<float>(), p.value.numel(), p.value.shape()});
+      refs_.push_back(
+          {p.name, p.value.data<float>(), p.grad.data<float>(), p.value.numel(), p.value.shape()});
     Value options = Value::make_dict();
     options["lr"] = cfg_.lr.initial_lr;  // SG passes initial_lr to the optimizer's constructor
     if (cfg_.optimizer_params.is_dict())
@@ -298,7 +303,9 @@ class Trainer {
       if (rs.scaler.is_dict() && rs.scaler.size() > 0)
         scaler_.load_state_dict(rs.scaler);
       else if (ckpt_.log)
-        ckpt_.log("Checkpoint has no GradScaler state (saved without mixed precision): the scale starts at its initial value");
+        ckpt_.log(
+            "Checkpoint has no GradScaler state (saved without mixed precision): the scale starts at its "
+            "initial value");
     }
     if (rs.ema) ema_ = clone_state(*rs.ema);  // owned copies (the loaded ones may be views)
     bool found_rng = false;
@@ -310,7 +317,8 @@ class Trainer {
       if (!seed || !offset || !seed->is_int() || !offset->is_int() || offset->as_int() < 0)
         throw Error("checkpoint's rng_state/data is not {'seed': int, 'offset': int >= 0}",
                     {rs.checkpoint ? rs.checkpoint->string() : std::string(), {}, {}, "rng_state/data"});
-      data_gen_.set_state({static_cast<std::uint64_t>(seed->as_int()), static_cast<std::uint64_t>(offset->as_int())});
+      data_gen_.set_state(
+          {static_cast<std::uint64_t>(seed->as_int()), static_cast<std::uint64_t>(offset->as_int())});
       found_rng = true;
     }
     // A checkpoint from elsewhere (torch, SG) has no engine generator state: the data order
