@@ -134,7 +134,7 @@ class Adam : public Optimizer {
       const State& s = state_[i];
       Value d = Value::make_dict();
       const float st = s.step;
-      d["step"] = Tensor::from_values(DType::Float32, Shape{}, std::span<const float>(&st, 1));
+      d["step"] = sgckpt::Tensor::from_values(DType::Float32, Shape{}, std::span<const float>(&st, 1));
       d["exp_avg"] = optim_detail::to_tensor(s.m, params_[i].shape);
       d["exp_avg_sq"] = optim_detail::to_tensor(s.v, params_[i].shape);
       if (!s.vmax.empty()) d["max_exp_avg_sq"] = optim_detail::to_tensor(s.vmax, params_[i].shape);

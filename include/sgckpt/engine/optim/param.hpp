@@ -153,13 +153,15 @@ class Optimizer {
 
 namespace optim_detail {
 
-inline Tensor to_tensor(const std::vector<float>& v, const Shape& shape) {
-  return Tensor::from_values(DType::Float32, shape, std::span<const float>(v));
+// sgckpt::Tensor spelled out here and below: inside sgckpt::engine a bare `Tensor` would be
+// engine::Tensor when engine/tensor.hpp is included first (as engine.hpp + sgd.hpp do).
+inline sgckpt::Tensor to_tensor(const std::vector<float>& v, const Shape& shape) {
+  return sgckpt::Tensor::from_values(DType::Float32, shape, std::span<const float>(v));
 }
 
 // A saved per-param tensor back into float32 values (any float dtype, any strides).
 inline std::vector<float> from_tensor(const Value& v, std::size_t numel, const std::string& what) {
-  const Tensor& t = v.tensor();
+  const sgckpt::Tensor& t = v.tensor();
   if (t.numel() != numel)
     throw Error(what + ": saved tensor has " + std::to_string(t.numel()) + " elements, the parameter " +
                 std::to_string(numel));

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <sgckpt/engine/optim/param.hpp>
+#include <sgckpt/engine/parallel.hpp>
 
 #include <math.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +37,66 @@ SGCKPT_HD inline float sgd_apply(float p, float d, float neg_lr) {
 }
 
 }  // namespace optim_math
+
+namespace optim_detail {
+
+// One SGD update of elements [begin, end) of a parameter with a momentum buffer (first: the
+// buffer is new and takes d_p as torch's clone does).
+struct SgdMomentumArgs {
+  float* data;
+  const float* grad;
+  float* buf;
+  bool first, nesterov, maximize;
+  float wd, momentum, one_minus_dampening, neg_lr;
+};
+inline void sgd_momentum_range(const SgdMomentumArgs& a, std::size_t begin, std::size_t end) {
+  for (std::size_t k = begin; k < end; ++k) {
+    const float d = optim_math::sgd_direction(a.grad[k], a.data[k], a.wd, a.maximize);
+    const float b = a.first ? d : optim_math::sgd_momentum(a.buf[k], d, a.momentum, a.one_minus_dampening);
+    a.buf[k] = b;
+    a.data[k] =
+        optim_math::sgd_apply(a.data[k], optim_math::sgd_step_dir(d, b, a.momentum, a.nesterov), a.neg_lr);
+  }
+}
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__CUDACC__)
+// The same loop compiled for FMA hardware: a portable build (no -mfma) calls libm's fmaf,
+// emulated in software, three times per element (ResNet18: 170 ms per step, torch 30 ms).
+// fmaf is correctly rounded either way, so both give the same bits.
+__attribute__((target("avx2,fma"), flatten)) inline void sgd_momentum_range_fma(const SgdMomentumArgs& a,
+                                                                                std::size_t begin,
+                                                                                std::size_t end) {
+  sgd_momentum_range(a, begin, end);
+}
+inline bool cpu_has_fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+#endif
+
+// Elementwise, so splitting over threads does not change any result.
+inline void sgd_momentum_update(const SgdMomentumArgs& a, std::size_t n) {
+  constexpr std::size_t kMinPerThread = std::size_t{1} << 15;  // below: threads cost more than they save
+  auto run = [&](std::size_t b, std::size_t e) {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__CUDACC__)
+    if (cpu_has_fma()) return sgd_momentum_range_fma(a, b, e);
+#endif
+    sgd_momentum_range(a, b, e);
+  };
+  if (n < 2 * kMinPerThread) return run(0, n);
+  const std::int64_t chunks = static_cast<std::int64_t>(n / kMinPerThread);
+  parallel_for(chunks, [&](std::int64_t c0, std::int64_t c1, int) {
+    run(static_cast<std::size_t>(c0) * n / static_cast<std::size_t>(chunks),
+        static_cast<std::size_t>(c1) * n / static_cast<std::size_t>(chunks));
+  });
+}
+
+}  // namespace optim_detail
 
 // One param group for the constructors: parameter indices and the group's own options
 // (any SGD key; the rest come from the defaults).
@@ -114,13 +176,8 @@ class SGD : public Optimizer {
         auto& buf = buf_[i];
         const bool first = buf.empty();
         if (first) buf.resize(p.numel);
-        for (std::size_t k = 0; k < p.numel; ++k) {
-          const float d = optim_math::sgd_direction(p.grad[k], p.data[k], f_wd, maximize);
-          const float b = first ? d : optim_math::sgd_momentum(buf[k], d, f_mom, f_1md);
-          buf[k] = b;
-          p.data[k] =
-              optim_math::sgd_apply(p.data[k], optim_math::sgd_step_dir(d, b, f_mom, nesterov), f_neg_lr);
-        }
+        optim_detail::sgd_momentum_update(
+            {p.data, p.grad, buf.data(), first, nesterov, maximize, f_wd, f_mom, f_1md, f_neg_lr}, p.numel);
       }
     }
   }
