@@ -112,6 +112,49 @@ TEST_SUITE("engine/data") {
     fs::remove(p);
   }
 
+  TEST_CASE("CIFAR-10 binary batches: records parsed and normalized; a torn file is refused") {
+    const fs::path dir = temp_file("cifar");
+    fs::create_directories(dir);
+    std::vector<std::uint8_t> bytes;
+    for (int r = 0; r < 3; ++r) {
+      bytes.push_back(static_cast<std::uint8_t>(r + 7));  // label
+      for (int i = 0; i < 3 * 32 * 32; ++i) bytes.push_back(static_cast<std::uint8_t>((i / 1024) * 100 + r));
+    }
+    auto write = [&](const std::vector<std::uint8_t>& b) {
+      std::FILE* f = std::fopen((dir / "test_batch.bin").string().c_str(), "wb");
+      REQUIRE(f != nullptr);
+      REQUIRE(std::fwrite(b.data(), 1, b.size(), f) == b.size());
+      std::fclose(f);
+    };
+    write(bytes);
+    const auto ds = data::cifar10(dir, data::Split::Test);
+    CHECK(ds.size() == 3);
+    CHECK(ds.labels.data<std::int64_t>()[2] == 9);
+    // Record 1, channel 2 holds byte 201: (201 / 255 - 0.4465) / 0.2010.
+    const float v = ds.images.data<float>()[(1 * 3 + 2) * 1024 + 5];
+    CHECK(v == doctest::Approx((201.0f / 255.0f - 0.4465f) / 0.2010f).epsilon(1e-6));
+    CHECK(data::cifar10(dir, data::Split::Test, 2).size() == 2);
+    bytes.pop_back();
+    write(bytes);
+    try {
+      data::cifar10(dir, data::Split::Test);
+      FAIL("a torn file was accepted");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("not a whole number of 3073-byte records") != std::string::npos);
+    }
+    bytes[3073] = 12;  // a label outside 0..9 (record 1), file made whole again
+    bytes.push_back(0);
+    write(bytes);
+    try {
+      data::cifar10(dir, data::Split::Test);
+      FAIL("label 12 was accepted");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("label 12") != std::string::npos);
+    }
+    CHECK_THROWS_AS(data::cifar10(dir, data::Split::Train), Error);  // no data_batch_1.bin
+    fs::remove_all(dir);
+  }
+
   TEST_CASE("the shuffled order is a permutation drawn from the generator, reproducible from its state") {
     const auto ds = tiny_dataset(10);
     data::DataLoader loader(ds, {3, true, false, {}});
