@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <variant>
@@ -109,7 +110,7 @@ struct Node {
   std::variant<std::monostate, bool, Int, double, std::string, ListObj, TupleObj, DictObj, TensorObj, Global,
                StorageObj, Bytes>
       v;
-  bool on_path = false;  // cycle detection during conversion
+  bool on_path = false;    // cycle detection during conversion
   bool copied = false;     // its data was copied once already (as a key, Counter() source, ...)
   bool converted = false;  // converted into the value tree once already
 
@@ -153,18 +154,30 @@ inline Node::~Node() {
 
 inline const char* node_kind(const Node& n) {
   switch (n.v.index()) {
-    case 0: return "None";
-    case 1: return "bool";
-    case 2: return "int";
-    case 3: return "float";
-    case 4: return "str";
-    case 5: return "list";
-    case 6: return "tuple";
-    case 7: return "dict";
-    case 8: return "tensor";
-    case 9: return "global";
-    case 10: return "storage";
-    case 11: return "bytes";
+    case 0:
+      return "None";
+    case 1:
+      return "bool";
+    case 2:
+      return "int";
+    case 3:
+      return "float";
+    case 4:
+      return "str";
+    case 5:
+      return "list";
+    case 6:
+      return "tuple";
+    case 7:
+      return "dict";
+    case 8:
+      return "tensor";
+    case 9:
+      return "global";
+    case 10:
+      return "storage";
+    case 11:
+      return "bytes";
   }
   return "?";
 }
@@ -209,8 +222,11 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
 class Machine {
  public:
   Machine(std::span<const std::byte> data, const StorageResolver& resolver, const ReaderConfig& config)
-      : p_(reinterpret_cast<const std::uint8_t*>(data.data())), n_(data.size()), resolver_(resolver),
-        cfg_(config), lim_(config.limits) {}
+      : p_(reinterpret_cast<const std::uint8_t*>(data.data())),
+        n_(data.size()),
+        resolver_(resolver),
+        cfg_(config),
+        lim_(config.limits) {}
 
   ~Machine() { teardown(); }
 
@@ -232,7 +248,9 @@ class Machine {
 
  private:
   // ---- errors and input ------------------------------------------------------------------
-  [[noreturn]] void fail(const std::string& msg) const { throw Error(msg, ErrorContext::at_offset(op_start_)); }
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw Error(msg, ErrorContext::at_offset(op_start_));
+  }
 
   void need(std::size_t k) const {
     if (n_ - pos_ < k)
@@ -277,6 +295,10 @@ class Machine {
       fail("pickle creates more than " + std::to_string(lim_.max_values) + " objects (limit)");
     auto n = std::make_shared<Node>();
     n->v = std::move(x);
+    // Every reference cycle passes through a list or a dict (the only containers an opcode
+    // can change after creation). Such a cycle stays alive when nothing else refers to it (a
+    // memo slot overwritten, a value popped): teardown() breaks it through this registry.
+    if constexpr (std::is_same_v<X, ListObj> || std::is_same_v<X, DictObj>) mutable_nodes_.push_back(n);
     return n;
   }
   // Amplification. A memo reference (BINGET: 2 input bytes) can make the machine copy
@@ -346,7 +368,8 @@ class Machine {
       if (!i->fits_int64()) fail("dict key " + i->to_string() + " does not fit in 64 bits");
       return Key(i->to_int64());
     }
-    fail(std::string("unsupported dict key of type ") + node_kind(*k) + " (only str and int keys are supported)");
+    fail(std::string("unsupported dict key of type ") + node_kind(*k) +
+         " (only str and int keys are supported)");
   }
   std::int64_t int_of(const NodeP& n, const char* what) {
     auto* i = as<Int>(n);
@@ -386,31 +409,53 @@ class Machine {
     while (true) {
       op_start_ = pos_;
       if (pos_ >= n_) fail("truncated pickle: no STOP opcode");
-      if (++ops > lim_.max_opcodes) fail("pickle executes more than " + std::to_string(lim_.max_opcodes) + " opcodes");
+      if (++ops > lim_.max_opcodes)
+        fail("pickle executes more than " + std::to_string(lim_.max_opcodes) + " opcodes");
       const std::uint8_t code = p_[pos_++];
       switch (code) {
         case op::PROTO: {
           const auto v = u8();
-          if (v < 2 || v > 5) fail("unsupported pickle protocol " + std::to_string(v) + " (2 to 5 are supported)");
+          if (v < 2 || v > 5)
+            fail("unsupported pickle protocol " + std::to_string(v) + " (2 to 5 are supported)");
           break;
         }
-        case op::FRAME: uint_le(8); break;  // framing is only a read-ahead hint
-        case op::STOP: return;
+        case op::FRAME:
+          uint_le(8);
+          break;  // framing is only a read-ahead hint
+        case op::STOP:
+          return;
         case op::MARK:
           marks_.push_back(stack_.size());
           break;
-        case op::POP: pop(); break;
-        case op::POP_MARK: pop_mark(); break;
-        case op::NONE: push(make(std::monostate{})); break;
-        case op::NEWTRUE: push(make(true)); break;
-        case op::NEWFALSE: push(make(false)); break;
-        case op::BININT: push(make(Int(static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4)))))); break;
-        case op::BININT1: push(make(Int(static_cast<std::int64_t>(uint_le(1))))); break;
-        case op::BININT2: push(make(Int(static_cast<std::int64_t>(uint_le(2))))); break;
+        case op::POP:
+          pop();
+          break;
+        case op::POP_MARK:
+          pop_mark();
+          break;
+        case op::NONE:
+          push(make(std::monostate{}));
+          break;
+        case op::NEWTRUE:
+          push(make(true));
+          break;
+        case op::NEWFALSE:
+          push(make(false));
+          break;
+        case op::BININT:
+          push(make(Int(static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4))))));
+          break;
+        case op::BININT1:
+          push(make(Int(static_cast<std::int64_t>(uint_le(1)))));
+          break;
+        case op::BININT2:
+          push(make(Int(static_cast<std::int64_t>(uint_le(2)))));
+          break;
         case op::LONG1:
         case op::LONG4: {
           const std::uint64_t len = code == op::LONG1 ? uint_le(1) : uint_le(4);
-          if (len > 4096) fail("integer of " + std::to_string(len) + " bytes exceeds the limit of 4096 bytes");
+          if (len > 4096)
+            fail("integer of " + std::to_string(len) + " bytes exceeds the limit of 4096 bytes");
           auto b = bytes(len);
           push(make(Int::from_le_bytes(reinterpret_cast<const std::uint8_t*>(b.data()), b.size())));
           break;
@@ -418,24 +463,49 @@ class Machine {
         case op::BINFLOAT: {
           const auto b = bytes(8);
           std::uint64_t u = 0;
-          for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<std::uint8_t>(b[static_cast<std::size_t>(i)]);
+          for (int i = 0; i < 8; ++i)
+            u = (u << 8) | static_cast<std::uint8_t>(b[static_cast<std::size_t>(i)]);
           double d;
           std::memcpy(&d, &u, 8);
           push(make(d));
           break;
         }
-        case op::SHORT_BINUNICODE: push_str(uint_le(1), false); break;
-        case op::BINUNICODE: push_str(uint_le(4), false); break;
-        case op::BINUNICODE8: push_str(uint_le(8), false); break;
-        case op::SHORT_BINSTRING: push_str(uint_le(1), true); break;
-        case op::BINSTRING: push_str(uint_le(4), true); break;
-        case op::SHORT_BINBYTES: push_bytes(uint_le(1)); break;
-        case op::BINBYTES: push_bytes(uint_le(4)); break;
-        case op::BINBYTES8: push_bytes(uint_le(8)); break;
-        case op::EMPTY_LIST: push(make(ListObj{})); break;
-        case op::EMPTY_DICT: push(make(DictObj{})); break;
-        case op::EMPTY_TUPLE: push(make(TupleObj{})); break;
-        case op::TUPLE: push(make(TupleObj{pop_mark()})); break;
+        case op::SHORT_BINUNICODE:
+          push_str(uint_le(1), false);
+          break;
+        case op::BINUNICODE:
+          push_str(uint_le(4), false);
+          break;
+        case op::BINUNICODE8:
+          push_str(uint_le(8), false);
+          break;
+        case op::SHORT_BINSTRING:
+          push_str(uint_le(1), true);
+          break;
+        case op::BINSTRING:
+          push_str(uint_le(4), true);
+          break;
+        case op::SHORT_BINBYTES:
+          push_bytes(uint_le(1));
+          break;
+        case op::BINBYTES:
+          push_bytes(uint_le(4));
+          break;
+        case op::BINBYTES8:
+          push_bytes(uint_le(8));
+          break;
+        case op::EMPTY_LIST:
+          push(make(ListObj{}));
+          break;
+        case op::EMPTY_DICT:
+          push(make(DictObj{}));
+          break;
+        case op::EMPTY_TUPLE:
+          push(make(TupleObj{}));
+          break;
+        case op::TUPLE:
+          push(make(TupleObj{pop_mark()}));
+          break;
         case op::TUPLE1: {
           auto a = pop();
           push(make(TupleObj{{std::move(a)}}));
@@ -481,14 +551,25 @@ class Machine {
           if (items.size() % 2) fail("SETITEMS with an odd number of stack items");
           auto* d = as<DictObj>(top());
           if (!d) fail(std::string("SETITEMS on a ") + node_kind(*top()) + " (only dicts accept SETITEMS)");
-          for (std::size_t i = 0; i < items.size(); i += 2) set_item(*d, std::move(items[i]), std::move(items[i + 1]));
+          for (std::size_t i = 0; i < items.size(); i += 2)
+            set_item(*d, std::move(items[i]), std::move(items[i + 1]));
           break;
         }
-        case op::BINPUT: memo_put(uint_le(1)); break;
-        case op::LONG_BINPUT: memo_put(uint_le(4)); break;
-        case op::MEMOIZE: memo_put(memo_.size()); break;
-        case op::BINGET: memo_get(uint_le(1)); break;
-        case op::LONG_BINGET: memo_get(uint_le(4)); break;
+        case op::BINPUT:
+          memo_put(uint_le(1));
+          break;
+        case op::LONG_BINPUT:
+          memo_put(uint_le(4));
+          break;
+        case op::MEMOIZE:
+          memo_put(memo_.size());
+          break;
+        case op::BINGET:
+          memo_get(uint_le(1));
+          break;
+        case op::LONG_BINGET:
+          memo_get(uint_le(4));
+          break;
         case op::GLOBAL: {
           const std::string module(line());
           const std::string name(line());
@@ -537,7 +618,8 @@ class Machine {
           push(persistent(pid));
           break;
         }
-        default: refuse_opcode(code);
+        default:
+          refuse_opcode(code);
       }
     }
   }
@@ -545,21 +627,40 @@ class Machine {
   [[noreturn]] void refuse_opcode(std::uint8_t code) const {
     std::string what;
     switch (code) {
-      case op::INST: what = "INST (object construction)"; break;
-      case op::OBJ: what = "OBJ (object construction)"; break;
-      case op::NEWOBJ_EX: what = "NEWOBJ_EX (object construction)"; break;
+      case op::INST:
+        what = "INST (object construction)";
+        break;
+      case op::OBJ:
+        what = "OBJ (object construction)";
+        break;
+      case op::NEWOBJ_EX:
+        what = "NEWOBJ_EX (object construction)";
+        break;
       case op::EXT1:
       case op::EXT2:
-      case op::EXT4: what = "EXT (extension registry)"; break;
-      case op::BYTEARRAY8: what = "bytearray value"; break;
+      case op::EXT4:
+        what = "EXT (extension registry)";
+        break;
+      case op::BYTEARRAY8:
+        what = "bytearray value";
+        break;
       case op::EMPTY_SET:
       case op::ADDITEMS:
-      case op::FROZENSET: what = "set value"; break;
-      case op::PERSID: what = "text PERSID"; break;
+      case op::FROZENSET:
+        what = "set value";
+        break;
+      case op::PERSID:
+        what = "text PERSID";
+        break;
       case op::NEXT_BUFFER:
-      case op::READONLY_BUFFER: what = "out-of-band buffer"; break;
-      case op::DUP: what = "DUP"; break;
-      default: break;
+      case op::READONLY_BUFFER:
+        what = "out-of-band buffer";
+        break;
+      case op::DUP:
+        what = "DUP";
+        break;
+      default:
+        break;
     }
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", code);
@@ -593,7 +694,8 @@ class Machine {
 
   void push_bytes(std::uint64_t len) {
     if (len > lim_.max_string_bytes)
-      fail("bytes of length " + std::to_string(len) + " exceed the limit of " + std::to_string(lim_.max_string_bytes));
+      fail("bytes of length " + std::to_string(len) + " exceed the limit of " +
+           std::to_string(lim_.max_string_bytes));
     push(make(Bytes{std::string(bytes(len))}));
   }
 
@@ -621,7 +723,8 @@ class Machine {
   // ---- calls ---------------------------------------------------------------------------
   NodeP reduce(const NodeP& callable, const NodeP& args_node) {
     auto* g = as<Global>(callable);
-    if (!g) fail(std::string("REDUCE of a ") + node_kind(*callable) + " (only allowed globals can be called)");
+    if (!g)
+      fail(std::string("REDUCE of a ") + node_kind(*callable) + " (only allowed globals can be called)");
     auto* t = as<TupleObj>(args_node);
     if (!t) fail("REDUCE arguments for '" + g->name + "' must be a tuple, found a " + node_kind(*args_node));
     auto& a = t->items;
@@ -642,10 +745,13 @@ class Machine {
         DictObj d;
         if (a.size() == 1) {
           auto* src = as<DictObj>(a[0]);
-          if (!src) fail("collections.Counter(...) argument must be a dict, found a " + std::string(node_kind(*a[0])));
+          if (!src)
+            fail("collections.Counter(...) argument must be a dict, found a " +
+                 std::string(node_kind(*a[0])));
           std::uint64_t key_bytes = 0;
           for (auto& kv : src->items) key_bytes += kv.first.is_str() ? kv.first.str().size() : 0;
-          charge_reuse(*a[0], src->items.size() + 2 * key_bytes / kBytesPerValue);  // a full copy (items + index)
+          charge_reuse(*a[0],
+                       src->items.size() + 2 * key_bytes / kBytesPerValue);  // a full copy (items + index)
           d = *src;
           d.attr_index.clear();
           d.attrs.clear();
@@ -710,7 +816,8 @@ class Machine {
         auto* cls = as<Global>(a[1]);
         if (!fn || !cls) fail("_rebuild_from_type_v2 needs a function and a class");
         if (cls->id != G::TensorClass && cls->id != G::ParameterClass)
-          fail("_rebuild_from_type_v2 of class '" + cls->name + "' (only torch.Tensor and torch.nn.Parameter)");
+          fail("_rebuild_from_type_v2 of class '" + cls->name +
+               "' (only torch.Tensor and torch.nn.Parameter)");
         NodeP r = reduce(a[0], a[2]);
         if (cls->id == G::ParameterClass) {
           auto* t = as<TensorObj>(r);
@@ -732,7 +839,8 @@ class Machine {
       const auto c = static_cast<unsigned char>(s[i]);
       if (c < 0x80) {
         out.push_back(static_cast<char>(c));
-      } else if ((c == 0xC2 || c == 0xC3) && i + 1 < s.size() && (static_cast<unsigned char>(s[i + 1]) & 0xC0) == 0x80) {
+      } else if ((c == 0xC2 || c == 0xC3) && i + 1 < s.size() &&
+                 (static_cast<unsigned char>(s[i + 1]) & 0xC0) == 0x80) {
         out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3F)));
         ++i;
       } else {
@@ -765,7 +873,8 @@ class Machine {
     Shape sz = int_tuple(size, "tensor size");
     Shape st = int_tuple(stride, "tensor stride");
     try {
-      TensorObj t{Tensor::view_of(s->storage, *dtype, off, std::move(sz), std::move(st)), requires_grad, false};
+      TensorObj t{Tensor::view_of(s->storage, *dtype, off, std::move(sz), std::move(st)), requires_grad,
+                  false};
       return make(std::move(t));
     } catch (const Error& e) {
       fail(e.message() + " (storage '" + s->key + "')");
@@ -776,7 +885,8 @@ class Machine {
     if (auto* d = as<DictObj>(target)) {
       if (d->kind != DictKind::OrderedDict) fail("BUILD on a plain dict is not allowed");
       auto* st = as<DictObj>(state);
-      if (!st) fail(std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
+      if (!st)
+        fail(std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
       // Indexed by name: a linear search per item made one BUILD of n attributes O(n^2)
       // (100k names in a 1.2 MB file ran for minutes). Each BUILD is charged its items, as a
       // memoized state dict can be BUILT again and again for 2 bytes each.
@@ -809,11 +919,14 @@ class Machine {
     const std::size_t arity = cfg_.legacy ? 6 : 5;
     if (a.empty() || !as<std::string>(a[0]) || *as<std::string>(a[0]) != "storage") {
       if (!a.empty() && as<std::string>(a[0]) && *as<std::string>(a[0]) == "module")
-        fail("the checkpoint pickles a whole nn.Module (persistent id 'module'); only state_dicts can be read");
+        fail(
+            "the checkpoint pickles a whole nn.Module (persistent id 'module'); only state_dicts can be "
+            "read");
       fail("persistent id is not a ('storage', ...) tuple");
     }
     if (a.size() != arity)
-      fail("storage persistent id has " + std::to_string(a.size()) + " fields (expected " + std::to_string(arity) + ")");
+      fail("storage persistent id has " + std::to_string(a.size()) + " fields (expected " +
+           std::to_string(arity) + ")");
     auto* cls = as<Global>(a[1]);
     if (!cls || (cls->id != G::StorageClass && cls->id != G::UntypedStorage))
       fail("storage persistent id names no storage class");
@@ -841,8 +954,8 @@ class Machine {
     if (auto it = storages_.find(*key); it != storages_.end()) {
       auto& s = std::get<StorageObj>(it->second->v);
       if (s.dtype != dtype || s.numel != static_cast<std::uint64_t>(numel))
-        fail("storage '" + *key + "' is declared twice with different types or sizes (" + describe(s.dtype, s.numel) +
-             " and " + describe(dtype, static_cast<std::uint64_t>(numel)) + ")");
+        fail("storage '" + *key + "' is declared twice with different types or sizes (" +
+             describe(s.dtype, s.numel) + " and " + describe(dtype, static_cast<std::uint64_t>(numel)) + ")");
       base = it->second;
     } else {
       StorageRequest req{*key, dtype, static_cast<std::uint64_t>(numel), nbytes, *loc};
@@ -869,8 +982,8 @@ class Machine {
     auto& bs = std::get<StorageObj>(base->v);
     if (voff < 0 || vsize < 0 || static_cast<std::uint64_t>(voff) > bs.numel ||
         static_cast<std::uint64_t>(vsize) > bs.numel - static_cast<std::uint64_t>(voff))
-      fail("legacy storage view [" + std::to_string(voff) + ", +" + std::to_string(vsize) + ") lies outside storage '" +
-           *key + "' of " + std::to_string(bs.numel) + " elements");
+      fail("legacy storage view [" + std::to_string(voff) + ", +" + std::to_string(vsize) +
+           ") lies outside storage '" + *key + "' of " + std::to_string(bs.numel) + " elements");
     auto view = Storage::view(bs.storage, bs.storage->data() + static_cast<std::size_t>(voff) * isz,
                               static_cast<std::size_t>(vsize) * isz);
     NodeP vn = make(StorageObj{std::move(view), dtype, static_cast<std::uint64_t>(vsize), vkey});
@@ -879,7 +992,8 @@ class Machine {
   }
 
   static std::string describe(std::optional<DType> d, std::uint64_t numel) {
-    return (d ? std::string(info(*d).storage_class) : std::string("UntypedStorage")) + " of " + std::to_string(numel);
+    return (d ? std::string(info(*d).storage_class) : std::string("UntypedStorage")) + " of " +
+           std::to_string(numel);
   }
 
   // ---- graph -> Value ------------------------------------------------------------------
@@ -912,7 +1026,8 @@ class Machine {
     if (again) {
       if (auto* s = std::get_if<std::string>(&n.v)) size_cost += s->size() / kBytesPerValue;
       if (auto* b = std::get_if<Bytes>(&n.v)) size_cost += b->data.size() / kBytesPerValue;
-      if (auto* i = std::get_if<Int>(&n.v); i && !i->fits_int64()) size_cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
+      if (auto* i = std::get_if<Int>(&n.v); i && !i->fits_int64())
+        size_cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
       if (auto* t = std::get_if<TensorObj>(&n.v)) size_cost += 2 * t->tensor.dim();
       if (auto* d = std::get_if<DictObj>(&n.v)) {
         for (auto& kv : d->items) size_cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
@@ -927,9 +1042,9 @@ class Machine {
     const bool copy_starts = again && container;
     copies_ += size_cost + (in_copy_ > 0 || copy_starts ? base : 0);
     if (copies_ > copy_budget())
-      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values, " + std::to_string(copies_) +
-                      " of them copies of shared data, from only " + std::to_string(nodes_) +
-                      " pickled objects (a billion-laughs amplification attack?)",
+      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values, " +
+                      std::to_string(copies_) + " of them copies of shared data, from only " +
+                      std::to_string(nodes_) + " pickled objects (a billion-laughs amplification attack?)",
                   ErrorContext::at_key(path));
     if (n.on_path) throw Error("the object contains itself (reference cycle)", ErrorContext::at_key(path));
     struct Guard {
@@ -946,11 +1061,16 @@ class Machine {
       }
     } guard(n, in_copy_, copy_starts);
     switch (n.v.index()) {
-      case 0: return Value();
-      case 1: return Value(std::get<bool>(n.v));
-      case 2: return Value(std::get<Int>(n.v));
-      case 3: return Value(std::get<double>(n.v));
-      case 4: return Value(std::get<std::string>(n.v));
+      case 0:
+        return Value();
+      case 1:
+        return Value(std::get<bool>(n.v));
+      case 2:
+        return Value(std::get<Int>(n.v));
+      case 3:
+        return Value(std::get<double>(n.v));
+      case 4:
+        return Value(std::get<std::string>(n.v));
       case 5:
       case 6: {
         auto& items = n.v.index() == 5 ? std::get<ListObj>(n.v).items : std::get<TupleObj>(n.v).items;
@@ -974,7 +1094,8 @@ class Machine {
         auto& t = std::get<TensorObj>(n.v);
         return Value(TensorValue<Tensor>{t.tensor, t.requires_grad, t.parameter});
       }
-      case 11: return Value(std::get<Bytes>(n.v));
+      case 11:
+        return Value(std::get<Bytes>(n.v));
       case 10: {
         // A bare storage (torch.save(tensor.storage())) reads as a 1-D tensor over all of it.
         auto& s = std::get<StorageObj>(n.v);
@@ -982,8 +1103,9 @@ class Machine {
         return Value(Tensor::view_of(s.storage, d, 0, {static_cast<std::int64_t>(s.numel)}, {1}));
       }
       default:
-        throw Error("a bare global '" + std::get<Global>(n.v).name + "' cannot be represented as checkpoint data",
-                    ErrorContext::at_key(path));
+        throw Error(
+            "a bare global '" + std::get<Global>(n.v).name + "' cannot be represented as checkpoint data",
+            ErrorContext::at_key(path));
     }
   }
 
@@ -991,6 +1113,11 @@ class Machine {
   void teardown() noexcept {
     std::vector<NodeP> work;
     work.reserve(stack_.size() + memo_.size());
+    // Unreachable cycles first (fuzzing regression pth-leak-overwritten-memo-self-dict): the
+    // walk below only reaches what the stack, the memo and the storages still hold.
+    for (auto& w : mutable_nodes_)
+      if (NodeP n = w.lock()) work.push_back(std::move(n));
+    mutable_nodes_.clear();
     for (auto& n : stack_) work.push_back(std::move(n));
     for (auto& [k, n] : memo_) work.push_back(std::move(n));
     for (auto& [k, n] : storages_) work.push_back(std::move(n));
@@ -1027,8 +1154,9 @@ class Machine {
   std::vector<std::size_t> marks_;
   std::unordered_map<std::uint64_t, NodeP> memo_;
   std::unordered_map<std::string, NodeP> storages_;
-  std::uint64_t nodes_ = 0;    // objects created (make)
-  std::uint64_t charged_ = 0;  // copies charged (charge)
+  std::vector<std::weak_ptr<Node>> mutable_nodes_;  // every list and dict made (see make)
+  std::uint64_t nodes_ = 0;                         // objects created (make)
+  std::uint64_t charged_ = 0;                       // copies charged (charge)
   std::uint64_t out_values_ = 0;
   std::uint64_t copies_ = 0;   // values converted as copies of shared data (see convert)
   std::uint32_t in_copy_ = 0;  // > 0 while converting a shared container reached again
@@ -1038,8 +1166,8 @@ class Machine {
 
 // Runs one pickle (up to its STOP) and returns its value. `consumed`, if given, receives
 // the number of bytes read, for streams that hold several pickles back to back.
-inline Value read(std::span<const std::byte> data, const StorageResolver& resolver, const ReaderConfig& config = {},
-                  std::size_t* consumed = nullptr) {
+inline Value read(std::span<const std::byte> data, const StorageResolver& resolver,
+                  const ReaderConfig& config = {}, std::size_t* consumed = nullptr) {
   detail::Machine m(data, resolver, config);
   Value v = m.run();
   if (consumed) *consumed = m.consumed();
