@@ -54,6 +54,21 @@ TEST_SUITE("value") {
     CHECK(Int::from_le_bytes(two_to_70, sizeof two_to_70).to_string() == "1180591620717411303424");
     const std::uint8_t minus_two_to_70[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xC0};
     CHECK(Int::from_le_bytes(minus_two_to_70, sizeof minus_two_to_70).to_string() == "-1180591620717411303424");
+    // 2^1000 - 1 and -(2^520) + 12345, as Python prints them.
+    std::vector<std::uint8_t> ones(125, 0xFF);
+    ones.push_back(0);
+    CHECK(Int::from_le_bytes(ones.data(), ones.size()).to_string() ==
+          "10715086071862673209484250490600018105614048117055336074437503883703510511249361224931983788156958"
+          "581275946"
+          "72917553146825187145285692314043598457757469857480393456777482423098542107460506237114187795418215"
+          "304647"
+          "4983581941267398767559165543946077062914571196477686542167660429831652624386837205668069375");
+    std::vector<std::uint8_t> neg(66, 0);
+    neg[0] = 0x39, neg[1] = 0x30, neg[65] = 0xFF;  // 12345 - 2^520 in two's complement
+    CHECK(Int::from_le_bytes(neg.data(), neg.size()).to_string() ==
+          "-3432398830065304857490950399540696608634717650071652704697231729592771591698828026061279820330727"
+          "277488648"
+          "155695740429018560993999858321906287014145557516231");
     CHECK(Int(-5).to_le_bytes() == std::vector<std::uint8_t>{0xFB});
     CHECK(Int(255).to_le_bytes() == std::vector<std::uint8_t>{0xFF, 0x00});
   }
@@ -66,5 +81,22 @@ TEST_SUITE("value") {
     CHECK(host.at("w").tensor().shape() == Shape{2, 3});
     State<> back = State<>::from_host(host);
     CHECK(back.at("epoch").as_int() == 3);
+  }
+
+  TEST_CASE("a tensor whose size in bytes does not fit in 63 bits is refused, so nbytes() never wraps") {
+    auto one = Storage::zeros(4);
+    // stride 0 makes any shape fit one element of storage; numel * 4 would wrap to 0.
+    CHECK_THROWS_WITH_AS(Tensor::view_of(one, DType::Float32, 0, {std::int64_t{1} << 62}, {0}),
+                         doctest::Contains("too large"), Error);
+    CHECK_THROWS_WITH_AS(Tensor::view_of(one, DType::Float64, 0, {std::int64_t{1} << 61}, {0}),
+                         doctest::Contains("too large"), Error);
+    CHECK_THROWS_AS(Tensor::empty(DType::Float32, {std::int64_t{1} << 31, std::int64_t{1} << 31}), Error);
+    // A broadcast view that fits is fine, and equal() walks it without materializing it.
+    auto byte = Storage::zeros(1);
+    const Tensor wide = Tensor::view_of(byte, DType::UInt8, 0, {std::int64_t{1} << 40}, {0});
+    CHECK(wide.nbytes() == (std::size_t{1} << 40));
+    const Tensor small = Tensor::view_of(byte, DType::UInt8, 0, {3, 4}, {0, 0});
+    CHECK(small.equal(Tensor::zeros(DType::UInt8, {3, 4})));
+    CHECK_FALSE(small.equal(Tensor::zeros(DType::UInt8, {4, 3})));
   }
 }

@@ -20,6 +20,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_set>
 
 #include "sgckpt/sgckpt.hpp"
 
@@ -41,11 +42,14 @@ inline sgckpt::Limits fuzz_limits() {
 
 // Reads every byte a tensor can reach, so that a view lying outside its storage is an ASan
 // report rather than a silent read. Bounded: an expanded view (stride 0) may have far more
-// elements than bytes, so past a budget only the first and last elements are touched.
-inline std::uint64_t touch_tensor(const sgckpt::Tensor& t) {
+// elements than bytes, so past a budget only the first and last elements are touched; and a
+// storage is read whole once, however many tensors view it (tests/hostile/round2/
+// amp_json_many_views.pt: 2000 views of one 16 MiB storage).
+inline std::uint64_t touch_tensor(const sgckpt::Tensor& t, std::unordered_set<const void*>& storages_seen) {
   std::uint64_t sum = 0;
   if (!t.defined()) return 0;
-  for (std::byte b : t.storage()->bytes()) sum += std::to_integer<unsigned>(b);  // whole storage
+  if (storages_seen.insert(t.storage().get()).second)
+    for (std::byte b : t.storage()->bytes()) sum += std::to_integer<unsigned>(b);  // whole storage
   const std::size_t n = t.numel();
   if (n == 0) return sum;
   const std::size_t isz = t.itemsize();
@@ -67,7 +71,10 @@ inline std::uint64_t touch_tensor(const sgckpt::Tensor& t) {
 
 inline std::uint64_t touch(const sgckpt::Value& v) {
   std::uint64_t sum = 0;
-  v.visit_tensors([&](const std::string&, const sgckpt::TensorValue<sgckpt::Tensor>& tv) { sum += touch_tensor(tv.tensor); });
+  std::unordered_set<const void*> storages_seen;
+  v.visit_tensors([&](const std::string&, const sgckpt::TensorValue<sgckpt::Tensor>& tv) {
+    sum += touch_tensor(tv.tensor, storages_seen);
+  });
   return sum;
 }
 

@@ -293,4 +293,118 @@ TEST_SUITE("pickle") {
     f8["x"] = Tensor::zeros(DType::Float8_e4m3fn, {2});
     CHECK_THROWS_WITH_AS(pickle::Writer().dump(f8), doctest::Contains("float8_e4m3fn"), Error);
   }
+
+  // ---- What torch would read differently is refused (issue: parser differentials) ----------
+
+  // A float32 tensor of 4 elements over storage "0": _rebuild_tensor_v2(...) left on the stack.
+  P& tensor_v2(P & p, const char* key = "0") {
+    p.global("torch._utils", "_rebuild_tensor_v2").raw({op::MARK, op::MARK}).str("storage");
+    p.global("torch", "FloatStorage").str(key).str("cpu").i1(4).raw({op::TUPLE, op::BINPERSID});
+    p.i1(0).i1(4).raw({op::TUPLE1}).i1(1).raw({op::TUPLE1, op::NEWFALSE});
+    return p.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE, op::TUPLE, op::REDUCE});
+  }
+
+  std::string refusal_with(const P& p, FakeStorages& fs) {
+    try {
+      read(p, fs.resolver());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  }
+
+  TEST_CASE("BUILD on a tensor is refused: torch's loaders would call set_(*state) and swap the data") {
+    FakeStorages fs;
+    P p;
+    tensor_v2(p).raw({op::EMPTY_DICT, op::BUILD}).stop();
+    CHECK(refusal_with(p, fs).find("BUILD on a tensor") != std::string::npos);
+  }
+
+  TEST_CASE("_rebuild_from_type_v2: only a tensor rebuild inside, and only an empty state") {
+    FakeStorages fs;
+    auto from_type = [&](const char* fn_module, const char* fn, auto args, auto state) {
+      P p;
+      p.global("torch._tensor", "_rebuild_from_type_v2").raw({op::MARK});
+      p.global(fn_module, fn).global("torch", "Tensor");
+      args(p);
+      state(p);
+      p.raw({op::TUPLE, op::REDUCE}).stop();
+      return p;
+    };
+    auto v2_args = [](P& p) {
+      p.raw({op::MARK, op::MARK}).str("storage").global("torch", "FloatStorage").str("0").str("cpu").i1(4);
+      p.raw({op::TUPLE, op::BINPERSID}).i1(0).i1(4).raw({op::TUPLE1}).i1(1).raw({op::TUPLE1, op::NEWFALSE});
+      p.global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE, op::TUPLE});
+    };
+    auto no_state = [](P& p) { p.raw({op::EMPTY_DICT}); };
+    // What torch writes for a tensor subclass: accepted.
+    CHECK(
+        read(from_type("torch._utils", "_rebuild_tensor_v2", v2_args, no_state), fs.resolver()).is_tensor());
+    // A state torch would apply with setattr ({"data": ...} replaces the weights).
+    auto data_state = [](P& p) { p.raw({op::EMPTY_DICT}).str("data").i1(1).raw({op::SETITEM}); };
+    CHECK(refusal_with(from_type("torch._utils", "_rebuild_tensor_v2", v2_args, data_state), fs)
+              .find("non-empty state") != std::string::npos);
+    // A function that is not a tensor rebuild (it yields a dict), or nests another call.
+    auto empty_args = [](P& p) { p.raw({op::EMPTY_TUPLE}); };
+    CHECK(refusal_with(from_type("collections", "OrderedDict", empty_args, no_state), fs)
+              .find("tensor rebuild function") != std::string::npos);
+    CHECK(refusal_with(from_type("torch._tensor", "_rebuild_from_type_v2", empty_args, no_state), fs)
+              .find("tensor rebuild function") != std::string::npos);
+  }
+
+  TEST_CASE("_rebuild_parameter_with_state refuses a non-empty state") {
+    FakeStorages fs;
+    auto param = [&](auto state) {
+      P p;
+      p.global("torch._utils", "_rebuild_parameter_with_state").raw({op::MARK});
+      tensor_v2(p).raw({op::NEWTRUE}).global("collections", "OrderedDict").raw({op::EMPTY_TUPLE, op::REDUCE});
+      state(p);
+      p.raw({op::TUPLE, op::REDUCE}).stop();
+      return p;
+    };
+    const Value v = read(param([](P& p) { p.raw({op::NONE}); }), fs.resolver());
+    CHECK(v.is_tensor());
+    CHECK(refusal_with(param([](P& p) { p.raw({op::EMPTY_DICT}).str("data").i1(1).raw({op::SETITEM}); }), fs)
+              .find("non-empty state") != std::string::npos);
+  }
+
+  TEST_CASE("strings decode as Python does: one key for one text, invalid UTF-8 refused") {
+    auto short_binstring = [](P& p, const std::string& s) {
+      p.raw({op::SHORT_BINSTRING, static_cast<std::uint8_t>(s.size())});
+      p.b.insert(p.b.end(), s.begin(), s.end());
+    };
+    // "é" as BINSTRING (UTF-8 bytes, as torch.load decodes them) and as BINUNICODE: one key.
+    P p;
+    p.raw({op::EMPTY_DICT});
+    short_binstring(p, "\xc3\xa9");
+    p.i1(1).raw({op::SETITEM}).str("\xc3\xa9").i1(2).raw({op::SETITEM}).stop();
+    const Value v = read(p);
+    CHECK(v.size() == 1);
+    CHECK(v.at("\xc3\xa9").as_int() == 2);
+    P bad_binstring;
+    bad_binstring.raw({op::EMPTY_DICT});
+    short_binstring(bad_binstring, "w\xff");
+    bad_binstring.i1(1).raw({op::SETITEM}).stop();
+    CHECK(refusal(bad_binstring).find("not valid UTF-8") != std::string::npos);
+    P bad_unicode;
+    bad_unicode.str("\xc3\x28").stop();
+    CHECK(refusal(bad_unicode).find("not valid UTF-8") != std::string::npos);
+    // pickle's BINUNICODE decoder passes encoded surrogates (surrogatepass); so does this one.
+    P surrogate;
+    surrogate.str("\xed\xa0\x80").stop();
+    CHECK(read(surrogate).as_str() == "\xed\xa0\x80");
+  }
+
+  TEST_CASE("memory is bounded by the size of the input, not only by counts of objects") {
+    // 200,000 empty dicts from a 200 KB pickle: fine by default, refused under a tight budget.
+    P p;
+    p.raw({op::EMPTY_LIST, op::MARK});
+    for (int i = 0; i < 200'000; ++i) p.raw({op::EMPTY_DICT});
+    p.raw({op::APPENDS}).stop();
+    CHECK(read(p).size() == 200'000);
+    Limits tight;
+    tight.memory_allowance = 1 << 20;
+    tight.memory_per_input_byte = 4;
+    CHECK(refusal(p, tight).find("bytes of memory") != std::string::npos);
+  }
 }

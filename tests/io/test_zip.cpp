@@ -1014,6 +1014,11 @@ TEST_CASE("ZipReader refuses duplicate names, overlapping records and malformed 
         build_zip({{.name = "r/x", .payload = bytes_of("1")}, {.name = "r/x", .payload = bytes_of("2")}});
     CHECK(contains(refusal(b), "the archive has two records named 'r/x'"));
   }
+  SUBCASE("two records whose names differ only by letter case (torch's lookup ignores case)") {
+    const Bytes b = build_zip(
+        {{.name = "r/data.pkl", .payload = bytes_of("1")}, {.name = "r/Data.pkl", .payload = bytes_of("2")}});
+    CHECK(contains(refusal(b), "records 'r/data.pkl' and 'r/Data.pkl' differ only by letter case"));
+  }
   SUBCASE("a record whose declared size covers the next record") {
     const Bytes b = build_zip({{.name = "r/a", .payload = bytes_of("hello"), .size = 100, .csize = 100},
                                {.name = "r/b", .payload = Bytes(200)}});

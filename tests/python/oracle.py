@@ -186,6 +186,8 @@ class ToolResult:
             st = "timed out after %.1fs" % self.seconds
         elif self.signal is not None:
             st = "killed by signal %d" % self.signal
+        elif self.rc is None:
+            st = "killed after writing more than %d bytes to stdout" % len(self.stdout)
         else:
             st = "exit %d" % self.rc
         err = self.stderr_text.strip()
@@ -237,6 +239,81 @@ def run_tool(tool, args, timeout=60.0, rlimit_as=None):
         out.seek(0)
         err.seek(0)
         return ToolResult(args, None if timed_out else rc, None if timed_out else sig, timed_out, out.read(), err.read(), ru.ru_maxrss, seconds)
+
+
+def run_tool_bounded(tool, args, timeout=60.0, rlimit_as=None, max_stdout=16 << 20, max_stderr=1 << 20):
+    """Like run_tool, for outputs that may be huge: stdout goes through a pipe and is counted;
+    at most max_stdout bytes are kept, and the child is killed as soon as it writes more (so
+    a runaway output costs neither memory nor disk here). stderr goes to a file of which the
+    first max_stderr bytes are read. The ToolResult also has stdout_bytes (bytes seen) and
+    stdout_overflow (True when the child was killed for writing more than max_stdout)."""
+    import select
+
+    args = [str(a) for a in args]
+    with tempfile.TemporaryFile() as err:
+
+        def pre():
+            if rlimit_as:
+                resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+
+        t0 = time.monotonic()
+        p = subprocess.Popen([tool] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                             preexec_fn=pre if rlimit_as else None)
+        fd = p.stdout.fileno()
+        chunks, seen, overflow, timed_out, killed = [], 0, False, False, False
+        status = ru = None
+        eof = False
+
+        def take(data):
+            nonlocal seen, overflow
+            if seen < max_stdout:
+                chunks.append(data[: max_stdout - seen])
+            seen += len(data)
+            overflow = overflow or seen > max_stdout
+
+        while True:
+            left = timeout - (time.monotonic() - t0)
+            if left <= 0:
+                timed_out = True
+                break
+            if not eof:
+                r, _, _ = select.select([fd], [], [], min(left, 0.5))
+                if r:
+                    data = os.read(fd, 1 << 20)
+                    if data:
+                        take(data)
+                        if overflow:
+                            break
+                    else:
+                        eof = True
+                    continue
+            if status is None:
+                pid, st, r_u = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    status, ru = st, r_u
+            if status is not None and eof:
+                break
+            if eof:
+                time.sleep(0.005)
+        if status is None:
+            if timed_out or overflow:
+                p.kill()
+                killed = True
+            pid, status, ru = os.wait4(p.pid, 0)
+        seconds = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        p.stdout.close()
+        rc = sig = None
+        if not killed:
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+            else:
+                rc = os.WEXITSTATUS(status)
+        err.seek(0)
+        res = ToolResult(args, rc, sig, timed_out, b"".join(chunks), err.read(max_stderr), ru.ru_maxrss, seconds)
+        res.stdout_bytes = seen
+        res.stdout_overflow = overflow
+        return res
 
 
 def assert_ok(res):

@@ -12,6 +12,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "expansion_budget.hpp"
 #include "sgckpt/ckpt/averaging.hpp"
 #include "sgckpt/io/pth.hpp"
 
@@ -52,6 +53,11 @@ void run_average(const AverageOptions& o) {
     // Name the file, not "state i", when the inputs do not match.
     if (states.size() > 1) detail::check_same_structure(states.front(), states.back(), "'" + path + "'");
   }
+  // The average is written contiguously: a stride-0 view of a few bytes would become
+  // gigabytes (730-byte inputs made a 512 MB output). Bounded by the inputs' size.
+  std::uint64_t out_bytes = 0;
+  states.front().visit_tensors([&](const std::string&, const auto& tv) { out_bytes += tv.tensor.nbytes(); });
+  ExpansionBudget::for_files(o.inputs).check(out_bytes, "the averaged weights");
   Value root = Value::make_dict();
   root["net"] = average_states(std::span<const Value>(states));
   save(root, o.output);

@@ -24,12 +24,16 @@ struct InspectOptions {
 
 void run_inspect(const InspectOptions& o) {
   const Value root = load(o.file, o.load);
+  const ExpansionBudget budget = ExpansionBudget::for_files({o.file});
   std::string out;
   if (o.json) {
-    json::append_value(out, root);
+    json::Context ctx{budget, ExpansionBudget::for_files({o.file}, ExpansionBudget::kHashAllowance), 0, {}};
+    json::append_value(out, root, ctx);
     out += '\n';
   } else {
-    out = render_tree(root, o.tree);
+    TreeOptions tree = o.tree;
+    tree.budget = budget;
+    out = render_tree(root, tree);
   }
   write_stdout(out);
 }

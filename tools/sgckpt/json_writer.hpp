@@ -31,63 +31,24 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
+#include <tuple>
 
+#include "expansion_budget.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
+#include "sgckpt/detail/utf8.hpp"
 #include "tensor_hash.hpp"
 
 namespace sgckpt::tool {
 
-// ---- UTF-8 scanning (shared with the text output) -------------------------------------------
-
-// One step of a UTF-8 scan: what the bytes at the current position are.
-struct Utf8Step {
-  enum Kind { Ascii, Valid, Surrogate, Invalid } kind;
-  std::size_t length;       // bytes consumed (>= 1)
-  std::uint32_t codepoint;  // for Ascii, Valid and Surrogate
-};
-
-// Decodes one sequence at s[i] (i < s.size()), following Unicode's table of well-formed
-// byte sequences. An ill-formed sequence consumes its maximal subpart (at least one byte).
-inline Utf8Step utf8_step(std::string_view s, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<std::uint8_t>(s[k]); };
-  const std::uint8_t b0 = byte(i);
-  if (b0 < 0x80) return {Utf8Step::Ascii, 1, b0};
-  std::size_t need;
-  std::uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  std::uint32_t cp;
-  bool surrogate_lead = false;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 1;
-    cp = b0 & 0x1Fu;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 2;
-    cp = b0 & 0x0Fu;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) surrogate_lead = true;  // 80..9F valid, A0..BF an encoded surrogate
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 3;
-    cp = b0 & 0x07u;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return {Utf8Step::Invalid, 1, 0};
-  }
-  std::size_t k = 1;
-  for (; k <= need; ++k) {
-    if (i + k >= s.size()) return {Utf8Step::Invalid, k, 0};
-    const std::uint8_t b = byte(i + k);
-    const bool ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
-    if (!ok) return {Utf8Step::Invalid, k, 0};
-    cp = (cp << 6) | (b & 0x3Fu);
-  }
-  if (surrogate_lead && cp >= 0xD800) return {Utf8Step::Surrogate, k, cp};
-  return {Utf8Step::Valid, k, cp};
-}
+// UTF-8 scanning (shared with the text output and the pickle reader).
+using sgckpt::detail::utf8_step;
+using sgckpt::detail::Utf8Step;
 
 namespace json {
 
@@ -184,7 +145,17 @@ inline void append_string(std::string& out, std::string_view s) {
 
 // ---- The tree ---------------------------------------------------------------------------------
 
-inline void append_tensor(std::string& out, const Tensor& t) {
+// What one JSON document may cost: its size and the bytes hashed are bounded by the budget
+// (expansion_budget.hpp), and a view seen before (same storage, dtype, offset, shape and
+// strides) is hashed once: 2,000 views of one 16 MB storage hashed it 2,000 times.
+struct Context {
+  ExpansionBudget budget;       // the document's size
+  ExpansionBudget hash_budget;  // bytes hashed
+  std::uint64_t hashed = 0;
+  std::map<std::tuple<const Storage*, DType, std::int64_t, Shape, Shape>, std::string> hashes;
+};
+
+inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
   out += "{\"$tensor\": {\"dtype\": \"";
   out += name(t.dtype());
   out += "\", \"shape\": [";
@@ -193,12 +164,26 @@ inline void append_tensor(std::string& out, const Tensor& t) {
     out += std::to_string(t.shape()[d]);
   }
   out += "], \"sha256\": \"";
-  out += tensor_sha256(t);
+  auto [it, fresh] =
+      ctx.hashes.try_emplace({t.storage().get(), t.dtype(), t.storage_offset(), t.shape(), t.strides()});
+  if (fresh) {
+    ctx.hashed += t.nbytes();
+    try {
+      ctx.hash_budget.check(ctx.hashed, "hashing the tensors' elements");
+    } catch (...) {
+      ctx.hashes.erase(it);
+      throw;
+    }
+    it->second = tensor_sha256(t);
+  }
+  out += it->second;
   out += "\"}}";
 }
 
-// Appends the JSON mirror of `v`. Errors (a tensor without storage) carry the key path.
-inline void append_value(std::string& out, const Value& v, const std::string& path = "") {
+// Appends the JSON mirror of `v`. Errors (a tensor without storage, the budget) carry the
+// key path. Depth is bounded by the loader's (Limits::max_depth).
+inline void append_value(std::string& out, const Value& v, Context& ctx, const std::string& path = "") {
+  ctx.budget.check(out.size(), "the JSON document");
   switch (v.kind()) {
     case Kind::None:
       out += "null";
@@ -217,7 +202,7 @@ inline void append_value(std::string& out, const Value& v, const std::string& pa
       break;
     case Kind::Tensor:
       try {
-        append_tensor(out, v.tensor());
+        append_tensor(out, v.tensor(), ctx);
       } catch (const Error& e) {
         throw e.with_key_path(path);
       }
@@ -228,7 +213,7 @@ inline void append_value(std::string& out, const Value& v, const std::string& pa
       const auto& items = v.items();
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (i) out += ", ";
-        append_value(out, items[i], Value::join(path, std::to_string(i)));
+        append_value(out, items[i], ctx, Value::join(path, std::to_string(i)));
       }
       out += ']';
       break;
@@ -245,12 +230,17 @@ inline void append_value(std::string& out, const Value& v, const std::string& pa
         const std::string k = key.to_string();
         append_string(out, k);
         out += ": ";
-        append_value(out, child, Value::join(path, k));
+        append_value(out, child, ctx, Value::join(path, Value::path_key(k)));
       }
       out += '}';
       break;
     }
   }
+}
+
+inline void append_value(std::string& out, const Value& v, const std::string& path = "") {
+  Context ctx;
+  append_value(out, v, ctx, path);
 }
 
 inline std::string to_json(const Value& v) {

@@ -16,6 +16,7 @@
 // bytes of all tensors' elements and the bytes of all distinct storages.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "expansion_budget.hpp"
 #include "json_writer.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
@@ -33,6 +35,7 @@ namespace sgckpt::tool {
 struct TreeOptions {
   std::size_t max_string_bytes = 60;  // longer str values are cut (at a character boundary)
   std::size_t indent = 2;             // spaces per nesting level
+  ExpansionBudget budget;             // bounds the text (expansion_budget.hpp)
 };
 
 struct TreeTotals {
@@ -134,12 +137,15 @@ class TreePrinter {
   }
 
  private:
+  // Depth is bounded by the loader's (Limits::max_depth); long keys are abbreviated in paths
+  // (Value::path_key), so a line costs O(depth), and the budget bounds the whole text.
   void node(std::string& out, const Value& v, const std::string& path, std::size_t depth) {
-    out.append(depth * options_.indent, ' ');
+    options_.budget.check(out.size(), "the listing");
+    out.append(std::min(depth, kMaxIndentLevels) * options_.indent, ' ');
     if (depth == 0) {
       out += "<root>";
     } else {
-      text::append_escaped(out, path, false);
+      text::append_escaped(out, shown_path(path), false);
     }
     out += ": ";
     switch (v.kind()) {
@@ -198,11 +204,23 @@ class TreePrinter {
           }
         }
         out += '\n';
-        for (const auto& [key, child] : d) node(out, child, Value::join(path, key.to_string()), depth + 1);
+        for (const auto& [key, child] : d)
+          node(out, child, Value::join(path, Value::path_key(key.to_string())), depth + 1);
         return;
       }
     }
     out += '\n';
+  }
+
+  // Deeper levels are not indented further, and a long path shows only its end: a line
+  // stays short however deep a file nests (900 levels of long keys printed 1 GB).
+  static constexpr std::size_t kMaxIndentLevels = 32;
+  static constexpr std::size_t kMaxPathBytes = 256;
+  static std::string shown_path(std::string_view path) {
+    if (path.size() <= kMaxPathBytes) return std::string(path);
+    std::size_t from = path.size() - kMaxPathBytes + 3;
+    while (from < path.size() && (static_cast<unsigned char>(path[from]) & 0xC0) == 0x80) ++from;
+    return "..." + std::string(path.substr(from));
   }
 
   void string_value(std::string& out, const std::string& s) {

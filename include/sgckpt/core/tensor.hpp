@@ -118,15 +118,27 @@ inline std::uint64_t checked_numel(const Shape& shape) {
   return n;
 }
 
+// Bytes of a tensor of this shape and dtype. Every Tensor is built through this check, so
+// numel() and nbytes() never wrap afterwards: a view with stride 0 and a huge shape (one
+// element of storage) would otherwise make numel * itemsize wrap to a small number and every
+// loop bounded by nbytes() read past its buffer. torch keeps sizes in int64, so does this.
+inline std::uint64_t checked_nbytes(const Shape& shape, DType dtype) {
+  const std::uint64_t n = checked_numel(shape);
+  std::uint64_t bytes;
+  if (detail::mul_overflows(n, sgckpt::itemsize(dtype), bytes) ||
+      bytes > static_cast<std::uint64_t>(INT64_MAX))
+    throw Error("tensor of " + std::to_string(n) + " elements of " + std::string(name(dtype)) +
+                " is too large: its size in bytes does not fit in 63 bits");
+  return bytes;
+}
+
 class Tensor {
  public:
   Tensor() = default;
 
   // A new contiguous tensor; contents uninitialized.
   static Tensor empty(DType dtype, Shape shape) {
-    const std::uint64_t n = checked_numel(shape);
-    std::uint64_t bytes;
-    if (detail::mul_overflows(n, sgckpt::itemsize(dtype), bytes)) throw Error("tensor size overflows 64 bits");
+    const std::uint64_t bytes = checked_nbytes(shape, dtype);
     Tensor t;
     t.storage_ = Storage::allocate(static_cast<std::size_t>(bytes));
     t.dtype_ = dtype;
@@ -159,7 +171,7 @@ class Tensor {
       throw Error("tensor has " + std::to_string(shape.size()) + " dimensions but " +
                   std::to_string(strides.size()) + " strides");
     if (storage_offset < 0) throw Error("negative storage offset " + std::to_string(storage_offset));
-    const std::uint64_t numel = checked_numel(shape);
+    const std::uint64_t numel = checked_nbytes(shape, dtype) / sgckpt::itemsize(dtype);
     const std::uint64_t storage_numel = storage->nbytes() / sgckpt::itemsize(dtype);
     if (numel > 0) {
       // Last element reached: offset + sum((size_i - 1) * stride_i) must be < storage numel.
@@ -295,18 +307,13 @@ class Tensor {
 
   // The elements in row-major order as contiguous bytes (copies).
   std::vector<std::byte> contiguous_bytes() const {
-    std::vector<std::byte> out(nbytes());
-    if (out.empty()) return out;
-    if (is_contiguous()) {
-      std::memcpy(out.data(), raw_data(), out.size());
-      return out;
+    std::vector<std::byte> out;
+    try {
+      out.resize(nbytes());
+    } catch (const std::bad_alloc&) {
+      throw Error("cannot allocate " + std::to_string(nbytes()) + " bytes for a copy of a tensor");
     }
-    std::byte* o = out.data();
-    const std::size_t isz = itemsize();
-    for_each_element([&](const std::byte* p) {
-      std::memcpy(o, p, isz);
-      o += isz;
-    });
+    copy_elements_to(out.data());
     return out;
   }
 
@@ -316,11 +323,10 @@ class Tensor {
     return clone();
   }
 
-  // A contiguous, owned, writable copy.
+  // A contiguous, owned, writable copy (one copy, straight into the new storage).
   Tensor clone() const {
     Tensor t = empty(dtype_, shape_);
-    auto bytes = contiguous_bytes();
-    if (!bytes.empty()) std::memcpy(t.storage_->mutable_data(), bytes.data(), bytes.size());
+    if (t.nbytes()) copy_elements_to(t.storage_->mutable_data());
     return t;
   }
 
@@ -335,13 +341,48 @@ class Tensor {
   }
 
   // True when both tensors have the same dtype, shape and element values (bytes), whatever
-  // their layout. NaNs with equal bits compare equal.
+  // their layout. NaNs with equal bits compare equal. Walks the elements in place: a
+  // broadcast view (stride 0) is never materialized.
   bool equal(const Tensor& o) const {
     if (dtype_ != o.dtype_ || shape_ != o.shape_) return false;
-    return contiguous_bytes() == o.contiguous_bytes();
+    if (numel() == 0) return true;
+    if (is_contiguous() && o.is_contiguous()) return std::memcmp(raw_data(), o.raw_data(), nbytes()) == 0;
+    const std::size_t isz = itemsize();
+    bool same = true;
+    std::vector<std::int64_t> idx(shape_.size(), 0);
+    const std::byte* a = storage_->data();
+    const std::byte* b = o.storage_->data();
+    for (std::size_t k = 0, n = numel(); k < n && same; ++k) {
+      std::int64_t oa = offset_, ob = o.offset_;
+      for (std::size_t d = 0; d < idx.size(); ++d) {
+        oa += idx[d] * strides_[d];
+        ob += idx[d] * o.strides_[d];
+      }
+      same = std::memcmp(a + static_cast<std::size_t>(oa) * isz, b + static_cast<std::size_t>(ob) * isz,
+                         isz) == 0;
+      for (std::size_t d = idx.size(); d-- > 0;) {
+        if (++idx[d] < shape_[d]) break;
+        idx[d] = 0;
+      }
+    }
+    return same;
   }
 
  private:
+  // Writes the elements in row-major order to `out` (nbytes() bytes).
+  void copy_elements_to(std::byte* out) const {
+    if (nbytes() == 0) return;
+    if (is_contiguous()) {
+      std::memcpy(out, raw_data(), nbytes());
+      return;
+    }
+    const std::size_t isz = itemsize();
+    for_each_element([&](const std::byte* p) {
+      std::memcpy(out, p, isz);
+      out += isz;
+    });
+  }
+
   template <class E>
   void check_access() const {
     if (sizeof(E) != itemsize())

@@ -19,6 +19,12 @@ struct Limits {
   std::uint64_t max_zip_entries = 1'000'000;        // records in one archive
   std::uint64_t max_central_directory_bytes = 256ull << 20;
   std::uint64_t max_inflated_record_bytes = 1ull << 40;  // deflated records are inflated into memory
+  // Memory the pickle machine may use for its objects (nodes, container slots, strings, the
+  // value tree): memory_allowance + memory_per_input_byte * (size of the file). Real
+  // checkpoints need well under 64 bytes per byte of file; a small deflated or memo-heavy
+  // file that asks for gigabytes is refused.
+  std::uint64_t memory_allowance = 256ull << 20;
+  std::uint64_t memory_per_input_byte = 64;
 };
 
 struct LoadOptions {

@@ -193,7 +193,7 @@ class Writer {
         str(k.str());
       else
         integer(Int(k.integer()), path);
-      value(kv.second, Value::join(path, k.to_string()));
+      value(kv.second, Value::join(path, Value::path_key(k.to_string())));
     });
   }
 
@@ -256,7 +256,7 @@ class Writer {
               emit(op::EMPTY_DICT);
               for (const auto& [name, attr] : d.attributes()) {
                 str(name);
-                value(attr, Value::join(path, "." + name));
+                value(attr, Value::join(path, "." + Value::path_key(name)));
                 emit(op::SETITEM);
               }
               emit(op::BUILD);

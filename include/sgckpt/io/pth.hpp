@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
@@ -99,6 +100,56 @@ inline std::uint64_t parse_version(std::span<const std::byte> rec) {
   return v;
 }
 
+// The format version. torch reads '.data/version' when present, else 'version'; with both,
+// a file could say one thing to torch and another to a reader taking the other: they must
+// agree.
+inline void check_version(const ZipReader& zip, const std::string& prefix, const LoadOptions& opt,
+                          const std::string& label) {
+  auto read_version = [&](const ZipEntry& e) {
+    if (e.size > 64)
+      throw Error("the version record is " + std::to_string(e.size) + " bytes long", {label, e.name, {}, {}});
+    try {
+      return parse_version(zip.read(e, opt.verify_crc));
+    } catch (const Error& err) {
+      throw Error(err.message(), {label, e.name, 0, {}});
+    }
+  };
+  const ZipEntry* top = zip.find(prefix + "version");
+  const ZipEntry* data = zip.find(prefix + ".data/version");
+  if (!top && !data)
+    throw Error("the archive has no version record ('" + prefix + "version')", {label, {}, {}, {}});
+  const ZipEntry* used = data ? data : top;
+  const std::uint64_t v = read_version(*used);
+  if (top && data && read_version(*top) != v)
+    throw Error("the version records '" + top->name + "' and '" + data->name + "' disagree",
+                {label, data->name, 0, {}});
+  if (v < 1 || v > 10)
+    throw Error("unsupported file format version " + std::to_string(v) + " (torch reads 1 to 10)",
+                {label, used->name, 0, {}});
+}
+
+// torch >= 2.5 may write '.storage_alignment' (a decimal number) and refuses a file whose
+// record is not one; so does this reader (it needs no alignment: records are copied or
+// mapped where they lie).
+inline void check_storage_alignment(const ZipReader& zip, const std::string& prefix, const LoadOptions& opt,
+                                    const std::string& label) {
+  const ZipEntry* e = zip.find(prefix + ".storage_alignment");
+  if (!e) return;
+  if (e->size > 20)
+    throw Error("the .storage_alignment record is " + std::to_string(e->size) + " bytes long",
+                {label, e->name, 0, {}});
+  const auto rec = zip.read(*e, opt.verify_crc);
+  // What Python's int() takes from torch's str(alignment): digits, maybe with surrounding space.
+  auto at = [&](std::size_t i) { return static_cast<unsigned char>(rec[i]); };
+  std::size_t i = 0, end = rec.size();
+  while (i < end && std::isspace(at(i))) ++i;
+  while (end > i && std::isspace(at(end - 1))) --end;
+  std::size_t digits = i;
+  while (digits < end && std::isdigit(at(digits))) ++digits;
+  if (i == end || digits != end)
+    throw Error("the .storage_alignment record is not a decimal number", {label, e->name, 0, {}});
+}
+
 inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner, const LoadOptions& opt,
                       const std::string& label) {
   ZipReader zip(bytes, opt.limits, label);
@@ -114,21 +165,8 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
 
   auto read_small = [&](const ZipEntry& e) { return zip.read(e, opt.verify_crc); };
 
-  const ZipEntry* version = zip.find(prefix + "version");
-  if (!version) version = zip.find(prefix + ".data/version");
-  if (!version) throw Error("the archive has no version record ('" + prefix + "version')", {label, {}, {}, {}});
-  if (version->size > 64) throw Error("the version record is " + std::to_string(version->size) + " bytes long", {label, version->name, {}, {}});
-  {
-    const auto rec = read_small(*version);
-    std::uint64_t v;
-    try {
-      v = parse_version(rec);
-    } catch (const Error& e) {
-      throw Error(e.message(), {label, version->name, 0, {}});
-    }
-    if (v < 1 || v > 10)
-      throw Error("unsupported file format version " + std::to_string(v) + " (torch reads 1 to 10)", {label, version->name, 0, {}});
-  }
+  check_version(zip, prefix, opt, label);
+  check_storage_alignment(zip, prefix, opt, label);
 
   bool big_endian = false;
   if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
@@ -174,8 +212,11 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
           throw Error("CRC-32 mismatch: the record's data is corrupt (computed " + std::to_string(crc) + ", stored " +
                       std::to_string(e->crc32) + ")");
       } else {
-        const auto data = zip.read(*e, opt.verify_crc);
-        s = Storage::copy_of(data);
+        zip.check_inflated_size(*e);
+        s = Storage::allocate(static_cast<std::size_t>(e->size));
+        const std::span<std::byte> out(s->nbytes() ? s->mutable_data() : nullptr, s->nbytes());
+        zip.inflate_into(*e, out);
+        if (opt.verify_crc) zip.check_crc(*e, out);
       }
     } catch (const Error& err) {
       throw err.with_record(name).with_file(label);
@@ -185,7 +226,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
   };
 
   try {
-    pickle::ReaderConfig cfg{opt.limits, false};
+    pickle::ReaderConfig cfg{opt.limits, false, bytes.size()};
     return pickle::read(pickle_bytes, resolve, cfg);
   } catch (const Error& e) {
     throw e.with_record(pkl->name).with_file(label);
@@ -200,7 +241,7 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
   auto next_pickle = [&](const pickle::StorageResolver& r, bool legacy_ids, const char* what) {
     std::size_t used = 0;
     try {
-      pickle::ReaderConfig cfg{opt.limits, legacy_ids};
+      pickle::ReaderConfig cfg{opt.limits, legacy_ids, bytes.size()};
       Value v = pickle::read(bytes.subspan(pos), r, cfg, &used);
       pos += used;
       return v;

@@ -176,7 +176,15 @@ class ZipReader {
   // output never exceeds the declared size, which is capped before anything is allocated.
   std::vector<std::byte> read(const ZipEntry& e, bool verify_crc) const {
     if (e.method == 8) {
-      std::vector<std::byte> out = inflate(e);
+      check_inflated_size(e);
+      std::vector<std::byte> out;
+      try {
+        out.resize(static_cast<std::size_t>(e.size));
+      } catch (const std::bad_alloc&) {
+        fail("zip: cannot allocate " + std::to_string(e.size) + " bytes to inflate record '" + e.name + "'",
+             e.header_offset, e.name);
+      }
+      inflate_into(e, out);
       if (verify_crc) check_crc(e, out);
       return out;
     }
@@ -198,6 +206,30 @@ class ZipReader {
     }
     if (verify_crc && crc != e.crc32) fail_crc(e, crc);
     return out;
+  }
+
+  // Inflates deflated record `e` into `out`, which the caller sized to e.size after
+  // check_inflated_size(e): no intermediate buffer, so a record is copied once.
+  void inflate_into(const ZipEntry& e, std::span<std::byte> out) const {
+    if (out.size() != e.size)
+      fail("zip: inflate_into needs a buffer of the record's size", e.header_offset, e.name);
+    inflate(e, out.data());
+  }
+
+  // Both caps come before any allocation: a few bytes of input cannot claim terabytes.
+  void check_inflated_size(const ZipEntry& e) const {
+    if (e.size > limits_.max_inflated_record_bytes)
+      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) +
+               " bytes, more than the limit of " + std::to_string(limits_.max_inflated_record_bytes) +
+               " (Limits::max_inflated_record_bytes)",
+           e.header_offset, e.name);
+    std::uint64_t max_out;
+    if (__builtin_mul_overflow(e.compressed_size, detail::kDeflateMaxRatio, &max_out)) max_out = UINT64_MAX;
+    if (e.size > max_out)
+      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) + " bytes from only " +
+               std::to_string(e.compressed_size) +
+               " compressed bytes, beyond deflate's maximum ratio of 1032:1",
+           e.header_offset, e.name);
   }
 
   // Throws unless `data` has the CRC-32 the central directory gives for `e`.
@@ -439,6 +471,30 @@ class ZipReader {
       if (e.name == entries_[by_name_[i - 1]].name)
         fail("zip: the archive has two records named '" + e.name + "'", e.header_offset, e.name);
     }
+    refuse_names_differing_in_case();
+  }
+
+  // torch's reader (miniz) finds records by name ignoring ASCII case, taking the first match:
+  // with 'data.pkl' and 'Data.pkl' both present, torch and an exact lookup would read
+  // different records. No real archive has such names, so they are refused.
+  void refuse_names_differing_in_case() const {
+    auto folded = [](std::string s) {
+      for (auto& c : s)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      return s;
+    };
+    std::vector<std::pair<std::string, std::size_t>> names;
+    names.reserve(entries_.size());
+    for (std::size_t i = 0; i < entries_.size(); ++i) names.emplace_back(folded(entries_[i].name), i);
+    std::sort(names.begin(), names.end());
+    for (std::size_t i = 1; i < names.size(); ++i)
+      if (names[i].first == names[i - 1].first) {
+        const ZipEntry& a = entries_[names[i - 1].second];
+        const ZipEntry& b = entries_[names[i].second];
+        fail("zip: records '" + a.name + "' and '" + b.name +
+                 "' differ only by letter case (torch would read one for the other)",
+             b.header_offset, b.name);
+      }
   }
 
   // Substitutes the zip64 extra field (id 0x0001) values for the saturated 32-bit fields. The
@@ -508,32 +564,8 @@ class ZipReader {
     }
   }
 
-  std::vector<std::byte> inflate(const ZipEntry& e) const {
+  void inflate(const ZipEntry& e, std::byte* out) const {
     const std::uint64_t data_at = data_offset(e);
-    // Both caps come before the allocation: a few bytes of input cannot claim terabytes.
-    if (e.size > limits_.max_inflated_record_bytes)
-      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) +
-               " bytes, more than the limit of " + std::to_string(limits_.max_inflated_record_bytes) +
-               " (Limits::max_inflated_record_bytes)",
-           e.header_offset, e.name);
-    std::uint64_t max_out;
-    if (__builtin_mul_overflow(e.compressed_size, detail::kDeflateMaxRatio, &max_out)) max_out = UINT64_MAX;
-    if (e.size > max_out)
-      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) + " bytes from only " +
-               std::to_string(e.compressed_size) +
-               " compressed bytes, beyond deflate's maximum ratio of 1032:1",
-           e.header_offset, e.name);
-    if (e.size > SIZE_MAX)
-      fail("zip: record '" + e.name + "' is too large for this platform", e.header_offset, e.name);
-
-    std::vector<std::byte> out;
-    try {
-      out.resize(static_cast<std::size_t>(e.size));
-    } catch (const std::bad_alloc&) {
-      fail("zip: cannot allocate " + std::to_string(e.size) + " bytes to inflate record '" + e.name + "'",
-           e.header_offset, e.name);
-    }
-
     z_stream zs{};
     if (inflateInit2(&zs, -15) != Z_OK)  // raw deflate, as zip stores it
       fail("zip: zlib inflateInit2 failed", e.header_offset, e.name);
@@ -558,7 +590,7 @@ class ZipReader {
       }
       const bool full = out_done == e.size;
       const auto room = static_cast<uInt>(full ? 1 : std::min(e.size - out_done, kChunk));
-      zs.next_out = reinterpret_cast<Bytef*>(full ? probe : out.data() + out_done);
+      zs.next_out = reinterpret_cast<Bytef*>(full ? probe : out + out_done);
       zs.avail_out = room;
       rc = ::inflate(&zs, Z_NO_FLUSH);
       const uInt produced = room - zs.avail_out;
@@ -581,7 +613,6 @@ class ZipReader {
       fail("zip: deflated record '" + e.name + "' inflates to " + std::to_string(out_done) +
                " bytes but declares " + std::to_string(e.size),
            e.header_offset, e.name);
-    return out;
   }
 
   std::span<const std::byte> archive_;

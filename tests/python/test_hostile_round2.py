@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""The round-2 hostile family (tests/hostile/round2, written by tests/hostile/make_round2.py)
+through every command of the tool that reads a checkpoint.
+
+For every file of round2/MANIFEST.tsv it runs
+
+    sgckpt inspect F          sgckpt inspect --json F
+    sgckpt convert F OUT      sgckpt average OUT F F
+
+and requires, from each run: no hang (2 s wall), peak RSS (ru_maxrss from wait4) under
+512 MiB, at most 16 MiB on stdout (read through a pipe and counted; the tool is killed past
+it), and
+  * `refuse F phrase`: exit status exactly 1 with exactly one stderr line, without crash or
+    traceback markers, that contains the phrase (case-insensitive);
+  * `accept F`: exit 0, or a clean refusal (exit 1, one stderr line): the loader must accept
+    the file (tests/security and tests/python/test_differential.py check that, and compare
+    with torch), but a command may refuse an output it cannot bound. A `convert` that exits 0
+    must leave an OUT of at most 64 MiB (shared storages written once).
+
+Sanitizer builds (SGCKPT_SANITIZED=1) get 6x the time and 3x the memory, and no RLIMIT_AS.
+(The RSS floor is this interpreter's own RSS at fork time, ~250 MiB with torch imported:
+ru_maxrss survives exec. It is a max, not a sum, so the 512 MiB bound still holds.)
+
+Run: SGCKPT_TOOL=build/tools/sgckpt /usr/bin/python3 tests/python/test_hostile_round2.py
+"""
+import os
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tempfile  # noqa: E402
+
+import oracle  # noqa: E402
+
+ROUND2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hostile", "round2")
+SANITIZED = os.environ.get("SGCKPT_SANITIZED", "") not in ("", "0")
+TIMEOUT = 2.0 * (6 if SANITIZED else 1)
+MAX_RSS_MIB = 512 * (3 if SANITIZED else 1)
+MAX_STDOUT = 16 << 20
+MAX_CONVERTED = 64 << 20
+
+
+def manifest():
+    out = []
+    with open(os.path.join(ROUND2, "MANIFEST.tsv"), encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split("\t")
+            assert fields[1] in ("refuse", "accept"), "bad MANIFEST line %r" % line
+            if fields[1] == "refuse":
+                assert len(fields) == 3 and fields[2], "bad MANIFEST line %r" % line
+                out.append((fields[0], fields[2]))
+            else:
+                assert len(fields) == 2, "bad MANIFEST line %r" % line
+                out.append((fields[0], None))
+    return out
+
+
+def commands(path, work):
+    out = os.path.join(work, "out.pth")
+    return [
+        ("inspect", ["inspect", path], None),
+        ("inspect --json", ["inspect", "--json", path], None),
+        ("convert", ["convert", path, out], out),
+        ("average", ["average", out, path, path], out),
+    ]
+
+
+def check(tool, name, phrase, argv, out, rlimit):
+    if out and os.path.exists(out):
+        os.unlink(out)
+    res = oracle.run_tool_bounded(tool, argv, timeout=TIMEOUT, rlimit_as=rlimit, max_stdout=MAX_STDOUT)
+    assert not res.stdout_overflow, "wrote more than %d MiB to stdout (killed): %s" % (MAX_STDOUT >> 20, res.describe())
+    assert not res.timed_out, "took more than %.0f s (killed): %s" % (TIMEOUT, res.describe())
+    assert res.maxrss_kib < MAX_RSS_MIB * 1024, "peak RSS %.1f MiB >= %d MiB: %s" % (res.maxrss_kib / 1024.0, MAX_RSS_MIB,
+                                                                                   res.describe())
+    if phrase is not None:
+        oracle.assert_clean_refusal(res, [phrase])
+        if out:
+            assert not os.path.exists(out), "refused, but left %s behind" % out
+        return
+    if res.rc == 1:
+        oracle.assert_clean_refusal(res)
+        return
+    oracle.assert_ok(res)
+    if out and argv[0] == "convert":
+        assert os.path.exists(out), "convert exited 0 but wrote no file"
+        size = os.path.getsize(out)
+        assert size <= MAX_CONVERTED, "convert wrote %d bytes (more than %d MiB)" % (size, MAX_CONVERTED >> 20)
+
+
+def main():
+    r = oracle.Runner("test_hostile_round2: round-2 hostile files through inspect, inspect --json, convert, average")
+    tool = oracle.require_tool()
+    rlimit = None if SANITIZED else oracle.default_rlimit_as()
+    cases = manifest()
+    listed = {n for n, _ in cases}
+    present = {n for n in os.listdir(ROUND2) if n.endswith(".pt")}
+
+    def same_files():
+        assert len(cases) >= 25, "only %d files in round2/MANIFEST.tsv" % len(cases)
+        assert listed == present, "MANIFEST and folder differ: unlisted %s, missing %s" % (
+            sorted(present - listed), sorted(listed - present))
+
+    r.check("round2/MANIFEST.tsv lists every round2 file", same_files)
+    with tempfile.TemporaryDirectory(prefix="sgckpt_r2_") as work:
+        for name, phrase in cases:
+            path = os.path.join(ROUND2, name)
+            what = "refuses" if phrase is not None else "accepts"
+            for label, argv, out in commands(path, work):
+                r.check("%s %s %s" % (label, what, name), check, tool, name, phrase, argv, out, rlimit)
+    r.finish()
+
+
+if __name__ == "__main__":
+    main()
