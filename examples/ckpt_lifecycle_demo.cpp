@@ -281,7 +281,7 @@ int main(int argc, char** argv) {
     t.ema = std::move(*rs.ema);
     for (auto& [key, value] : rs.extra)
       if (key == "rng_state") t.rng_state = value.tensor();
-    train_epochs(m, t, static_cast<int>(rs.start_epoch), kEpochs);
+    train_epochs(m, t, sgckpt::int_in_range<int>(rs.start_epoch, "epoch", 0), kEpochs);
     m.finish();
     say("run_dir=" + m.run_dir().string());
   } catch (const std::exception& e) {

@@ -15,6 +15,13 @@
 //
 // Output: one line per epoch (and with --log-every N, one per N steps: "step epoch=E
 // batch=B/N loss=L"); the last line is "run_dir=<path>".
+//
+// Recipes are input too: a recipe file is a regular file of at most 1 MiB, without YAML
+// anchors or aliases, at most 64 levels deep (so are a stored recipe.yaml and each override
+// value). Everything is validated before anything is created on disk: a refused recipe
+// leaves no run directory behind.
+#include <yaml-cpp/anchor.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
@@ -49,6 +56,86 @@ std::string fmt(double v, int digits = 4) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
   return buf;
+}
+
+// ---- Recipes are input too: bounded, and without aliases -----------------------------------------
+
+constexpr std::uint64_t kMaxRecipeBytes = std::uint64_t{1} << 20;  // SG's recipes are a few KiB
+constexpr int kMaxRecipeDepth = 64;
+constexpr std::size_t kMaxRecipeNodes = 100'000;
+
+// Walks a recipe's YAML events before any tree is built from them. An alias repeats a whole
+// subtree: nested aliases ("billion laughs": b is ten a's, c ten b's, ...) make a 756-byte
+// recipe expand into gigabytes when it is walked or dumped. SG's recipes need neither
+// anchors nor aliases (Hydra composes with defaults lists), so both are refused outright;
+// depth and node count are bounded too. The first offending event stops the parse.
+class RecipeGuard : public YAML::EventHandler {
+ public:
+  explicit RecipeGuard(std::string source) : source_(std::move(source)) {}
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t a) override { node(m, a); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { refuse(m, "an alias"); }
+  void OnAnchor(const YAML::Mark& m, const std::string& name) override { refuse(m, "the anchor &" + name); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t a, const std::string&) override {
+    node(m, a);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                       YAML::EmitterStyle::value) override {
+    open(m, a);
+  }
+  void OnSequenceEnd() override { --depth_; }
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                  YAML::EmitterStyle::value) override {
+    open(m, a);
+  }
+  void OnMapEnd() override { --depth_; }
+
+ private:
+  void node(const YAML::Mark& m, YAML::anchor_t anchor) {
+    if (anchor != YAML::NullAnchor) refuse(m, "an anchor");
+    if (++nodes_ > kMaxRecipeNodes) fail(m, "more than " + std::to_string(kMaxRecipeNodes) + " values");
+  }
+  void open(const YAML::Mark& m, YAML::anchor_t anchor) {
+    node(m, anchor);
+    if (++depth_ > kMaxRecipeDepth)
+      fail(m, "nested deeper than " + std::to_string(kMaxRecipeDepth) + " levels");
+  }
+  [[noreturn]] void refuse(const YAML::Mark& m, const std::string& what) {
+    fail(m, "recipes may not use YAML aliases/anchors (found " + what + ")");
+  }
+  [[noreturn]] void fail(const YAML::Mark& m, const std::string& why) {
+    // yaml-cpp's marks count from 0; editors count lines and columns from 1.
+    throw Error(source_ + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) + ": " + why);
+  }
+
+  std::string source_;
+  std::size_t nodes_ = 0;
+  int depth_ = 0;
+};
+
+// Recipe text (a file's, a run's stored recipe.yaml, an override's value) as a YAML tree,
+// once it passed the guard. `source` names it in errors.
+YAML::Node load_recipe_yaml(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxRecipeBytes)
+    throw Error(source + ": " + std::to_string(text.size()) + " bytes, more than the " +
+                std::to_string(kMaxRecipeBytes) + " bytes a recipe may have");
+  try {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    RecipeGuard guard(source);
+    while (parser.HandleNextDocument(guard)) {
+    }
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(source + ": not valid YAML: " + e.what());
+  }
+}
+
+// A recipe file: a regular file (not a FIFO that blocks the read) of at most kMaxRecipeBytes.
+YAML::Node load_recipe_file(const std::string& file) {
+  return load_recipe_yaml(read_regular_file(file, kMaxRecipeBytes, "a recipe"), file);
 }
 
 // ---- The recipe: a YAML tree read strictly ----------------------------------------------------
@@ -118,7 +205,7 @@ void apply_override(YAML::Node& root, const std::string& text) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0) throw Error("override \"" + text + "\" is not key.path=value");
   const std::string path = text.substr(0, eq);
-  const YAML::Node value = YAML::Load(text.substr(eq + 1));
+  const YAML::Node value = load_recipe_yaml(text.substr(eq + 1), "override \"" + text + "\"");
   std::vector<std::string> keys;
   std::stringstream ss(path);
   for (std::string k; std::getline(ss, k, '.');) keys.push_back(k);
@@ -279,9 +366,11 @@ int run(int argc, char** argv) {
       throw Error("--resume and --run-id need --experiment and --ckpt-root (where to look for the run)");
     continued = resume_experiment(ckpt_root, experiment,
                                   run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
-    root = recipe_file.empty() ? YAML::Load(continued->recipe_text) : YAML::LoadFile(recipe_file);
+    const fs::path stored = continued->plan.run_dir / std::string(kRecipeFileName);
+    root = recipe_file.empty() ? load_recipe_yaml(continued->recipe_text, stored.string())
+                               : load_recipe_file(recipe_file);
   } else if (!recipe_file.empty()) {
-    root = YAML::LoadFile(recipe_file);
+    root = load_recipe_file(recipe_file);
   } else if (evaluate.empty()) {
     throw Error("give --recipe FILE (or --resume/--run-id with --experiment and --ckpt-root)");
   }

@@ -11,6 +11,7 @@
 
 // SuperGradients' checkpoint lifecycle.
 #include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/ckpt/checked_int.hpp"
 #include "sgckpt/ckpt/ema.hpp"
 #include "sgckpt/ckpt/load.hpp"
 #include "sgckpt/ckpt/manager.hpp"

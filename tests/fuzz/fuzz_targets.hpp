@@ -15,12 +15,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <span>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "sgckpt/sgckpt.hpp"
 
@@ -80,6 +82,102 @@ inline std::uint64_t touch(const sgckpt::Value& v) {
 
 inline volatile std::uint64_t g_sink = 0;
 
+// ---- Differential checks ------------------------------------------------------------------
+// An accepted file must read the same through every path (copy and zero-copy mmap), and
+// what sgckpt writes must read back as the same value: a difference is a parser
+// differential, the class of bug that makes a reviewed file deliver other weights.
+
+// Deep equality of two value trees. Tensors: dtype, shape, flags and elements (a view with
+// more than 2^16 elements, possibly stride-0 over 2^62, compares its first and last only).
+inline bool same_tensor(const sgckpt::TensorValue<sgckpt::Tensor>& a,
+                        const sgckpt::TensorValue<sgckpt::Tensor>& b) {
+  const sgckpt::Tensor& x = a.tensor;
+  const sgckpt::Tensor& y = b.tensor;
+  if (a.requires_grad != b.requires_grad || a.parameter != b.parameter) return false;
+  if (x.dtype() != y.dtype() || x.shape() != y.shape()) return false;
+  if (x.numel() <= (1u << 16)) return x.equal(y);
+  std::vector<std::int64_t> first(x.dim(), 0), last(x.shape());
+  for (auto& i : last) --i;
+  const std::size_t isz = x.itemsize();
+  auto at = [&](const sgckpt::Tensor& t, const std::vector<std::int64_t>& idx) {
+    std::int64_t off = t.storage_offset();
+    for (std::size_t d = 0; d < idx.size(); ++d) off += idx[d] * t.strides()[d];
+    return t.storage()->data() + static_cast<std::size_t>(off) * isz;
+  };
+  return std::memcmp(at(x, first), at(y, first), isz) == 0 && std::memcmp(at(x, last), at(y, last), isz) == 0;
+}
+
+inline bool same_value(const sgckpt::Value& a, const sgckpt::Value& b) {
+  using sgckpt::Kind;
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case Kind::None:
+      return true;
+    case Kind::Bool:
+      return a.as_bool() == b.as_bool();
+    case Kind::Int:
+      return a.as_big_int() == b.as_big_int();
+    case Kind::Float: {
+      const double x = a.as_float(), y = b.as_float();
+      return std::memcmp(&x, &y, sizeof x) == 0;
+    }
+    case Kind::Str:
+      return a.as_str() == b.as_str();
+    case Kind::Bytes:
+      return a.as_bytes() == b.as_bytes();
+    case Kind::Tensor:
+      return same_tensor(a.tensor_value(), b.tensor_value());
+    case Kind::List:
+    case Kind::Tuple: {
+      const auto &x = a.items(), &y = b.items();
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (!same_value(x[i], y[i])) return false;
+      return true;
+    }
+    case Kind::Dict: {
+      const auto &x = a.dict(), &y = b.dict();
+      if (x.kind() != y.kind() || x.size() != y.size() || x.attributes().size() != y.attributes().size())
+        return false;
+      auto i = x.begin();
+      auto j = y.begin();
+      for (; i != x.end(); ++i, ++j)
+        if (!(i->first == j->first) || !same_value(i->second, j->second)) return false;
+      for (std::size_t k = 0; k < x.attributes().size(); ++k)
+        if (x.attributes()[k].first != y.attributes()[k].first ||
+            !same_value(x.attributes()[k].second, y.attributes()[k].second))
+          return false;
+      return true;
+    }
+  }
+  return false;
+}
+
+[[noreturn]] inline void differential(const char* what) {
+  std::fprintf(stderr, "sgckpt fuzz: DIFFERENTIAL: %s\n", what);
+  std::abort();
+}
+
+// What sgckpt writes for `v` must read back as `v` (when the writer accepts it).
+inline void check_round_trip(const sgckpt::Value& v) {
+  std::vector<std::byte> image;
+  try {
+    image = sgckpt::save_to_memory(v);
+  } catch (const sgckpt::Error&) {
+    return;  // not every readable value is writable (e.g. dtypes without a storage class)
+  }
+  sgckpt::LoadOptions opt;
+  opt.limits = fuzz_limits();
+  sgckpt::Value back;
+  try {
+    back = sgckpt::load(std::span<const std::byte>(image), opt, "round trip");
+  } catch (const sgckpt::Error& e) {
+    std::fprintf(stderr, "sgckpt fuzz: the writer's output is refused: %s\n", e.what());
+    differential("sgckpt cannot read what it wrote");
+  }
+  if (!same_value(v, back)) differential("save + load changed the value");
+}
+
 // Whole reader: sniffing, zip (stored/deflate, zip64), legacy streams, pickle, tensor views.
 inline int pth_one(const std::uint8_t* data, std::size_t size) {
   const auto bytes = std::as_bytes(std::span(data, size));
@@ -88,12 +186,14 @@ inline int pth_one(const std::uint8_t* data, std::size_t size) {
   // torch never checks CRCs, and a mutated data.pkl would almost always fail its CRC before
   // the pickle is parsed: the first pass skips the check so mutations reach the deep layers.
   opt.verify_crc = false;
+  sgckpt::Value first;
   try {
-    sgckpt::Value v = sgckpt::load(bytes, opt, "fuzz");
-    g_sink = g_sink + touch(v);
+    first = sgckpt::load(bytes, opt, "fuzz");
+    g_sink = g_sink + touch(first);
   } catch (const sgckpt::Error&) {
     return 0;
   }
+  check_round_trip(first);
   // Accepted: run the other paths too. CRC verification, and the zero-copy path of
   // mmap'ed files (storages viewing the buffer), from a 64-byte aligned copy like a mapping.
   try {
@@ -110,7 +210,9 @@ inline int pth_one(const std::uint8_t* data, std::size_t size) {
     opt.verify_crc = false;
     sgckpt::Value v = sgckpt::detail::load_bytes(std::span<const std::byte>(copy.get(), size), copy, opt, "fuzz");
     g_sink = g_sink + touch(v);
+    if (!same_value(first, v)) differential("the mmap path read other values than the copying path");
   } catch (const sgckpt::Error&) {
+    differential("the mmap path refused what the copying path accepted");
   }
   return 0;
 }
@@ -135,6 +237,7 @@ inline int pickle_one(const std::uint8_t* data, std::size_t size) {
       sgckpt::Value v = sgckpt::pickle::read(bytes, fuzz_resolver, cfg, &used);
       if (used > size) std::abort();  // consumed more than it was given
       g_sink = g_sink + touch(v);
+      if (!legacy) check_round_trip(v);
     } catch (const sgckpt::Error&) {
     }
   }

@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/ckpt/checked_int.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
@@ -319,6 +320,9 @@ class CheckpointManager {
       if (!detail::is_directory(plan.run_dir))
         throw detail::path_error("cannot continue the run: its directory does not exist (any more)",
                                  plan.run_dir);
+      // Checked again here, where files are written and deleted: the plan may be older than a
+      // link swapped in since, or made by hand. Its root is <root>/<experiment>/<run>'s.
+      detail::require_inside_root(plan.run_dir, plan.run_dir.parent_path().parent_path(), "run directory");
       run_dir_ = plan.run_dir;
       if (const std::size_t n = remove_stale_temporaries_in(run_dir_))
         log("Removed " + std::to_string(n) + " stale temporary file(s) left by an interrupted save in \"" +
@@ -389,10 +393,8 @@ class CheckpointManager {
     rs.net = std::move(*net);
     const Value* epoch = d.find("epoch");
     if (epoch == nullptr) throw missing("epoch", "gives the epoch to continue from");
-    if (!epoch->is_int() || epoch->as_int() < 0)
-      throw Error("checkpoint " + where + ": 'epoch' is not a non-negative int",
-                  {file.string(), {}, {}, "epoch"});
-    rs.start_epoch = epoch->as_int();
+    rs.start_epoch =
+        checked_in_file(file.string(), [&] { return int_in_range<std::int64_t>(*epoch, "epoch", 0); });
     auto optimizer = take("optimizer_state_dict");
     if (!optimizer) throw missing("optimizer_state_dict", "resuming the optimizer needs");
     rs.optimizer = std::move(*optimizer);
@@ -408,7 +410,7 @@ class CheckpointManager {
       rs.ema_missing = true;
       warn("Checkpoint does not include EMA weights, continuing training without EMA.");
     }
-    restore_best(d, where, rs, warn);
+    checked_in_file(file.string(), [&] { restore_best(d, where, rs, warn); });
     if (!plan.new_run_dir) reconcile_with_best_file(plan.run_dir, file, load_options, rs, warn);
     for (auto& [key, value] : d)
       if (!key.is_str() || !detail::is_reserved_checkpoint_key(key.str()))
@@ -705,7 +707,7 @@ class CheckpointManager {
       const Value b = load(best_file, o);
       const Value* v = b.is_dict() ? b.dict().find("acc") : nullptr;
       const Value* m = b.is_dict() ? b.dict().find("metrics") : nullptr;
-      if (v && v->is_number()) on_disk = v->as_number();
+      if (v && v->is_number()) on_disk = number_in_range(*v, "acc");
       if (m && m->is_dict()) on_disk_metrics = *m;
     } catch (const Error& e) {
       warn(std::string("Cannot read the best checkpoint to check the restored best metric: ") + e.what());
@@ -732,7 +734,7 @@ class CheckpointManager {
     std::string restored_name;
     if (name && name->is_str() && value && value->is_number()) {
       if (same_metric(name->as_str())) {
-        restored = value->as_number();
+        restored = number_in_range(*value, "best_metric_value");
         restored_name = name->as_str();
       } else {
         warn("Checkpoint " + where + " tracked " + name->as_str() + " but this run watches " +
@@ -746,7 +748,7 @@ class CheckpointManager {
       const Value* valid = best->dict().find("valid");
       if (same_metric(tracked) && valid && valid->is_dict() && valid->contains(tracked) &&
           valid->at(tracked).is_number()) {
-        restored = valid->at(tracked).as_number();
+        restored = number_in_range(valid->at(tracked), "_best_ckpt_metrics/valid/" + tracked);
         restored_name = tracked;
       } else {
         warn("Checkpoint " + where + " records no best value of " + config_.metric_to_watch +
@@ -778,8 +780,11 @@ class CheckpointManager {
       throw mismatch("architecture", a->as_str(), config_.architecture);
     auto check_int = [&](const char* key, std::int64_t configured) {
       const Value* v = d.find(key);
-      if (v && v->is_int() && v->as_int() >= 0 && configured >= 0 && v->as_int() != configured)
-        throw mismatch(key, std::to_string(v->as_int()), std::to_string(configured));
+      if (!v || !v->is_int()) return;
+      const auto in_file =
+          checked_in_file(file.string(), [&] { return int_in_range<std::int64_t>(*v, key); });
+      if (in_file >= 0 && configured >= 0 && in_file != configured)
+        throw mismatch(key, std::to_string(in_file), std::to_string(configured));
     };
     check_int("num_classes", config_.num_classes);
     check_int("in_channels", config_.in_channels);

@@ -21,6 +21,12 @@
 //     should be an absolute path" message, issue #1604, misled users).
 //   - evaluate_checkpoint_path() returns exactly the file asked for (SG ignores ckpt_name
 //     and evaluates random weights when the file is missing, spec 9).
+//   - A run (or experiment) directory must lie inside the checkpoint root once its symbolic
+//     links are resolved: a RUN_ link to elsewhere would have a resume write checkpoints and
+//     delete "stale temporaries" there. Latest-run selection skips such a link with a
+//     warning; naming it (run_id) is an Error. Links that stay inside the root are fine.
+//   - A checkpoint or recipe name that is not a regular file (a FIFO, a device) is an Error
+//     saying what it is; opening a FIFO would otherwise block forever.
 //
 // Nothing here prints: warnings are returned in the results, log text in log_line().
 #pragma once
@@ -132,6 +138,47 @@ inline bool is_directory(const std::filesystem::path& p) {
   return std::filesystem::is_directory(p, ec);
 }
 
+// Whether canonical path `p` is `root` or below it (component-wise: "/a/bc" is not in "/a/b").
+inline bool is_within(const std::filesystem::path& p, const std::filesystem::path& root) {
+  auto i = p.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++i)
+    if (i == p.end() || *i != *r) return false;
+  return true;
+}
+
+// The first symbolic link on the way from `root` down to `dir`, described for a message.
+inline std::string first_link_below(const std::filesystem::path& root, const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::path cur = root;
+  for (const auto& part : dir.lexically_relative(root)) {
+    cur /= part;
+    if (std::filesystem::is_symlink(std::filesystem::symlink_status(cur, ec))) {
+      const std::filesystem::path target = std::filesystem::read_symlink(cur, ec);
+      return "\"" + cur.string() + "\" is a symbolic link to \"" + target.string() + "\"";
+    }
+  }
+  return "a symbolic link on the way resolves elsewhere";
+}
+
+// Refuses a directory that, once its symbolic links are resolved, lies outside `root`: a
+// RUN_ (or experiment) directory that is a link out of the checkpoint root would make a
+// resume write checkpoints, and remove "stale temporaries", wherever the link points. Links
+// that stay inside the root are fine. A directory that does not exist is left to the caller.
+inline void require_inside_root(const std::filesystem::path& dir, const std::filesystem::path& root,
+                                std::string_view what) {
+  std::error_code ec;
+  const std::filesystem::path real_dir = std::filesystem::canonical(dir, ec);
+  if (ec) return;
+  const std::filesystem::path real_root = std::filesystem::canonical(root.empty() ? "." : root, ec);
+  if (ec) throw path_error("cannot resolve the checkpoint root: " + ec.message(), root);
+  if (is_within(real_dir, real_root)) return;
+  throw path_error("refusing to use the " + std::string(what) + " \"" + dir.string() +
+                       "\": it resolves to \"" + real_dir.string() + "\", outside the checkpoint root \"" +
+                       real_root.string() + "\" (" + first_link_below(root.empty() ? "." : root, dir) +
+                       "); checkpoints are never written or deleted through such a link",
+                   dir);
+}
+
 }  // namespace detail
 
 // ---- Run ids and directories ---------------------------------------------------------------
@@ -176,6 +223,7 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& ckpt_ro
   std::error_code ec;
   std::filesystem::create_directories(exp, ec);
   if (ec) throw detail::path_error("cannot create the experiment directory: " + ec.message(), exp);
+  detail::require_inside_root(exp, ckpt_root_dir, "experiment directory");
   std::int64_t t = detail::claim_run_time(detail::now_us());
   for (int attempt = 0; attempt < 1'000'000; ++attempt) {
     const std::filesystem::path dir = exp / detail::format_run_id(t);
@@ -198,6 +246,7 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& propose
   std::error_code ec;
   if (!exp.empty()) std::filesystem::create_directories(exp, ec);
   if (ec) throw detail::path_error("cannot create the experiment directory: " + ec.message(), exp);
+  if (!exp.empty()) detail::require_inside_root(exp, exp.parent_path(), "experiment directory");
   if (detail::make_directory(proposed)) {
     if (durable) detail::sync_directory_best_effort(exp.empty() ? std::filesystem::path(".") : exp);
     return proposed;
@@ -207,40 +256,66 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& propose
   return create_run_dir(exp.parent_path(), exp.filename().string(), durable);
 }
 
-// The run directories of an experiment, newest first (descending name = descending start
-// time). An experiment directory that does not exist has no runs. Creates nothing.
-inline std::vector<std::filesystem::path> list_runs(const std::filesystem::path& ckpt_root_dir,
-                                                    std::string_view experiment_name) {
+namespace detail {
+
+struct RunScan {
+  std::vector<std::filesystem::path> runs;  // newest first
+  std::vector<std::string> refused;         // RUN_ entries that resolve outside the root, why
+};
+
+// The RUN_ directories of an experiment, newest first (descending name = descending start
+// time), without those that resolve outside the checkpoint root (see require_inside_root);
+// an experiment directory that itself leaves the root is an Error. Creates nothing.
+inline RunScan scan_runs(const std::filesystem::path& ckpt_root_dir, std::string_view experiment_name) {
   const std::filesystem::path exp = experiment_dir(ckpt_root_dir, experiment_name);
-  std::vector<std::filesystem::path> runs;
+  RunScan scan;
   std::error_code ec;
   std::filesystem::directory_iterator it(exp, ec);
   if (ec) {
-    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return runs;
-    throw detail::path_error("cannot list the experiment directory: " + ec.message(), exp);
+    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return scan;
+    throw path_error("cannot list the experiment directory: " + ec.message(), exp);
   }
+  require_inside_root(exp, ckpt_root_dir, "experiment directory");
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
-    if (is_run_dir_name(name) && detail::is_directory(entry.path())) runs.push_back(entry.path());
+    if (!is_run_dir_name(name) || !detail::is_directory(entry.path())) continue;
+    try {
+      require_inside_root(entry.path(), ckpt_root_dir, "run directory");
+      scan.runs.push_back(entry.path());
+    } catch (const Error& e) {
+      scan.refused.push_back(e.message() + "; skipped");
+    }
   }
-  std::sort(runs.begin(), runs.end(),
+  std::sort(scan.runs.begin(), scan.runs.end(),
             [](const auto& a, const auto& b) { return a.filename().string() > b.filename().string(); });
-  return runs;
+  return scan;
+}
+
+}  // namespace detail
+
+// The run directories of an experiment, newest first (descending name = descending start
+// time). An experiment directory that does not exist has no runs; a RUN_ entry that is a
+// link out of the checkpoint root is not a run of it. Creates nothing.
+inline std::vector<std::filesystem::path> list_runs(const std::filesystem::path& ckpt_root_dir,
+                                                    std::string_view experiment_name) {
+  return detail::scan_runs(ckpt_root_dir, experiment_name).runs;
 }
 
 struct LatestRun {
   std::optional<std::filesystem::path> run_dir;  // nullopt: no run holds the marker file
-  std::vector<std::string> warnings;             // one per newer run that was skipped
+  std::vector<std::string> warnings;             // one per run that was skipped
 };
 
 // SG's get_latest_run_id: the newest run directory that holds `marker` (ckpt_latest.pth).
 // Newer runs without it (crashed before their first validation) are skipped, each with a
-// warning in the result. Creates nothing.
+// warning in the result, and so are RUN_ links out of the checkpoint root. Creates nothing.
 inline LatestRun latest_resumable_run(const std::filesystem::path& ckpt_root_dir,
                                       std::string_view experiment_name,
                                       std::string_view marker = kLatestCheckpointName) {
   LatestRun out;
-  for (const auto& run : list_runs(ckpt_root_dir, experiment_name)) {
+  detail::RunScan scan = detail::scan_runs(ckpt_root_dir, experiment_name);
+  out.warnings = std::move(scan.refused);
+  for (const auto& run : scan.runs) {
     if (detail::is_regular_file(run / std::string(marker))) {
       out.run_dir = run;
       return out;
@@ -269,6 +344,11 @@ inline std::filesystem::path validate_run_id(const std::filesystem::path& ckpt_r
   }
   const std::filesystem::path dir = exp / std::string(run_id);
   if (!detail::is_directory(dir)) throw describe(dir, "no such directory");
+  try {
+    detail::require_inside_root(dir, ckpt_root_dir, "run directory");
+  } catch (const Error& e) {
+    throw describe(dir, e.message());
+  }
   return dir;
 }
 
@@ -366,7 +446,13 @@ namespace detail {
 
 inline std::filesystem::path require_checkpoint_file(const std::filesystem::path& file,
                                                      const std::string& what) {
-  if (detail::is_regular_file(file)) return file;
+  struct stat st;
+  if (::stat(file.c_str(), &st) == 0) {
+    if (S_ISREG(st.st_mode)) return file;
+    // A FIFO or device under a checkpoint's name: say so, rather than "not found".
+    throw path_error(
+        what + " \"" + file.string() + "\" is not a regular file (" + file_type_name(st.st_mode) + ")", file);
+  }
   std::filesystem::path dir = file.parent_path();
   if (dir.empty()) dir = ".";
   throw path_error(
@@ -441,18 +527,10 @@ struct ExperimentResume {
 
 namespace detail {
 
+// A recipe or other text record: a regular file of at most max_bytes (a FIFO planted under
+// its name would otherwise block the read forever).
 inline std::string read_text_file(const std::filesystem::path& p, std::uintmax_t max_bytes) {
-  std::error_code ec;
-  const std::uintmax_t size = std::filesystem::file_size(p, ec);
-  if (ec) throw path_error("cannot read the file: " + ec.message(), p);
-  if (size > max_bytes)
-    throw path_error("the file is " + std::to_string(size) + " bytes, more than the " +
-                         std::to_string(max_bytes) + " bytes a recipe may have",
-                     p);
-  std::ifstream in(p, std::ios::binary);
-  std::string text(static_cast<std::size_t>(size), '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(size))) throw path_error("cannot read the file", p);
-  return text;
+  return read_regular_file(p, max_bytes, "a recipe");
 }
 
 }  // namespace detail
@@ -468,7 +546,8 @@ inline ExperimentResume resume_experiment(const std::filesystem::path& ckpt_root
   ExperimentResume out;
   out.plan = resolve_resume(ckpt_root_dir, experiment_name, req);
   const std::filesystem::path recipe = out.plan.run_dir / std::string(kRecipeFileName);
-  if (!detail::is_regular_file(recipe))
+  std::error_code ec;
+  if (!std::filesystem::exists(recipe, ec))  // anything else present is read, or refused, below
     throw detail::path_error(
         "The run directory \"" + out.plan.run_dir.string() + "\" does not include " +
             std::string(kRecipeFileName) +

@@ -77,31 +77,108 @@ inline std::string temp_prefix(const std::filesystem::path& final_path) {
   return final_path.filename().string() + ".tmp.";
 }
 
+// What a file that is not a regular file is, for messages.
+inline const char* file_type_name(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "an unknown kind of file";
+}
+
+inline Error not_regular_file_error(const std::filesystem::path& p, mode_t mode) {
+  ErrorContext c;
+  c.file = p.string();
+  return Error(std::string("not a regular file (") + file_type_name(mode) + "), so it cannot be read", c);
+}
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Opens `p` read-only if it is a regular file (a symbolic link to one is followed); returns
+// the descriptor, with its fstat in `st`. A FIFO under a checkpoint's name would block open()
+// until some writer appears, that is forever, and a device or socket reads without end. So
+// the type is checked by name first (a device is then never opened: opening some has side
+// effects), the open itself uses O_NONBLOCK (a FIFO swapped in after that check does not
+// block it), and the type is checked again on the descriptor, which is what will be read.
+// O_NONBLOCK is then cleared: it means nothing for a regular file, but is not ours to leave.
+inline int open_regular_file(const std::filesystem::path& p, struct stat& st) {
+  // A name that cannot be stat'ed is left to open(), whose errno is the better message.
+  if (::stat(p.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) throw not_regular_file_error(p, st.st_mode);
+  int fd;
+  do fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    const int err = errno;  // before the message is built (see AtomicFile::commit)
+    throw file_error("cannot open file for reading", p, err);
+  }
+  FdCloser guard{fd};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    throw file_error("cannot stat file", p, err);
+  }
+  if (!S_ISREG(st.st_mode)) throw not_regular_file_error(p, st.st_mode);
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    const int err = errno;
+    throw file_error("cannot clear O_NONBLOCK on the file", p, err);
+  }
+  guard.fd = -1;
+  return fd;
+}
+
 }  // namespace detail
 
-// A read-only, private mapping of a whole file. Tensors loaded with mmap view into it and
-// keep it alive through the shared_ptr.
+// The whole of a small regular file (a recipe, a text record), or an Error naming the file
+// when it is not a regular file (a FIFO, a device) or holds more than `max_bytes`: the size
+// is checked before anything is read, and again while reading (the file may grow). `what` names the content
+// in the size message ("a recipe").
+inline std::string read_regular_file(const std::filesystem::path& p, std::uint64_t max_bytes,
+                                     const std::string& what = "this file") {
+  struct stat st;
+  const detail::FdCloser fd{detail::open_regular_file(p, st)};
+  auto too_large = [&](std::uint64_t size) {
+    ErrorContext c;
+    c.file = p.string();
+    return Error("the file is " + std::to_string(size) + " bytes, more than the " +
+                     std::to_string(max_bytes) + " bytes " + what + " may have",
+                 c);
+  };
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size > max_bytes) throw too_large(size);
+  std::string text;
+  text.reserve(static_cast<std::size_t>(size));
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd.fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      throw detail::file_error("cannot read the file", p, err);
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > max_bytes) throw too_large(text.size());  // it grew since fstat
+  }
+  return text;
+}
+
+// A read-only, private mapping of a whole regular file (anything else is refused: see
+// detail::open_regular_file). Tensors loaded with mmap view into it and keep it alive
+// through the shared_ptr.
 class MappedFile {
  public:
   static std::shared_ptr<const MappedFile> open(const std::filesystem::path& p) {
     std::shared_ptr<MappedFile> m(new MappedFile());
     m->path_ = p.string();
-    int fd;
-    do fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) throw detail::file_error("cannot open file for reading", p, errno);
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      throw detail::file_error("cannot stat file", p, err);
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      ErrorContext c;
-      c.file = m->path_;
-      throw Error("not a regular file, so it cannot be mapped", c);
-    }
+    const int fd = detail::open_regular_file(p, st);
     const auto size = static_cast<std::uint64_t>(st.st_size);
     if (size > SIZE_MAX) {
       ::close(fd);
@@ -298,8 +375,11 @@ class AtomicFile {
 // Removes "<final>.tmp.<pid>.<n>" siblings of `final_path` that no live writer owns: those
 // whose process is gone (kill(pid, 0) fails with ESRCH), and those carrying our own pid that
 // this process is not writing (left by an earlier process with the same pid). A temporary of
-// any other live process is kept. Returns how many files were removed; a file that vanishes
-// meanwhile (another cleaner) is not counted.
+// any other live process is kept, and so is anything under such a name that is not a plain
+// file (a symbolic link, a directory, a FIFO): what a link points to is never deleted.
+// Returns how many files were removed; a file that vanishes meanwhile (another cleaner) is
+// not counted. The directory itself is trusted: callers check that it is inside their
+// checkpoint root (ckpt/run_dir.hpp).
 inline std::size_t remove_stale_temporaries(const std::filesystem::path& final_path) {
   std::filesystem::path dir = final_path.parent_path();
   if (dir.empty()) dir = ".";

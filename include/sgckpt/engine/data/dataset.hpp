@@ -12,17 +12,20 @@
 // Pad on the PIL image does, so padded pixels hold (0 - mean) / std.
 #pragma once
 
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/engine/data/idx.hpp"
 #include "sgckpt/engine/tensor.hpp"
+#include "sgckpt/io/file.hpp"
 
 namespace sgckpt::engine::data {
 
@@ -105,6 +108,22 @@ inline Dataset fashion_mnist(const std::filesystem::path& dir, Split split, std:
   return d;
 }
 
+namespace detail {
+
+// Reads exactly n bytes; false at a read error or the end of the file.
+inline bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t got = ::read(fd, p, n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    n -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+}  // namespace detail
+
 // CIFAR-10's binary version: the five training batches or the test batch from `dir`.
 inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64_t limit = -1) {
   std::vector<std::string> files;
@@ -119,18 +138,17 @@ inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64
   for (const auto& name : files) {
     if (limit >= 0 && static_cast<std::int64_t>(labels.size()) >= limit) break;
     const auto path = dir / name;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("CIFAR-10: cannot open \"" + path.string() + "\"", {path.string(), {}, {}, {}});
-    in.seekg(0, std::ios::end);
-    const auto size = static_cast<std::int64_t>(in.tellg());
-    in.seekg(0);
+    // A regular file only: opening a FIFO under the batch's name would block forever.
+    struct stat st;
+    const sgckpt::detail::FdCloser fd{sgckpt::detail::open_regular_file(path, st)};
+    const auto size = static_cast<std::int64_t>(st.st_size);
     if (size <= 0 || size % kRecord != 0)
       throw Error("CIFAR-10: \"" + path.string() + "\" is " + std::to_string(size) +
                       " bytes, not a whole number of " + std::to_string(kRecord) + "-byte records",
                   {path.string(), {}, {}, {}});
     for (std::int64_t r = 0; r < size / kRecord; ++r) {
       if (limit >= 0 && static_cast<std::int64_t>(labels.size()) >= limit) break;
-      if (!in.read(reinterpret_cast<char*>(record.data()), kRecord))
+      if (!detail::read_exact(fd.fd, record.data(), record.size()))
         throw Error("CIFAR-10: read error", {path.string(), {}, static_cast<std::uint64_t>(r * kRecord), {}});
       if (record[0] > 9)
         throw Error("CIFAR-10: label " + std::to_string(record[0]) + " is not 0..9",

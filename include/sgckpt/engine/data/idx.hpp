@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/io/file.hpp"
 
 namespace sgckpt::engine::data {
 
@@ -38,8 +39,14 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
     c.offset = offset;
     return Error("IDX file \"" + file + "\": " + what, c);
   };
-  std::unique_ptr<gzFile_s, decltype(&gzclose)> f(gzopen(file.c_str(), "rb"), &gzclose);
-  if (!f) throw fail("cannot open it", 0);
+  // A regular file only: gzopen() of a FIFO under a dataset's name would block forever.
+  struct stat st;
+  const int fd = sgckpt::detail::open_regular_file(path, st);
+  std::unique_ptr<gzFile_s, decltype(&gzclose)> f(gzdopen(fd, "rb"), &gzclose);
+  if (!f) {
+    ::close(fd);
+    throw fail("cannot open it", 0);
+  }
   std::uint64_t offset = 0;
   auto read = [&](void* dst, std::size_t n, const char* what) {
     std::size_t done = 0;

@@ -65,7 +65,10 @@ class BatchNorm2d : public Module {
       ops::batchnorm_forward_train(y.data<float>(), mean_.data<float>(), invstd_.data<float>(),
                                    running_mean.data<float>(), running_var.data<float>(), x.data<float>(),
                                    weight.data<float>(), bias.data<float>(), N, C, HW, eps, momentum);
-      *num_batches_tracked.data<std::int64_t>() += 1;
+      // Wraps at 2^63 as torch's int64 tensor does; a signed += 1 on INT64_MAX (loaded from a
+      // file) would be undefined behaviour.
+      auto& tracked = *num_batches_tracked.data<std::int64_t>();
+      tracked = static_cast<std::int64_t>(static_cast<std::uint64_t>(tracked) + 1);
     } else {
       mean_.copy_(running_mean);
       ops::batchnorm_eval_invstd(invstd_.data<float>(), running_var.data<float>(), C, eps);

@@ -48,7 +48,10 @@ struct ResNet18Config {
       const sgckpt::Value* v = sd.dict().find(key);
       if (v == nullptr || !v->is_tensor()) throw Error("not a ResNet18 state_dict: no tensor '" + key + "'");
       const Shape& s = v->tensor().shape();
-      if (s.size() != dims)
+      // No empty dimension: then every size taken from here is backed by that many weights
+      // in the file, and the model built from them is no larger than the file allows (a
+      // [2^40, 0] linear.weight would otherwise ask for a terabyte-sized classifier).
+      if (s.size() != dims || v->tensor().numel() == 0)
         throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_string(s));
       return s;
     };

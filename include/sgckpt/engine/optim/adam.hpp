@@ -4,6 +4,7 @@
 // (int `step` of 1.6-1.11, missing newer group keys, initial_lr, param_names).
 #pragma once
 
+#include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/optim/param.hpp>
 #include <sgckpt/engine/optim/sgd.hpp>  // GroupSpec
 
@@ -155,8 +156,7 @@ class Adam : public Optimizer {
         if (id != k.integer()) continue;
         State& s = state_[idx];
         const std::string who = "Adam state of " + params_[idx].name;
-        const Value& st = v.at("step");
-        s.step = static_cast<float>(st.is_tensor() ? st.tensor().element_as_double(0) : st.as_number());
+        s.step = saved_step(v.at("step"), "state/" + k.to_string() + "/step");
         s.m = optim_detail::from_tensor(v.at("exp_avg"), params_[idx].numel, who);
         s.v = optim_detail::from_tensor(v.at("exp_avg_sq"), params_[idx].numel, who);
         if (const Value* mx = v.dict().find("max_exp_avg_sq"); mx && mx->is_tensor())
@@ -190,6 +190,20 @@ class Adam : public Optimizer {
   }
 
  private:
+  // A saved step count (a 0-dim tensor since torch 1.12, an int before) as the float32 this
+  // optimizer counts in. A negative, NaN or infinite step would turn the bias corrections
+  // 1 - beta^step into garbage (a negative step: a negative sqrt, NaN weights); torch's
+  // float32 counter stops growing at 2^24, and no honest int count comes near 2^53.
+  static float saved_step(const Value& st, const std::string& key_path) {
+    if (st.is_tensor() && st.tensor().numel() != 1)
+      throw Error("'step' is a tensor of " + std::to_string(st.tensor().numel()) + " elements, not a count",
+                  ErrorContext::at_key(key_path));
+    const double max = static_cast<double>(std::int64_t{1} << 53);
+    if (st.is_tensor())
+      return static_cast<float>(number_in_range(st.tensor().element_as_double(0), key_path, 0, max));
+    return static_cast<float>(number_in_range(st, key_path, 0, max));
+  }
+
   struct State {
     bool init = false;
     float step = 0.0f;

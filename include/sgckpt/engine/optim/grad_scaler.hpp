@@ -6,12 +6,15 @@
 //   growth_interval, scale *= growth_factor (kept only if finite), tracker = 0.
 #pragma once
 
+#include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/optim/param.hpp>
 
 #include <math.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -129,11 +132,29 @@ class GradScaler {
       throw Error(
           "GradScaler: the source state dict is empty, possibly because it was saved from a disabled "
           "instance");
-    scale_ = static_cast<float>(d.at("scale").as_number());
-    if (const Value* v = d.dict().find("growth_factor")) growth_factor_ = v->as_number();
-    if (const Value* v = d.dict().find("backoff_factor")) backoff_factor_ = v->as_number();
-    if (const Value* v = d.dict().find("growth_interval")) growth_interval_ = v->as_int();
-    if (const Value* v = d.dict().find("_growth_tracker")) tracker_ = v->as_int();
+    // Every number is checked before any is taken (a refused file leaves the scaler as it
+    // was), with the constructor's rules plus what the arithmetic needs: the scale is a
+    // positive float32 (1 / scale unscales), the tracker counts clean steps towards the
+    // interval (torch keeps it in an int32 tensor, and ++ on INT64_MAX would overflow).
+    constexpr double kFloatMax = std::numeric_limits<float>::max();
+    constexpr double kTiny = std::numeric_limits<float>::denorm_min();
+    const float scale = static_cast<float>(number_in_range(d.at("scale"), "scale", kTiny, kFloatMax));
+    double growth = growth_factor_, backoff = backoff_factor_;
+    std::int64_t interval = growth_interval_, tracker = tracker_;
+    if (const Value* v = d.dict().find("growth_factor"))
+      growth = number_in_range(*v, "growth_factor", std::nextafter(1.0, 2.0), kFloatMax);
+    if (const Value* v = d.dict().find("backoff_factor"))
+      backoff = number_in_range(*v, "backoff_factor", kTiny, std::nextafter(1.0, 0.0));
+    if (const Value* v = d.dict().find("growth_interval"))
+      interval =
+          int_in_range<std::int64_t>(*v, "growth_interval", 1, std::numeric_limits<std::int32_t>::max());
+    if (const Value* v = d.dict().find("_growth_tracker"))
+      tracker = int_in_range<std::int64_t>(*v, "_growth_tracker", 0, interval - 1);
+    scale_ = scale;
+    growth_factor_ = growth;
+    backoff_factor_ = backoff;
+    growth_interval_ = interval;
+    tracker_ = tracker;
   }
 
  private:

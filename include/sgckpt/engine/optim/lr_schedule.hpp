@@ -7,10 +7,12 @@
 //    bit (same double operations in the same order), with torch 1.13's state_dict().
 #pragma once
 
+#include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/optim/param.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -99,6 +101,10 @@ class SGLRSchedule {
 };
 
 // ---------------------------------------------------------------------------- torch
+// The largest epoch or step count a loaded scheduler accepts: torch's formulas turn it into a
+// double, exact up to 2^53, and step() increments it (no overflow below this bound).
+inline constexpr std::int64_t kMaxSchedulerCount = std::int64_t{1} << 53;
+
 // torch.optim.lr_scheduler._LRScheduler (1.13). A derived constructor must call initial_step()
 // last, as torch's __init__ does.
 class TorchLRScheduler {
@@ -162,9 +168,11 @@ class TorchLRScheduler {
       base_lrs_.clear();
       for (const auto& x : v->items()) base_lrs_.push_back(x);
     }
-    if (const Value* v = d.dict().find("last_epoch")) last_epoch_ = v->as_int();
+    if (const Value* v = d.dict().find("last_epoch"))
+      last_epoch_ = int_in_range<std::int64_t>(*v, "last_epoch", -1, kMaxSchedulerCount);
     if (const Value* v = d.dict().find("verbose"); v && v->is_bool()) verbose_ = v->as_bool();
-    if (const Value* v = d.dict().find("_step_count")) step_count_ = v->as_int();
+    if (const Value* v = d.dict().find("_step_count"))
+      step_count_ = int_in_range<std::int64_t>(*v, "_step_count", 0, kMaxSchedulerCount);
     if (const Value* v = d.dict().find("_last_lr")) {
       last_lr_.clear();
       for (const auto& x : v->items())
@@ -215,7 +223,9 @@ class StepLR : public TorchLRScheduler {
     d["gamma"] = gamma_;
   }
   void load_specific(const Value& d) override {
-    if (const Value* v = d.dict().find("step_size")) step_size_ = v->as_int();
+    // A divisor of last_epoch: 0 would divide by zero (torch raises ZeroDivisionError).
+    if (const Value* v = d.dict().find("step_size"))
+      step_size_ = int_in_range<std::int64_t>(*v, "step_size", 1, kMaxSchedulerCount);
     if (const Value* v = d.dict().find("gamma")) gamma_ = *v;
   }
 
@@ -253,11 +263,18 @@ class MultiStepLR : public TorchLRScheduler {
   void load_specific(const Value& d) override {
     if (const Value* v = d.dict().find("milestones")) {
       milestones_ = Value::make_dict(DictKind::Counter);
+      // A count (how often an epoch was listed) is an exponent of gamma: 1 .. 2^31 - 1.
+      constexpr std::int64_t kMaxCount = std::numeric_limits<std::int32_t>::max();
       if (v->is_dict()) {
-        for (const auto& [k, n] : v->dict()) milestones_.dict().set(k, n);
+        for (const auto& [k, n] : v->dict()) {
+          const std::string where = "milestones/" + k.to_string();
+          milestones_.dict().set(k, Value(Int(int_in_range<std::int64_t>(n, where, 1, kMaxCount))));
+        }
       } else {  // a plain list of epochs (older / hand-written)
+        std::size_t i = 0;
         for (const auto& m : v->items()) {
-          Value& c = milestones_.dict()[Key(m.as_int())];
+          const std::string where = "milestones/" + std::to_string(i++);
+          Value& c = milestones_.dict()[Key(int_in_range<std::int64_t>(m, where))];
           c = c.is_none() ? Value(1) : Value(static_cast<long long>(c.as_int() + 1));
         }
       }
@@ -303,7 +320,10 @@ class CosineAnnealingLR : public TorchLRScheduler {
     d["eta_min"] = eta_min_;
   }
   void load_specific(const Value& d) override {
-    if (const Value* v = d.dict().find("T_max")) T_max_ = v->as_int();
+    // A divisor (2 * T_max, pi / T_max): at least 1, and small enough that 2 * T_max and
+    // last_epoch - 1 - T_max cannot overflow.
+    if (const Value* v = d.dict().find("T_max"))
+      T_max_ = int_in_range<std::int64_t>(*v, "T_max", 1, kMaxSchedulerCount);
     if (const Value* v = d.dict().find("eta_min")) eta_min_ = *v;
   }
 

@@ -4,6 +4,7 @@
 // gave it, as torch's state_dict() shows it), and the Optimizer base the LR schedulers drive.
 #pragma once
 
+#include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/core/error.hpp>
 #include <sgckpt/core/state.hpp>
 #include <sgckpt/core/tensor.hpp>
@@ -135,8 +136,10 @@ class Optimizer {
       if (ids.size() != groups_[gi].params.size())
         throw Error(
             "loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
-      for (std::size_t k = 0; k < ids.size(); ++k)
-        id_map.emplace_back(ids.items()[k].as_int(), groups_[gi].params[k]);
+      for (std::size_t k = 0; k < ids.size(); ++k) {
+        const std::string where = "param_groups/" + std::to_string(gi) + "/params/" + std::to_string(k);
+        id_map.emplace_back(int_in_range<std::int64_t>(ids.items()[k], where), groups_[gi].params[k]);
+      }
       Value hp = Value::make_dict();
       for (const auto& [k, v] : sg.dict())
         if (!(k.is_str() && k.str() == "params")) hp.dict().set(k, v);

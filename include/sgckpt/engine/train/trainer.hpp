@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "sgckpt/ckpt/checked_int.hpp"
 #include "sgckpt/ckpt/ema.hpp"
 #include "sgckpt/ckpt/manager.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
@@ -157,8 +158,11 @@ class Trainer {
     CheckpointManager manager(ckpt_);
     TrainResult result;
     const ResumeState rs = manager.restore(plan);
+    // The loop counts epochs in int, as max_epochs: a larger epoch in the file is refused
+    // (a cast would wrap 2^32 + 1 to 1 and train other epochs than the log says).
+    result.start_epoch =
+        checked_in_file(checkpoint_name(rs), [&] { return int_in_range<int>(rs.start_epoch, "epoch", 0); });
     if (rs.resumed) resume_from(rs);
-    result.start_epoch = static_cast<int>(rs.start_epoch);
     result.run_dir = manager.start_run(plan, recipe_text);
     if (!ema_ && cfg_.ema && !rs.ema_missing) ema_ = clone_state(model_->state_dict());
 
@@ -296,12 +300,27 @@ class Trainer {
     return d;
   }
 
+  static std::string checkpoint_name(const ResumeState& rs) {
+    return rs.checkpoint ? rs.checkpoint->string() : std::string();
+  }
+
+  // Runs one part's load_state_dict; its errors name the checkpoint and the full key path
+  // ("optimizer_state_dict/state/3/step", not just "state/3/step").
+  template <class F>
+  static void load_part(const ResumeState& rs, const char* key, F&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      throw e.with_key_path(key).with_file(checkpoint_name(rs));
+    }
+  }
+
   void resume_from(const ResumeState& rs) {
     model_->load_state_dict(rs.net);
-    opt_->load_state_dict(rs.optimizer);
+    load_part(rs, "optimizer_state_dict", [&] { opt_->load_state_dict(rs.optimizer); });
     if (scaler_.enabled()) {
       if (rs.scaler.is_dict() && rs.scaler.size() > 0)
-        scaler_.load_state_dict(rs.scaler);
+        load_part(rs, "scaler_state_dict", [&] { scaler_.load_state_dict(rs.scaler); });
       else if (ckpt_.log)
         ckpt_.log(
             "Checkpoint has no GradScaler state (saved without mixed precision): the scale starts at its "
@@ -314,11 +333,16 @@ class Trainer {
       const Value* d = v.is_dict() ? v.dict().find("data") : nullptr;
       const Value* seed = d && d->is_dict() ? d->dict().find("seed") : nullptr;
       const Value* offset = d && d->is_dict() ? d->dict().find("offset") : nullptr;
-      if (!seed || !offset || !seed->is_int() || !offset->is_int() || offset->as_int() < 0)
+      if (!seed || !offset)
         throw Error("checkpoint's rng_state/data is not {'seed': int, 'offset': int >= 0}",
-                    {rs.checkpoint ? rs.checkpoint->string() : std::string(), {}, {}, "rng_state/data"});
-      data_gen_.set_state(
-          {static_cast<std::uint64_t>(seed->as_int()), static_cast<std::uint64_t>(offset->as_int())});
+                    {checkpoint_name(rs), {}, {}, "rng_state/data"});
+      // rng_state() writes the uint64 seed's bits as an int64: any int64 is a seed.
+      const auto s = checked_in_file(checkpoint_name(rs), [&] {
+        return Generator::State{
+            static_cast<std::uint64_t>(int_in_range<std::int64_t>(*seed, "rng_state/data/seed")),
+            static_cast<std::uint64_t>(int_in_range<std::int64_t>(*offset, "rng_state/data/offset", 0))};
+      });
+      data_gen_.set_state(s);
       found_rng = true;
     }
     // A checkpoint from elsewhere (torch, SG) has no engine generator state: the data order
