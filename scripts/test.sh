@@ -3,7 +3,8 @@
 #   bash scripts/test.sh
 # Environment: SGCKPT_PYTHON (default /usr/bin/python3, the interpreter with python3-torch),
 #   SGCKPT_BUILD_DIR (default <repo>/build), SGCKPT_JOBS (default nproc),
-#   SGCKPT_CUDA (AUTO/ON/OFF, default AUTO), SGCKPT_SHARED_DIR (default <repo>/../shared).
+#   SGCKPT_CUDA (AUTO/ON/OFF, default AUTO), SGCKPT_SHARED_DIR (default <repo>/../shared),
+#   SGCKPT_CACHE_DIR (default /var/cache/sgckpt: the torch 2.x chroot, kept between runs).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,12 @@ trap finish EXIT
 
 stage="install-deps"
 bash "$repo/scripts/install-deps.sh"
+
+# The torch 2.x oracle (Debian trixie's torch 2.6 in a cached chroot): the tests that compare
+# with torch run against it too, and in CI its absence is a failure, not a skip.
+stage="torch2-oracle"
+bash "$repo/scripts/install-torch2-oracle.sh"
+export SGCKPT_REQUIRE_TORCH2=1
 
 stage="configure"
 cmake_args=(-S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSGCKPT_WERROR=ON "-DSGCKPT_PYTHON=$python")

@@ -6,6 +6,36 @@
 using namespace sgckpt;
 
 TEST_SUITE("value") {
+  TEST_CASE("a KeyPath holds the path of a walk in one buffer; long keys are abbreviated") {
+    KeyPath path;
+    {
+      auto net = path.key("net");
+      auto layer = path.key("layer1.0.weight");
+      CHECK(path.str() == "net/layer1.0.weight");
+      {
+        auto item = path.index(3);
+        auto meta = path.attribute("version");
+        CHECK(path.str() == "net/layer1.0.weight/3/.version");
+      }
+      CHECK(path.str() == "net/layer1.0.weight");
+    }
+    CHECK(path.empty());
+    auto state = path.key(std::int64_t{-1});
+    auto big = path.key(std::string(1000, 'k'));
+    CHECK(path.str() == "-1/" + std::string(48, 'k') + "...(1000 bytes)");
+  }
+
+  TEST_CASE("visit_tensors names each tensor by its key path, in order") {
+    Value root = Value::make_dict();
+    root["net"] = Value::make_dict();
+    root["net"]["w"] = Tensor::zeros(DType::Float32, {2});
+    root["state"] = Value::make_dict();
+    root["state"][0] = Value::make_list({Tensor::zeros(DType::Int64, {})});
+    std::vector<std::string> seen;
+    root.visit_tensors([&](const std::string& p, const TensorValue<Tensor>&) { seen.push_back(p); });
+    CHECK(seen == std::vector<std::string>{"net/w", "state/0/0"});
+  }
+
   TEST_CASE("bool, int and float are distinct kinds, as torch's loaders need") {
     Value d = Value::make_dict();
     d["nesterov"] = false;

@@ -38,6 +38,9 @@ inline sgckpt::Limits fuzz_limits() {
   l.max_zip_entries = 100'000;
   l.max_central_directory_bytes = 16ull << 20;
   l.max_inflated_record_bytes = 64ull << 20;
+  // A few KB of deflated EMPTY_DICTs fill the default 256 MiB allowance, which under ASan
+  // takes longer than libFuzzer's timeout; the budget logic is the same at 16 MiB.
+  l.memory_allowance = 16ull << 20;
   // max_depth keeps its default: deep nesting must be refused by the real default.
   return l;
 }

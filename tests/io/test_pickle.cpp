@@ -1,6 +1,7 @@
 // The restricted pickle machine and the weights_only-safe pickle writer.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -15,7 +16,9 @@ namespace {
 
 // A pickle under construction, for refusal tests (hostile input is hand-made on purpose).
 struct P {
-  std::vector<std::uint8_t> b{op::PROTO, 2};
+  // Filled in the body: GCC 12 -O2 misreads an initializer_list here (-Wmaybe-uninitialized).
+  P() { b.assign({op::PROTO, std::uint8_t{2}}); }
+  std::vector<std::uint8_t> b;
   P& raw(std::initializer_list<std::uint8_t> x) {
     b.insert(b.end(), x);
     return *this;
@@ -280,6 +283,30 @@ TEST_SUITE("pickle") {
     CHECK(back.at("items")[3][0].as_float() == 3.0);
     CHECK(back.at("milestones").dict().kind() == DictKind::Counter);
     CHECK(back.dict().attribute("_metadata") != nullptr);
+  }
+
+  TEST_CASE("writer: a long str or bytes repeated is written once, then referenced through the memo") {
+    const std::string text(1000, 'k');
+    const std::string blob(300, '\xff');
+    Value items = Value::make_list({});
+    for (int i = 0; i < 300; ++i) {
+      items.items().push_back(text);
+      items.items().push_back(Value(Bytes{blob}));
+    }
+    Value root = Value::make_dict();
+    root[text] = items;  // the key is the same text: one copy serves both
+    pickle::Writer w;
+    const auto bytes = w.dump(root);
+    // One copy of each (the bytes as latin-1 text: 600 bytes), then 2..5-byte references.
+    CHECK(bytes.size() < text.size() + 2 * blob.size() + 600 * 5 + 200);
+    Value back = pickle::read(std::as_bytes(std::span(bytes)), no_storage);
+    CHECK(back.at(text).size() == 600);
+    CHECK(back.at(text)[298].as_str() == text);
+    CHECK(back.at(text)[599].as_bytes().data == blob);
+    // Short strings keep their place in the stream (the layout torch and older sgckpt wrote).
+    Value small = Value::make_list({"cpu", "cpu"});
+    const auto plain = pickle::Writer().dump(small);
+    CHECK(std::count(plain.begin(), plain.end(), op::BINUNICODE) == 2);
   }
 
   TEST_CASE("writer refuses what torch cannot read back") {

@@ -21,8 +21,9 @@ sgckpt cannot represent. The rest is counted and listed: both accept and agree /
 sgckpt only / both refuse / not compared (tool output over 64 MiB).
 
 torch: $SGCKPT_PYTHON, else the interpreter running this script (/usr/bin/python3, torch 1.13);
-with SGCKPT_TORCH2_PYTHON naming an interpreter with torch 2.x the torch side runs again with
-it (skipped, with a line saying so, when unset).
+then again with torch 2.x (oracle.torch2_python: $SGCKPT_TORCH2_PYTHON, or Debian trixie's
+torch 2.6 from scripts/install-torch2-oracle.sh; skipped with a line saying so when neither is
+there, a failure when SGCKPT_REQUIRE_TORCH2=1 as in CI).
 
 Run: SGCKPT_TOOL=build/tools/sgckpt /usr/bin/python3 tests/python/test_differential.py
 """
@@ -313,12 +314,12 @@ def main():
     print("   sgckpt inspect --json on %d files: %.1fs" % (len(files), time.monotonic() - t0), flush=True)
 
     torch_pass(r, os.environ.get("SGCKPT_PYTHON") or sys.executable, files, tool_results, "torch")
-    torch2 = os.environ.get("SGCKPT_TORCH2_PYTHON", "")
+    torch2 = oracle.torch2_python()
     if torch2:
         torch_pass(r, torch2, files, tool_results, "torch2")
     else:
-        print("   skip torch 2.x: SGCKPT_TORCH2_PYTHON is not set (set it to an interpreter with torch 2.x to "
-              "run the same comparison against it)", flush=True)
+        print("   SKIP torch 2.x: not installed (scripts/install-torch2-oracle.sh, or SGCKPT_TORCH2_PYTHON); "
+              "CI requires it", flush=True)
     r.finish()
 
 

@@ -8,6 +8,7 @@
 // Every input must have the same keys, dtypes and shapes. Prints nothing on success.
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli_common.hpp"
@@ -27,20 +28,20 @@ struct AverageOptions {
   LoadOptions load;
 };
 
-// The state dict to average from one loaded file.
-Value weights_of(const Value& root, const std::string& path, bool ema) {
+// The state dict to average from one loaded file (moved out of it, not copied).
+Value weights_of(Value root, const std::string& path, bool ema) {
   if (!root.is_dict()) throw Error("'" + path + "' holds a " + kind_name(root.kind()) + ", not a checkpoint");
-  const Dict& d = root.dict();
+  Dict& d = root.dict();
   if (ema) {
-    const Value* e = d.find("ema_net");
+    Value* e = d.find("ema_net");
     if (e == nullptr || !e->is_dict())
       throw Error("no EMA network stored in checkpoint '" + path + "' (no 'ema_net')");
-    return *e;
+    return std::move(*e);
   }
-  if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
+  if (Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
     if (!net->is_dict())
       throw Error("the 'net' of '" + path + "' is a " + kind_name(net->kind()) + ", not a state dict");
-    return *net;
+    return std::move(*net);
   }
   return root;
 }

@@ -27,7 +27,8 @@ void run_inspect(const InspectOptions& o) {
   const ExpansionBudget budget = ExpansionBudget::for_files({o.file});
   std::string out;
   if (o.json) {
-    json::Context ctx{budget, ExpansionBudget::for_files({o.file}, ExpansionBudget::kHashAllowance), 0, {}};
+    json::Context ctx{
+        budget, ExpansionBudget::for_files({o.file}, ExpansionBudget::kHashAllowance), 0, {}, {}};
     json::append_value(out, root, ctx);
     out += '\n';
   } else {

@@ -153,6 +153,7 @@ struct Context {
   ExpansionBudget hash_budget;  // bytes hashed
   std::uint64_t hashed = 0;
   std::map<std::tuple<const Storage*, DType, std::int64_t, Shape, Shape>, std::string> hashes;
+  KeyPath path;  // of the value being written, for errors
 };
 
 inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
@@ -182,7 +183,8 @@ inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
 
 // Appends the JSON mirror of `v`. Errors (a tensor without storage, the budget) carry the
 // key path. Depth is bounded by the loader's (Limits::max_depth).
-inline void append_value(std::string& out, const Value& v, Context& ctx, const std::string& path = "") {
+inline void append_value(std::string& out, const Value& v, Context& ctx) {
+  const std::string& path = ctx.path.str();
   ctx.budget.check(out.size(), "the JSON document");
   switch (v.kind()) {
     case Kind::None:
@@ -213,7 +215,8 @@ inline void append_value(std::string& out, const Value& v, Context& ctx, const s
       const auto& items = v.items();
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (i) out += ", ";
-        append_value(out, items[i], ctx, Value::join(path, std::to_string(i)));
+        auto level = ctx.path.index(i);
+        append_value(out, items[i], ctx);
       }
       out += ']';
       break;
@@ -227,10 +230,10 @@ inline void append_value(std::string& out, const Value& v, Context& ctx, const s
       for (const auto& [key, child] : v.dict()) {
         if (!first) out += ", ";
         first = false;
-        const std::string k = key.to_string();
-        append_string(out, k);
+        append_string(out, key.to_string());
         out += ": ";
-        append_value(out, child, ctx, Value::join(path, Value::path_key(k)));
+        auto level = key.is_str() ? ctx.path.key(key.str()) : ctx.path.key(key.integer());
+        append_value(out, child, ctx);
       }
       out += '}';
       break;
@@ -238,9 +241,9 @@ inline void append_value(std::string& out, const Value& v, Context& ctx, const s
   }
 }
 
-inline void append_value(std::string& out, const Value& v, const std::string& path = "") {
+inline void append_value(std::string& out, const Value& v) {
   Context ctx;
-  append_value(out, v, ctx, path);
+  append_value(out, v, ctx);
 }
 
 inline std::string to_json(const Value& v) {

@@ -126,7 +126,7 @@ class TreePrinter {
   explicit TreePrinter(TreeOptions options = {}) : options_(options) {}
 
   // Appends the tree of `root` (without the totals line) and accumulates the totals.
-  void print(std::string& out, const Value& root) { node(out, root, "", 0); }
+  void print(std::string& out, const Value& root) { node(out, root, 0); }
 
   const TreeTotals& totals() const noexcept { return totals_; }
 
@@ -138,8 +138,9 @@ class TreePrinter {
 
  private:
   // Depth is bounded by the loader's (Limits::max_depth); long keys are abbreviated in paths
-  // (Value::path_key), so a line costs O(depth), and the budget bounds the whole text.
-  void node(std::string& out, const Value& v, const std::string& path, std::size_t depth) {
+  // (KeyPath), so a line costs O(depth), and the budget bounds the whole text.
+  void node(std::string& out, const Value& v, std::size_t depth) {
+    const std::string& path = path_.str();
     options_.budget.check(out.size(), "the listing");
     out.append(std::min(depth, kMaxIndentLevels) * options_.indent, ' ');
     if (depth == 0) {
@@ -176,8 +177,10 @@ class TreePrinter {
         out += v.is_list() ? "list, " : "tuple, ";
         out += text::count(items.size(), "item", "items");
         out += '\n';
-        for (std::size_t i = 0; i < items.size(); ++i)
-          node(out, items[i], Value::join(path, std::to_string(i)), depth + 1);
+        for (std::size_t i = 0; i < items.size(); ++i) {
+          auto level = path_.index(i);
+          node(out, items[i], depth + 1);
+        }
         return;
       }
       case Kind::Dict: {
@@ -204,8 +207,10 @@ class TreePrinter {
           }
         }
         out += '\n';
-        for (const auto& [key, child] : d)
-          node(out, child, Value::join(path, Value::path_key(key.to_string())), depth + 1);
+        for (const auto& [key, child] : d) {
+          auto level = key.is_str() ? path_.key(key.str()) : path_.key(key.integer());
+          node(out, child, depth + 1);
+        }
         return;
       }
     }
@@ -300,6 +305,7 @@ class TreePrinter {
 
   TreeOptions options_;
   TreeTotals totals_;
+  KeyPath path_;                                              // of the node being printed
   std::unordered_map<const Storage*, std::string> storages_;  // storage -> first tensor's path
 };
 

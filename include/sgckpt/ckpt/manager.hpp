@@ -511,7 +511,7 @@ class CheckpointManager {
     pending.includes_best = result.best;
     if (snapshot) {
       pending_ = std::move(pending);
-      worker_.submit([job, this] { run_job(*job); });
+      worker_.submit([job] { run_job(*job); });
     } else {
       pending_ = std::move(pending);
       try {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/core/key_path.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
 
 namespace sgckpt {
@@ -420,40 +421,47 @@ class BasicValue {
     return items().size();
   }
 
-  // Calls f(key_path, tensor_value) for every tensor in the tree, in order.
+  // Calls f(key_path, tensor_value) for every tensor in the tree, in order. key_path is the
+  // KeyPath text ("net/layer1.0.weight"; long keys abbreviated), valid during the call.
   template <class F>
-  void visit_tensors(F&& f, const std::string& path = "") const {
-    switch (kind()) {
-      case Kind::Tensor: f(path, tensor_value()); break;
-      case Kind::List:
-      case Kind::Tuple: {
-        const auto& l = items();
-        for (std::size_t i = 0; i < l.size(); ++i) l[i].visit_tensors(f, join(path, std::to_string(i)));
-        break;
-      }
-      case Kind::Dict:
-        for (const auto& [k, v] : dict()) v.visit_tensors(f, join(path, k.to_string()));
-        break;
-      default: break;
-    }
+  void visit_tensors(F&& f) const {
+    KeyPath path;
+    visit_tensors_at(f, path);
   }
 
   static std::string join(const std::string& path, const std::string& key) {
     return path.empty() ? key : path + "/" + key;
   }
 
-  // A key as messages and listings show it in a key path: long keys abbreviated (first 48
-  // bytes, cut at a character boundary, and the length), so that a path's text stays
-  // proportional to its depth whatever keys a file holds (one 20 MB key above 100k items
-  // would otherwise be copied into every path below it).
-  static std::string path_key(std::string_view key) {
-    if (key.size() <= 64) return std::string(key);
-    std::size_t cut = 48;
-    while (cut > 0 && (static_cast<unsigned char>(key[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
-    return std::string(key.substr(0, cut)) + "...(" + std::to_string(key.size()) + " bytes)";
-  }
+  // A key as messages show it in a key path (KeyPath::abbreviate_key).
+  static std::string path_key(std::string_view key) { return KeyPath::abbreviate_key(key); }
 
  private:
+  template <class F>
+  void visit_tensors_at(F& f, KeyPath& path) const {
+    switch (kind()) {
+      case Kind::Tensor:
+        f(path.str(), tensor_value());
+        break;
+      case Kind::List:
+      case Kind::Tuple: {
+        const auto& l = items();
+        for (std::size_t i = 0; i < l.size(); ++i) {
+          auto level = path.index(i);
+          l[i].visit_tensors_at(f, path);
+        }
+        break;
+      }
+      case Kind::Dict:
+        for (const auto& [k, v] : dict()) {
+          auto level = k.is_str() ? path.key(k.str()) : path.key(k.integer());
+          v.visit_tensors_at(f, path);
+        }
+        break;
+      default: break;
+    }
+  }
+
   using ListBox = detail::Box<List>;
   struct TupleBox : detail::Box<List> {
     using detail::Box<List>::Box;

@@ -263,7 +263,7 @@ class Machine {
                       std::to_string(marks_.size()) + " open marks on the stack (expected exactly one value)",
                   ErrorContext::at_offset(op_start_));
     NodeP root = stack_.back();
-    return convert(*root, 0, "");
+    return convert(*root, 0);
   }
 
   // Bytes consumed up to and including STOP (legacy streams hold several pickles back to back).
@@ -1070,9 +1070,11 @@ class Machine {
   }
 
   // ---- graph -> Value ------------------------------------------------------------------
-  static std::string path_key(const Key& k) { return k.is_str() ? Value::path_key(k.str()) : k.to_string(); }
+  // The key path of the node being converted lives in path_ (one buffer for the walk).
+  KeyPath::Level path_level(const Key& k) { return k.is_str() ? path_.key(k.str()) : path_.key(k.integer()); }
 
-  Value convert(Node& n, std::uint32_t depth, const std::string& path) {
+  Value convert(Node& n, std::uint32_t depth) {
+    const std::string& path = path_.str();
     if (depth > lim_.max_depth)
       throw Error("containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
                   ErrorContext::at_key(path));
@@ -1144,18 +1146,25 @@ class Machine {
         auto& items = kind == NodeKind::List ? as<ListObj>(&n)->items : as<TupleObj>(&n)->items;
         Value::List out;
         out.reserve(items.size());
-        for (std::size_t i = 0; i < items.size(); ++i)
-          out.push_back(convert(*items[i], depth + 1, Value::join(path, std::to_string(i))));
+        for (std::size_t i = 0; i < items.size(); ++i) {
+          auto level = path_.index(i);
+          out.push_back(convert(*items[i], depth + 1));
+        }
         return kind == NodeKind::List ? Value::make_list(std::move(out)) : Value::make_tuple(std::move(out));
       }
       case NodeKind::Dict: {
         auto& d = *as<DictObj>(&n);
         Dict out(d.kind);
-        for (auto& [k, v] : d.items) out.set(k, convert(*v, depth + 1, Value::join(path, path_key(k))));
+        for (auto& [k, v] : d.items) {
+          auto level = path_level(k);
+          out.set(k, convert(*v, depth + 1));
+        }
         // Names are unique (BUILD indexes them): append directly, as set_attribute's linear
         // search per name would make this loop quadratic in the number of attributes.
-        for (auto& [k, v] : d.attrs)
-          out.attributes().emplace_back(k, convert(*v, depth + 1, Value::join(path, "." + path_key(k))));
+        for (auto& [k, v] : d.attrs) {
+          auto level = path_.attribute(k);
+          out.attributes().emplace_back(k, convert(*v, depth + 1));
+        }
         return Value(std::move(out));
       }
       case NodeKind::Tensor: {
@@ -1202,6 +1211,7 @@ class Machine {
   std::uint64_t out_values_ = 0;
   std::uint64_t copies_ = 0;   // values converted as copies of shared data (see convert)
   std::uint32_t in_copy_ = 0;  // > 0 while converting a shared container reached again
+  KeyPath path_;               // key path of the node convert() is at
 };
 
 }  // namespace detail
