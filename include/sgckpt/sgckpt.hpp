@@ -1,6 +1,7 @@
 // sgckpt/sgckpt.hpp: one include for users of the checkpoint library.
 #pragma once
 
+#include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"

@@ -32,6 +32,40 @@ DTYPES = [
 ]
 
 
+# The dtypes torch 2.x added (no legacy storage class; torch writes them through
+# UntypedStorage and _rebuild_tensor_v3), those this torch has and can save (torch 1.13 has
+# complex32 but no way to save it).
+DTYPES_2X = [
+    getattr(torch, n)
+    for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "uint16", "uint32", "uint64", "complex32")
+    if hasattr(torch, n) and hasattr(torch._utils, "_rebuild_tensor_v3")
+]
+
+
+def dtype_sample_2x(dt, shape=(2, 3), seed=0):
+    """Values of a torch 2.x dtype, made the way torch can make them (it has few kernels for
+    them): float8 by conversion from float32 (specials included), unsigned ints through int64
+    with their extremes, complex32 from complex64."""
+    g = torch.Generator().manual_seed(seed)
+    n = 1
+    for s in shape:
+        n *= s
+    if dt == getattr(torch, "complex32", None):
+        c = torch.complex(torch.randn(n, generator=g), torch.randn(n, generator=g))
+        return c.to(dt).view(shape)
+    if dt.is_floating_point:
+        x = torch.randn(n, generator=g) * 8
+        for k, v in enumerate([float("nan"), float("inf"), -0.0, 1e-3][: max(0, n - 1)]):
+            x[k + 1] = v
+        return x.to(dt).view(shape)
+    bits = torch.iinfo(dt).bits
+    x = torch.randint(0, 2**62, (n,), generator=g, dtype=torch.int64) % (2 ** min(bits, 62))
+    if n >= 2:
+        x[0] = 0
+        x[1] = 2 ** min(bits, 63) - 1  # the largest value int64 can carry over
+    return x.to(dt).view(shape)
+
+
 def dtype_sample(dt, shape=(2, 3), seed=0):
     g = torch.Generator().manual_seed(seed)
     n = 1
@@ -60,6 +94,19 @@ def dtype_sample(dt, shape=(2, 3), seed=0):
         x[1] = info.max
         x[2] = 0
     return x.view(shape)
+
+
+def dtypes_2x_views():
+    """Per torch 2.x dtype: a strided view, a second view of the same storage, a 0-d element
+    and a Parameter over it, in a state dict as a model would hold them."""
+    out = collections.OrderedDict()
+    for i, dt in enumerate(DTYPES_2X):
+        base = dtype_sample_2x(dt, (4, 5), seed=500 + i)
+        out[dname(dt) + ".t"] = base[1:, ::2].t()
+        out[dname(dt) + ".row"] = base[2]
+        out[dname(dt) + ".elem"] = base[3, 4]
+        out[dname(dt) + ".param"] = nn.Parameter(base, requires_grad=False)
+    return out
 
 
 def dname(dt):
@@ -316,6 +363,9 @@ def cases():
         add("dtype_" + dname(dt), "dtype_%s.pt" % dname(dt), dtype_sample(dt, (2, 3), seed=i))
     add("dtypes_all", "dtypes_all.pt", {dname(dt): dtype_sample(dt, (3, 4), seed=100 + i) for i, dt in enumerate(DTYPES)})
     add("dtypes_noncontig", "dtypes_noncontig.pt", {dname(dt): dtype_sample(dt, (4, 5), seed=200 + i)[1:, ::2].t() for i, dt in enumerate(DTYPES)})
+    if DTYPES_2X:  # torch >= 2.1
+        add("dtypes_2x", "dtypes_2x.pt", {dname(dt): dtype_sample_2x(dt, (3, 4), seed=400 + i) for i, dt in enumerate(DTYPES_2X)})
+        add("dtypes_2x_views", "dtypes_2x_views.pt", dtypes_2x_views())
     add("scalar0d", "scalar0d.pt", torch.tensor(3.5))
     add("scalars0d_all", "scalars0d_all.pt", {dname(dt): dtype_sample(dt, (1,), seed=300 + i).view(()) for i, dt in enumerate(DTYPES)})
     add("empty_0x3", "empty_0x3.pt", torch.empty(0, 3))

@@ -12,6 +12,8 @@ the source of truth. Tests get their inputs from the environment:
 Contents:
   * Runner              a tiny check runner: one line per check, exit status 1 on any failure
   * find_tool/require_tool, shared_dir, fixtures_dir
+  * host_argv           the command that runs a built binary (through the host's loader when
+                        this interpreter is torch2-python's chroot)
   * run_tool            runs the tool with a timeout, an optional RLIMIT_AS, and its own rusage
   * expected_json       the JSON mirror of a torch-loaded object, exactly per the contract
                         (a bare storage mirrors as the 1-D tensor over all of it; bytes and
@@ -157,6 +159,51 @@ def torch2_python():
     return None
 
 
+def _host_path(root, path):
+    """path on the host as seen from here, with the host's root at root: symbolic links are
+    followed component by component and absolute ones re-rooted (the host's
+    /lib64/ld-linux-x86-64.so.2 links to /lib/..., which here would be the chroot's own)."""
+    parts, resolved, hops = path.strip("/").split("/"), "", 0
+    while parts:
+        c = parts.pop(0)
+        if c in ("", "."):
+            continue
+        if c == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        full = root + resolved + "/" + c
+        if os.path.islink(full):
+            hops += 1
+            if hops > 40:
+                fatal("too many symbolic links resolving %s under %s" % (path, root))
+            target = os.readlink(full)
+            if target.startswith("/"):
+                resolved = ""
+            parts = target.split("/") + parts
+            continue
+        resolved += "/" + c
+    return root + resolved
+
+
+def host_argv(argv):
+    """The command line that runs the host binary argv[0] with argv[1:].
+
+    Under scripts/torch2-python this interpreter lives in a trixie chroot while the binaries
+    under test were built on the host (against libraries trixie lacks): SGCKPT_HOST_ROOT then
+    names the host's root, bound read-only, and the binary runs through the host's loader with
+    only the host's libraries, so every torch oracle tests the same bits. Elsewhere: argv."""
+    root = os.environ.get("SGCKPT_HOST_ROOT")
+    argv = [str(a) for a in argv]
+    if not root:
+        return argv
+    loader = _host_path(root, "/lib64/ld-linux-x86-64.so.2")
+    if not os.path.exists(loader):
+        fatal("SGCKPT_HOST_ROOT=%s has no /lib64/ld-linux-x86-64.so.2" % root)
+    dirs = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib", "/lib", "/usr/lib")
+    libs = list(dict.fromkeys(_host_path(root, d) for d in dirs))
+    return [loader, "--inhibit-cache", "--library-path", ":".join(libs), "--argv0", argv[0], argv[0]] + argv[1:]
+
+
 def find_tool():
     env = os.environ.get("SGCKPT_TOOL")
     if env:
@@ -232,7 +279,7 @@ def run_tool(tool, args, timeout=60.0, rlimit_as=None):
 
         t0 = time.monotonic()
         p = subprocess.Popen(
-            [tool] + args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=pre if rlimit_as else None
+            host_argv([tool] + args), stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=pre if rlimit_as else None
         )
         timed_out = False
         delay = 0.001
@@ -275,7 +322,7 @@ def run_tool_bounded(tool, args, timeout=60.0, rlimit_as=None, max_stdout=16 << 
                 resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
 
         t0 = time.monotonic()
-        p = subprocess.Popen([tool] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+        p = subprocess.Popen(host_argv([tool] + args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                              preexec_fn=pre if rlimit_as else None)
         fd = p.stdout.fileno()
         chunks, seen, overflow, timed_out, killed = [], 0, False, False, False
@@ -399,6 +446,17 @@ def assert_clean_refusal(res, phrases=None, max_rss_mib=None):
 # Tensor bytes / hashes
 
 
+# torch 2.x dtypes numpy has no type for (or that torch does not hand to numpy): their bits as
+# the signed integer of the same size.
+_BITS_AS = {
+    getattr(torch, n): b
+    for n, b in [("float8_e4m3fn", torch.int8), ("float8_e5m2", torch.int8), ("float8_e4m3fnuz", torch.int8),
+                 ("float8_e5m2fnuz", torch.int8), ("float8_e8m0fnu", torch.int8), ("uint16", torch.int16),
+                 ("uint32", torch.int32), ("uint64", torch.int64), ("complex32", torch.int32)]
+    if hasattr(torch, n)
+}
+
+
 def _flat_numpy(t):
     """The tensor's elements in row-major order as a C-contiguous numpy array whose raw
     bytes are the contract's little-endian element bytes (bool 0/1 bytes, bf16 bits,
@@ -414,6 +472,8 @@ def _flat_numpy(t):
     t = t.contiguous().view(-1)
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
+    elif t.dtype in _BITS_AS:
+        t = t.view(_BITS_AS[t.dtype])
     elif t.dtype == torch.bool:
         t = t.view(torch.uint8)
     elif t.is_complex():
@@ -872,3 +932,49 @@ def has_counter(obj):
 
 def has_bytes(obj):
     return contains(obj, lambda x: type(x) is bytes)
+
+
+def has_dtype_2x(obj):
+    """Holds a tensor of a dtype torch 2.x added (written with _rebuild_tensor_v3)."""
+    return contains(obj, lambda x: isinstance(x, TENSOR_TYPES) and x.dtype in _BITS_AS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer state dicts across torch versions
+
+# Param-group options that torch versions after 1.13 added. sgckpt's engine and lifecycle write
+# torch 1.13's layout, which every later torch loads: its load_state_dict fills these with their
+# defaults (optimizer __setstate__). torch 1.13's Adam says fused=False where 2.x says None.
+LATER_GROUP_KEYS = frozenset(["fused", "differentiable", "capturable", "foreach", "maximize", "decoupled_weight_decay"])
+
+
+def assert_group_keys_match(saved, want, what="param group"):
+    """Keys of a param group sgckpt wrote (saved) against torch's own (want): the same list
+    under torch 1.13; under a later torch, saved in torch's order and missing only options
+    that torch added after 1.13."""
+    if TORCH_VERSION < (2, 0):
+        assert saved == want, "%s: keys %s vs torch %s" % (what, saved, want)
+        return
+    extra = [k for k in saved if k not in want]
+    assert not extra, "%s: keys %s that torch %s lacks" % (what, extra, torch.__version__)
+    assert saved == [k for k in want if k in saved], "%s: key order %s vs torch %s" % (what, saved, want)
+    missing = [k for k in want if k not in saved and k not in LATER_GROUP_KEYS]
+    assert not missing, "%s: missing %s (torch has %s)" % (what, missing, want)
+
+
+def assert_groups_match(saved, want, what="param_groups"):
+    """The param groups sgckpt wrote (saved) against torch's own (want): equal, key order
+    included, under torch 1.13; under a later torch, keys as assert_group_keys_match says, every
+    saved value equal to torch's and the options only torch has at their default (falsy; torch
+    1.13's Adam says fused=False where 2.x says None)."""
+    if TORCH_VERSION < (2, 0):
+        assert saved == want, "%s: %r vs torch %r" % (what, saved, want)
+        return
+    assert len(saved) == len(want), "%s: %d groups vs torch %d" % (what, len(saved), len(want))
+    for i, (g, w) in enumerate(zip(saved, want)):
+        assert_group_keys_match(list(g), list(w), "%s/%d" % (what, i))
+        for k in w:
+            if k not in g:
+                assert not w[k], "%s/%d/%s: torch has %r, sgckpt nothing" % (what, i, k, w[k])
+            elif not (g[k] == w[k] or (k in LATER_GROUP_KEYS and not g[k] and not w[k])):
+                raise AssertionError("%s/%d/%s: %r vs torch %r" % (what, i, k, g[k], w[k]))

@@ -15,6 +15,9 @@ missing/unexpected keys equal torch's missing_keys/unexpected_keys (strict=False
 the mismatched keys are those torch names in "size mismatch for <key>".
 
 Run: SGCKPT_TOOL=build/tools/sgckpt/sgckpt /usr/bin/python3 tests/python/test_ckpt_average_match.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/ckpt_average_match, with torch 2.x.)
 """
 import os
 import sys

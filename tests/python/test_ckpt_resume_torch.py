@@ -23,6 +23,9 @@
 Environment: SGCKPT_TOOL (the sgckpt binary), SGCKPT_EXAMPLES_DIR (the built examples; default
 <dir of SGCKPT_TOOL>/../examples, then <build>/examples found from the tool path).
 Run: SGCKPT_TOOL=build/tools/sgckpt /usr/bin/python3 tests/python/test_ckpt_resume_torch.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/ckpt_resume_torch, with torch 2.x.)
 """
 import os
 import sys
@@ -247,7 +250,7 @@ def part_sgckpt_writes(r, tool, base):
     state = {}
 
     def run_demo():
-        p = subprocess.run([demo, root], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        p = subprocess.run(oracle.host_argv([demo, root]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
         out = p.stdout.decode("utf-8", "replace")
         assert p.returncode == 0, "demo failed (%d): %s %s" % (p.returncode, out[-2000:], p.stderr.decode()[-2000:])
         last = out.strip().splitlines()[-1]
@@ -313,7 +316,7 @@ def part_sgckpt_writes(r, tool, base):
         opt.load_state_dict(latest["optimizer_state_dict"])
         sched.load_state_dict(latest["torch_scheduler_state_dict"])
         saved = latest["optimizer_state_dict"]
-        assert list(saved["param_groups"][0].keys()) == list(fresh_groups[0].keys()), (saved["param_groups"][0].keys(), fresh_groups[0].keys())
+        oracle.assert_group_keys_match(list(saved["param_groups"][0]), list(fresh_groups[0]), "optimizer param_groups/0")
         assert set(latest["torch_scheduler_state_dict"].keys()) == set(fresh_sched.keys())
         assert opt.param_groups[0]["lr"] == 0.1 * 0.1, opt.param_groups[0]["lr"]
         for i, p in enumerate(model.parameters()):
@@ -331,7 +334,7 @@ def part_sgckpt_writes(r, tool, base):
         assert_close_dicts(ck5["ema_net"], ema.state_dict(), "ema_net")
         got = ck5["optimizer_state_dict"]
         want = opt.state_dict()
-        assert got["param_groups"] == want["param_groups"], (got["param_groups"], want["param_groups"])
+        oracle.assert_groups_match(got["param_groups"], want["param_groups"], "optimizer param_groups")
         for i in want["state"]:
             assert_close_dicts(got["state"][i], want["state"][i], "optimizer state %d" % i)
         assert ck5["torch_scheduler_state_dict"] == sched.state_dict(), (ck5["torch_scheduler_state_dict"], sched.state_dict())

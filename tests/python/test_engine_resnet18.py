@@ -18,6 +18,9 @@ runs the engine through examples/resnet18_forward and examples/resnet18_init:
 Environment: SGCKPT_EXAMPLES_DIR (the built examples), else $SGCKPT_BINARY_DIR/examples, else
 <dir of $SGCKPT_TOOL>/../examples, else <repo>/build*/examples.
 Run: SGCKPT_EXAMPLES_DIR=build/examples /usr/bin/python3 tests/python/test_engine_resnet18.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/engine_resnet18, with torch 2.x.)
 """
 import os
 import sys
@@ -150,7 +153,7 @@ EXAMPLES = examples_dir()
 
 
 def run(program, args, expect_ok=True):
-    p = subprocess.run([os.path.join(EXAMPLES, program)] + [str(a) for a in args], capture_output=True, timeout=120)
+    p = subprocess.run(oracle.host_argv([os.path.join(EXAMPLES, program)] + list(args)), capture_output=True, timeout=120)
     if expect_ok and p.returncode != 0:
         raise AssertionError("%s %s: exit %d: %s" % (program, " ".join(map(str, args)), p.returncode, p.stderr.decode(errors="replace")))
     return p

@@ -20,6 +20,9 @@
 Environment: as test_engine_resnet18.py (SGCKPT_EXAMPLES_DIR ...); SGCKPT_FASHION_MNIST_DIR
 (default /usr/share/datasets/fashion-mnist).
 Run: SGCKPT_EXAMPLES_DIR=build/examples /usr/bin/python3 tests/python/test_engine_train.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/engine_train, with torch 2.x.)
 """
 import os
 import sys
@@ -53,7 +56,7 @@ def metrics(text):
 
 
 def run_train(args, timeout=1800):
-    p = subprocess.run([TRAIN] + args, capture_output=True, text=True, env=ENV, timeout=timeout)
+    p = subprocess.run(oracle.host_argv([TRAIN] + args), capture_output=True, text=True, env=ENV, timeout=timeout)
     assert p.returncode == 0, "train_resnet18 %s failed (%d): %s" % (args, p.returncode, p.stderr[-2000:])
     return p.stdout
 
@@ -189,7 +192,7 @@ def check_killed_run_resumes_bit_exactly(d):
     straight = run_dir_of(run_train(base + ["--ckpt-root", os.path.join(d, "straight")]))
 
     root = os.path.join(d, "killed")
-    p = subprocess.Popen([TRAIN] + base + ["--ckpt-root", root], stdout=subprocess.PIPE,
+    p = subprocess.Popen(oracle.host_argv([TRAIN] + base + ["--ckpt-root", root]), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=ENV)
     killed_at = None
     for line in p.stdout:
@@ -222,7 +225,7 @@ def check_killed_run_resumes_bit_exactly(d):
 
 
 def check_bad_recipe(d):
-    p = subprocess.run([TRAIN, "--recipe", RECIPE, "--ckpt-root", d, "training_hyperparams.max_epoch=3"],
+    p = subprocess.run(oracle.host_argv([TRAIN, "--recipe", RECIPE, "--ckpt-root", d, "training_hyperparams.max_epoch=3"]),
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 1, "exit %d" % p.returncode
     assert "unknown key 'training_hyperparams.max_epoch'" in p.stderr, p.stderr

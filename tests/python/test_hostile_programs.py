@@ -63,7 +63,7 @@ def refuse(args, phrases, program=TRAIN):
 
 
 def train(args):
-    p = subprocess.run([TRAIN] + args, capture_output=True, text=True, env=ENV, timeout=600)
+    p = subprocess.run(oracle.host_argv([TRAIN] + args), capture_output=True, text=True, env=ENV, timeout=600)
     assert p.returncode == 0, "train_resnet18 %s failed (%d): %s" % (args, p.returncode, p.stderr[-2000:])
     return p.stdout
 

@@ -15,6 +15,9 @@ torch mirror), so that a refusal is known to come from the hostile part.
 Hostile pickles are never unpickled by this script.
 
 Run: SGCKPT_TOOL=build/tools/sgckpt/sgckpt /usr/bin/python3 tests/python/test_refusals.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/refusals, with torch 2.x.)
 """
 import os
 import sys

@@ -15,14 +15,20 @@ pre-1.6 files) and of $SGCKPT_SHARED_DIR/fixtures/torch-1.13/:
      original holds a Counter, `_codecs encode`/`__builtin__ bytes` only when it holds bytes,
      BINFLOAT only when it holds a Python float), and every
      _rebuild_tensor_v2 / _rebuild_parameter call has exactly 6 / 3 well-typed arguments;
+     only a file holding a dtype torch 2.x added has _rebuild_tensor_v3 calls (7 arguments,
+     an UntypedStorage counted in bytes, the dtype last), as torch 2.x writes them;
   4. torch.load(OUT, weights_only=True) succeeds unless the object holds a Python float
      (torch < 2.0), a Counter (torch < 2.1) or bytes (torch < 2.6); weights_only=False always;
   5. both loads deep-equal the original torch.load(IN) (oracle.assert_deep_equal: types,
      dtypes, shapes, strides, offsets, storage sharing, Parameter/requires_grad, dict kinds,
      _metadata, int/bool/float, NaN-aware floats, exact bytes);
-  6. `sgckpt inspect --json OUT` equals the original's JSON mirror.
+  6. `sgckpt inspect --json OUT` equals the original's JSON mirror;
+and `convert --layout torch2` writes the records torch 2.x writes, in its order.
 
 Run: SGCKPT_TOOL=build/tools/sgckpt/sgckpt /usr/bin/python3 tests/python/test_sgckpt_writes.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/sgckpt_writes, with torch 2.x.)
 """
 import os
 import sys
@@ -55,6 +61,7 @@ STORAGE_ITEMSIZE = {
     "BoolStorage": 1,
     "ComplexFloatStorage": 8,
     "ComplexDoubleStorage": 16,
+    "UntypedStorage": 1,
 }
 
 SAFE_OPCODES = {
@@ -64,7 +71,11 @@ SAFE_OPCODES = {
     "BUILD", "BINPUT", "BINGET", "LONG_BINPUT", "LONG_BINGET", "BINFLOAT",
 }  # fmt: skip
 SAFE_GLOBALS = {"torch._utils _rebuild_tensor_v2", "torch._utils _rebuild_parameter", "collections OrderedDict", "collections Counter"}
-SAFE_GLOBALS |= {"torch " + c for c in STORAGE_ITEMSIZE}
+SAFE_GLOBALS |= {"torch " + c for c in STORAGE_ITEMSIZE if c != "UntypedStorage"}
+# Only when the original holds a torch 2.x dtype (float8, uint16-64, complex32), as torch 2.x
+# writes them: an UntypedStorage (numel in bytes) and _rebuild_tensor_v3(..., dtype).
+DTYPES_2X = {oracle.dtype_name(dt) for dt in corpus.DTYPES_2X}
+V3_GLOBALS = {"torch._utils _rebuild_tensor_v3", "torch.storage UntypedStorage"} | {"torch " + n for n in DTYPES_2X}
 # Only when the original holds bytes (protocol 2 has no bytes opcode; this is how Python and
 # torch write them; not weights_only-loadable before torch ~2.6).
 BYTES_GLOBALS = {"_codecs encode", "__builtin__ bytes", "builtins bytes"}
@@ -95,7 +106,7 @@ class _TensorStub:
         self.args = args
 
 
-def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
+def scan_pickle(data, allow_float, allow_counter, allow_bytes=False, allow_v3=False):
     """Opcode/GLOBAL allowlist check, then a stub unpickling that validates the rebuild calls.
     Returns the list of storage references (one per persistent id)."""
     ops = list(pickletools.genops(data))
@@ -111,6 +122,9 @@ def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
             if arg in BYTES_GLOBALS:
                 assert allow_bytes, "GLOBAL %r at byte %d but the original holds no bytes" % (arg, pos)
                 continue
+            if arg in V3_GLOBALS:
+                assert allow_v3, "GLOBAL %r at byte %d but the original holds no torch 2.x dtype" % (arg, pos)
+                continue
             assert arg in SAFE_GLOBALS, "GLOBAL %r at byte %d is outside the safe set" % (arg, pos)
             if arg == "collections Counter":
                 assert allow_counter, "GLOBAL collections Counter but the original holds no Counter"
@@ -121,10 +135,23 @@ def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
 
     refs = []
 
+    def rebuild_tensor_v3(*args):
+        assert len(args) == 7, "_rebuild_tensor_v3 called with %d args (must be exactly 7)" % len(args)
+        dt = args[6]
+        assert isinstance(dt, _StorageClass) and dt.name in DTYPES_2X, "_rebuild_tensor_v3 dtype %r is not a torch 2.x dtype" % (dt,)
+        assert args[0].cls == "UntypedStorage", "_rebuild_tensor_v3 on a %s (must be UntypedStorage)" % args[0].cls
+        return check_view(args[:6], getattr(torch, dt.name).itemsize, "_rebuild_tensor_v3")
+
     def rebuild_tensor_v2(*args):
         assert len(args) == 6, "_rebuild_tensor_v2 called with %d args (must be exactly 6)" % len(args)
+        assert args[0].cls != "UntypedStorage", "_rebuild_tensor_v2 on an UntypedStorage"
+        return check_view(args, 1, "_rebuild_tensor_v2")
+
+    def check_view(args, bytes_per_element, fn):
+        """The six arguments v2 and v3 share; the storage numel counts elements of
+        bytes_per_element storage units (an UntypedStorage counts bytes)."""
         st, off, size, stride, rg, hooks = args
-        assert isinstance(st, _StorageRef), "_rebuild_tensor_v2 arg 0 is not a storage persistent id"
+        assert isinstance(st, _StorageRef), "%s arg 0 is not a storage persistent id" % fn
         assert type(off) is int and off >= 0, "storage_offset %r" % (off,)
         assert type(size) is tuple and all(type(s) is int and s >= 0 for s in size), "size %r" % (size,)
         assert type(stride) is tuple and all(type(s) is int and s >= 0 for s in stride), "stride %r" % (stride,)
@@ -136,7 +163,7 @@ def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
             numel *= s
         if numel:
             last = off + sum((s - 1) * d for s, d in zip(size, stride))
-            assert last < st.numel, "tensor view reaches element %d of a %d-element storage" % (last, st.numel)
+            assert (last + 1) * bytes_per_element <= st.numel, "tensor view reaches element %d of a %d-unit storage" % (last, st.numel)
         return _TensorStub(args)
 
     def rebuild_parameter(*args):
@@ -153,9 +180,11 @@ def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
                 return codecs.encode
             if full in ("__builtin__ bytes", "builtins bytes"):
                 return bytes
-            assert full in SAFE_GLOBALS, full  # already checked above
+            assert full in SAFE_GLOBALS or full in V3_GLOBALS, full  # already checked above
             if full == "torch._utils _rebuild_tensor_v2":
                 return rebuild_tensor_v2
+            if full == "torch._utils _rebuild_tensor_v3":
+                return rebuild_tensor_v3
             if full == "torch._utils _rebuild_parameter":
                 return rebuild_parameter
             if full == "collections OrderedDict":
@@ -185,7 +214,7 @@ def scan_pickle(data, allow_float, allow_counter, allow_bytes=False):
 # -- zip layout ---------------------------------------------------------------------------------
 
 
-def check_layout(out_path, allow_float, allow_counter, allow_bytes=False):
+def check_layout(out_path, allow_float, allow_counter, allow_bytes=False, allow_v3=False):
     root = expected_root(out_path)
     with zipfile.ZipFile(out_path) as z, open(out_path, "rb") as f:
         bad = z.testzip()
@@ -219,7 +248,7 @@ def check_layout(out_path, allow_float, allow_counter, allow_bytes=False):
         if "byteorder" in records:
             assert z.read(root + "/byteorder") == b"little", "byteorder record must be b'little'"
         assert "constants.pkl" not in records, "constants.pkl would make torch treat it as TorchScript"
-        refs = scan_pickle(z.read(root + "/data.pkl"), allow_float, allow_counter, allow_bytes)
+        refs = scan_pickle(z.read(root + "/data.pkl"), allow_float, allow_counter, allow_bytes, allow_v3)
         by_key = {}
         for r in refs:
             if r.key in by_key:
@@ -261,7 +290,7 @@ def check_convert(tool, name, in_path, out_path):
         return
     oracle.assert_ok(res)
     assert os.path.isfile(out_path), "convert exited 0 but wrote no %s" % out_path
-    check_layout(out_path, oracle.has_python_float(orig), oracle.has_counter(orig), oracle.has_bytes(orig))
+    check_layout(out_path, oracle.has_python_float(orig), oracle.has_counter(orig), oracle.has_bytes(orig), oracle.has_dtype_2x(orig))
     if weights_only_expected(orig):
         try:
             wo = torch.load(out_path, map_location="cpu", weights_only=True)
@@ -277,6 +306,31 @@ def check_convert(tool, name, in_path, out_path):
         return
     oracle.assert_ok(res2)
     oracle.assert_json_equal(oracle.expected_json(orig), oracle.parse_tool_json(res2.stdout), "<reread>")
+
+
+def check_torch2_layout(tool, d):
+    """`convert --layout torch2`: the records torch 2.x writes, in its order, readable by this
+    torch with weights_only=True; this torch's own file, where it writes more than torch 1.13
+    did, has no record we lack and the same relative order."""
+    obj = {"w": torch.arange(6.0).view(2, 3), "n": torch.arange(3), "step": 7}
+    src, out, ref = (os.path.join(d, n) for n in ("l_in.pt", "l_out.pt", "l_ref.pt"))
+    torch.save(obj, src)
+    torch.save(obj, ref)
+    oracle.assert_ok(oracle.run_tool(tool, ["convert", "--layout", "torch2", src, out], timeout=60))
+    check_layout(out, False, False)
+    with zipfile.ZipFile(out) as z:
+        ours = [n.split("/", 1)[1] for n in z.namelist()]
+        sid = z.read("l_out/.data/serialization_id")
+        alignment = z.read("l_out/.storage_alignment")
+    assert ours == ["data.pkl", ".format_version", ".storage_alignment", "byteorder", "data/0", "data/1", "version", ".data/serialization_id"], ours
+    assert alignment == b"64", alignment
+    assert len(sid) == 40 and sid.isdigit(), "serialization_id %r is not 40 digits" % sid
+    with zipfile.ZipFile(ref) as z:
+        theirs = [n.split("/", 1)[1] for n in z.namelist()]
+    missing = [n for n in theirs if n not in ours]
+    assert not missing, "torch %s writes records %s that --layout torch2 lacks" % (torch.__version__, missing)
+    assert [n for n in ours if n in theirs] == theirs, "record order %s vs torch's %s" % (ours, theirs)
+    oracle.assert_deep_equal(torch.load(src, weights_only=True), torch.load(out, weights_only=True))
 
 
 def out_name(name):
@@ -299,6 +353,7 @@ def main():
         files += [("fixture:" + p.name, str(p)) for p in oracle.fixture_files()]
         for name, path in files:
             r.check("convert " + name, check_convert, tool, name, path, os.path.join(dst, out_name(name)))
+        r.check("convert --layout torch2: torch 2.x's records and order", check_torch2_layout, tool, d)
     r.finish()
 
 

@@ -10,6 +10,9 @@ the 1-D tensor over all of it. Also checks that plain
 `sgckpt inspect FILE` exits 0 and mentions the key paths.
 
 Run: SGCKPT_TOOL=build/tools/sgckpt/sgckpt /usr/bin/python3 tests/python/test_torch_writes.py
+
+Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
+python-torch2/torch_writes, with torch 2.x.)
 """
 import os
 import sys

@@ -29,8 +29,8 @@
 //
 // Values are copied into the model's existing tensors (their storage, dtype and layout are
 // kept), converting the dtype when it differs, as torch's param.copy_(input) does (float <->
-// half, int -> float, ...). A model tensor that is a read-only view of a memory-mapped file is
-// replaced by an owned tensor of the same dtype and shape. The state dict's `_metadata`
+// half, int -> float, ...: sgckpt::copy_into, core/cast.hpp). A model tensor that is a read-only view of a
+// memory-mapped file is replaced by an owned tensor of the same dtype and shape. The state dict's `_metadata`
 // attribute is an attribute, not an entry: the model's is kept, the checkpoint's ignored.
 #pragma once
 
@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
@@ -216,31 +217,6 @@ inline std::vector<LoadEntry> entries_of(const Dict& d, const char* what) {
   return out;
 }
 
-// Whether copy_ between these dtypes is implemented (everything but float8 / complex32 to
-// another dtype).
-inline bool convertible(DType d) {
-  switch (d) {
-    case DType::Float64:
-    case DType::Float32:
-    case DType::Float16:
-    case DType::BFloat16:
-    case DType::Int64:
-    case DType::Int32:
-    case DType::Int16:
-    case DType::Int8:
-    case DType::UInt8:
-    case DType::Bool:
-    case DType::Complex64:
-    case DType::Complex128:
-    case DType::UInt16:
-    case DType::UInt32:
-    case DType::UInt64:
-      return true;
-    default:
-      return false;
-  }
-}
-
 inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, StrictLoad mode,
                           std::string_view backbone_prefix, bool load_ema_as_net) {
   if (!model_state.is_dict())
@@ -371,7 +347,7 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, Str
     const Dict& md = model_state.dict();
     for (const auto& [mi, src] : result.copies) {
       const Tensor& dst = md.items()[mi].second.tensor();
-      if (dst.dtype() != src->dtype() && (!convertible(dst.dtype()) || !convertible(src->dtype())))
+      if (!can_cast(src->dtype(), dst.dtype()))
         throw Error("cannot copy a " + std::string(name(src->dtype())) + " checkpoint tensor into the " +
                         std::string(name(dst.dtype())) + " model tensor '" +
                         md.items()[mi].first.to_string() + "'",
@@ -379,206 +355,6 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, Str
     }
   }
   return result;
-}
-
-// ---- dtype conversion (torch's copy_) -----------------------------------------------------------
-
-struct Num {
-  enum Kind { Float, Int, UInt, Complex } kind = Float;
-  double re = 0, im = 0;
-  std::int64_t i = 0;
-  std::uint64_t u = 0;
-};
-
-inline Num read_num(DType d, const std::byte* p) {
-  auto ld = [p](auto v) {
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  };
-  Num n;
-  switch (d) {
-    case DType::Float64:
-      n.re = ld(double{});
-      break;
-    case DType::Float32:
-      n.re = ld(float{});
-      break;
-    case DType::Float16:
-      n.re = half_to_float(ld(std::uint16_t{}));
-      break;
-    case DType::BFloat16:
-      n.re = bfloat16_to_float(ld(std::uint16_t{}));
-      break;
-    case DType::Int64:
-      n.kind = Num::Int, n.i = ld(std::int64_t{});
-      break;
-    case DType::Int32:
-      n.kind = Num::Int, n.i = ld(std::int32_t{});
-      break;
-    case DType::Int16:
-      n.kind = Num::Int, n.i = ld(std::int16_t{});
-      break;
-    case DType::Int8:
-      n.kind = Num::Int, n.i = ld(std::int8_t{});
-      break;
-    case DType::UInt8:
-      n.kind = Num::Int, n.i = ld(std::uint8_t{});
-      break;
-    case DType::Bool:
-      n.kind = Num::Int, n.i = ld(std::uint8_t{}) != 0;
-      break;
-    case DType::UInt16:
-      n.kind = Num::Int, n.i = ld(std::uint16_t{});
-      break;
-    case DType::UInt32:
-      n.kind = Num::Int, n.i = ld(std::uint32_t{});
-      break;
-    case DType::UInt64:
-      n.kind = Num::UInt, n.u = ld(std::uint64_t{});
-      break;
-    case DType::Complex64: {
-      float c[2];
-      std::memcpy(c, p, sizeof c);
-      n.kind = Num::Complex, n.re = c[0], n.im = c[1];
-      break;
-    }
-    case DType::Complex128: {
-      double c[2];
-      std::memcpy(c, p, sizeof c);
-      n.kind = Num::Complex, n.re = c[0], n.im = c[1];
-      break;
-    }
-    default:
-      throw Error("unsupported dtype conversion from " + std::string(name(d)));
-  }
-  return n;
-}
-
-// Float to integer as x86's cvttsd2si: truncation, out-of-range and NaN -> INT64_MIN (C++
-// leaves it undefined; torch inherits whatever the CPU does).
-inline std::int64_t float_to_int64(double x) {
-  if (!(x >= -9223372036854775808.0 && x < 9223372036854775808.0))
-    return std::numeric_limits<std::int64_t>::min();
-  return static_cast<std::int64_t>(x);
-}
-
-template <class F>
-F num_to_float(const Num& n) {
-  switch (n.kind) {
-    case Num::Int:
-      return static_cast<F>(n.i);  // one rounding, as static_cast<float>(int64)
-    case Num::UInt:
-      return static_cast<F>(n.u);
-    default:
-      return static_cast<F>(n.re);  // complex -> real part (torch warns and drops imag)
-  }
-}
-
-inline std::int64_t num_to_int(const Num& n) {
-  switch (n.kind) {
-    case Num::Int:
-      return n.i;
-    case Num::UInt:
-      return static_cast<std::int64_t>(n.u);
-    default:
-      return float_to_int64(n.re);
-  }
-}
-
-inline void write_num(DType d, std::byte* p, const Num& n) {
-  auto st = [p](auto v) { std::memcpy(p, &v, sizeof(v)); };
-  switch (d) {
-    case DType::Float64:
-      st(num_to_float<double>(n));
-      break;
-    case DType::Float32:
-      st(num_to_float<float>(n));
-      break;
-    case DType::Float16:
-      st(float_to_half(num_to_float<float>(n)));
-      break;
-    case DType::BFloat16:
-      st(float_to_bfloat16(num_to_float<float>(n)));
-      break;
-    case DType::Int64:
-      st(num_to_int(n));
-      break;
-    case DType::Int32:
-      st(static_cast<std::int32_t>(num_to_int(n)));
-      break;
-    case DType::Int16:
-      st(static_cast<std::int16_t>(num_to_int(n)));
-      break;
-    case DType::Int8:
-      st(static_cast<std::int8_t>(num_to_int(n)));
-      break;
-    case DType::UInt8:
-      st(static_cast<std::uint8_t>(num_to_int(n)));
-      break;
-    case DType::UInt16:
-      st(static_cast<std::uint16_t>(num_to_int(n)));
-      break;
-    case DType::UInt32:
-      st(static_cast<std::uint32_t>(num_to_int(n)));
-      break;
-    case DType::UInt64:
-      st(n.kind == Num::UInt ? n.u : static_cast<std::uint64_t>(num_to_int(n)));
-      break;
-    case DType::Bool: {
-      const bool b = n.kind == Num::Int    ? n.i != 0
-                     : n.kind == Num::UInt ? n.u != 0
-                                           : (n.re != 0 || n.im != 0);
-      st(static_cast<std::uint8_t>(b));
-      break;
-    }
-    case DType::Complex64: {
-      const float c[2] = {num_to_float<float>(n), static_cast<float>(n.kind == Num::Complex ? n.im : 0.0)};
-      std::memcpy(p, c, sizeof c);
-      break;
-    }
-    case DType::Complex128: {
-      const double c[2] = {num_to_float<double>(n), n.kind == Num::Complex ? n.im : 0.0};
-      std::memcpy(p, c, sizeof c);
-      break;
-    }
-    default:
-      throw Error("unsupported dtype conversion to " + std::string(name(d)));
-  }
-}
-
-// The elements of `src` in row-major order, as contiguous bytes of dtype `to`.
-inline std::vector<std::byte> converted_bytes(const Tensor& src, DType to) {
-  if (src.dtype() == to) return src.contiguous_bytes();
-  std::vector<std::byte> out(src.numel() * itemsize(to));
-  std::byte* o = out.data();
-  const std::size_t osz = itemsize(to);
-  const DType from = src.dtype();
-  src.for_each_element([&](const std::byte* p) {
-    write_num(to, o, read_num(from, p));
-    o += osz;
-  });
-  return out;
-}
-
-// dst (any layout) <- row-major contiguous bytes of dst's dtype.
-inline void scatter_into(Tensor& dst, const std::vector<std::byte>& bytes) {
-  if (bytes.empty()) return;
-  if (dst.is_contiguous()) {
-    std::memmove(dst.mutable_raw_data(), bytes.data(), bytes.size());
-    return;
-  }
-  std::byte* base = dst.storage()->mutable_data();
-  const std::size_t isz = dst.itemsize();
-  std::vector<std::int64_t> idx(dst.dim(), 0);
-  for (std::size_t k = 0; k < dst.numel(); ++k) {
-    std::int64_t off = dst.storage_offset();
-    for (std::size_t d = 0; d < idx.size(); ++d) off += idx[d] * dst.strides()[d];
-    std::memcpy(base + static_cast<std::size_t>(off) * isz, bytes.data() + k * isz, isz);
-    for (std::size_t d = idx.size(); d-- > 0;) {
-      if (++idx[d] < dst.shape()[d]) break;
-      idx[d] = 0;
-    }
-  }
 }
 
 }  // namespace detail

@@ -2,9 +2,10 @@
 //
 // A dtype is named the way torch names it (without "torch."), knows its element size,
 // and, where one exists, the legacy storage class torch pickles for it ("FloatStorage").
-// Dtypes without a legacy storage class (float8, uint16/32/64, ...) are written by
-// torch 2.x through UntypedStorage + _rebuild_tensor_v3; we read them, and refuse to
-// write them (torch < 2.1 could not load such a file).
+// Dtypes without a legacy storage class (float8, uint16/32/64, complex32) came with torch
+// 2.1-2.7, which pickles them through UntypedStorage + _rebuild_tensor_v3 and a dtype global;
+// the writer does the same for them, and only for them, so files holding only the older
+// dtypes still load in torch 1.x (docs/pth-format.md).
 #pragma once
 
 #include <array>
@@ -29,7 +30,7 @@ enum class DType : std::uint8_t {
   Bool,
   Complex64,
   Complex128,
-  // Read-only dtypes (torch 2.x, UntypedStorage):
+  // torch 2.x dtypes (no legacy storage class; UntypedStorage + _rebuild_tensor_v3):
   Float8_e5m2,
   Float8_e4m3fn,
   Float8_e5m2fnuz,
@@ -50,31 +51,30 @@ struct DTypeInfo {
   std::uint8_t itemsize;           // bytes per element
   bool is_floating;                // float or bfloat/half/float8
   bool is_complex;
-  bool writable;                   // has a legacy storage class: loads in every torch >= 1.6
 };
 
 inline constexpr std::array<DTypeInfo, kNumDTypes> kDTypes = {{
-    {DType::Float64, "float64", "DoubleStorage", 8, true, false, true},
-    {DType::Float32, "float32", "FloatStorage", 4, true, false, true},
-    {DType::Float16, "float16", "HalfStorage", 2, true, false, true},
-    {DType::BFloat16, "bfloat16", "BFloat16Storage", 2, true, false, true},
-    {DType::Int64, "int64", "LongStorage", 8, false, false, true},
-    {DType::Int32, "int32", "IntStorage", 4, false, false, true},
-    {DType::Int16, "int16", "ShortStorage", 2, false, false, true},
-    {DType::Int8, "int8", "CharStorage", 1, false, false, true},
-    {DType::UInt8, "uint8", "ByteStorage", 1, false, false, true},
-    {DType::Bool, "bool", "BoolStorage", 1, false, false, true},
-    {DType::Complex64, "complex64", "ComplexFloatStorage", 8, false, true, true},
-    {DType::Complex128, "complex128", "ComplexDoubleStorage", 16, false, true, true},
-    {DType::Float8_e5m2, "float8_e5m2", "", 1, true, false, false},
-    {DType::Float8_e4m3fn, "float8_e4m3fn", "", 1, true, false, false},
-    {DType::Float8_e5m2fnuz, "float8_e5m2fnuz", "", 1, true, false, false},
-    {DType::Float8_e4m3fnuz, "float8_e4m3fnuz", "", 1, true, false, false},
-    {DType::Float8_e8m0fnu, "float8_e8m0fnu", "", 1, true, false, false},
-    {DType::UInt16, "uint16", "", 2, false, false, false},
-    {DType::UInt32, "uint32", "", 4, false, false, false},
-    {DType::UInt64, "uint64", "", 8, false, false, false},
-    {DType::Complex32, "complex32", "", 4, false, true, false},
+    {DType::Float64, "float64", "DoubleStorage", 8, true, false},
+    {DType::Float32, "float32", "FloatStorage", 4, true, false},
+    {DType::Float16, "float16", "HalfStorage", 2, true, false},
+    {DType::BFloat16, "bfloat16", "BFloat16Storage", 2, true, false},
+    {DType::Int64, "int64", "LongStorage", 8, false, false},
+    {DType::Int32, "int32", "IntStorage", 4, false, false},
+    {DType::Int16, "int16", "ShortStorage", 2, false, false},
+    {DType::Int8, "int8", "CharStorage", 1, false, false},
+    {DType::UInt8, "uint8", "ByteStorage", 1, false, false},
+    {DType::Bool, "bool", "BoolStorage", 1, false, false},
+    {DType::Complex64, "complex64", "ComplexFloatStorage", 8, false, true},
+    {DType::Complex128, "complex128", "ComplexDoubleStorage", 16, false, true},
+    {DType::Float8_e5m2, "float8_e5m2", "", 1, true, false},
+    {DType::Float8_e4m3fn, "float8_e4m3fn", "", 1, true, false},
+    {DType::Float8_e5m2fnuz, "float8_e5m2fnuz", "", 1, true, false},
+    {DType::Float8_e4m3fnuz, "float8_e4m3fnuz", "", 1, true, false},
+    {DType::Float8_e8m0fnu, "float8_e8m0fnu", "", 1, true, false},
+    {DType::UInt16, "uint16", "", 2, false, false},
+    {DType::UInt32, "uint32", "", 4, false, false},
+    {DType::UInt64, "uint64", "", 8, false, false},
+    {DType::Complex32, "complex32", "", 4, false, true},
 }};
 
 constexpr const DTypeInfo& info(DType d) { return kDTypes[static_cast<std::size_t>(d)]; }

@@ -37,13 +37,24 @@ struct LoadOptions {
   Limits limits;
 };
 
+// Which records the archive holds besides data.pkl, the storages and version.
+enum class ArchiveLayout : std::uint8_t {
+  // torch 1.13's: a byteorder record. What sgckpt has always written.
+  Torch1,
+  // torch 2.x's: also .format_version and .storage_alignment after data.pkl (what recent torch
+  // 2.x writes) and .data/serialization_id last (torch 2.6 writes it: two 20-digit numbers).
+  // Every torch reads either; torch 1.x ignores the extra records.
+  Torch2,
+};
+
 struct SaveOptions {
   // fsync the file before the rename and the directory after it, so a power loss cannot
   // lose a checkpoint that save() reported as written.
   bool durable = true;
   // The archive's root folder. Empty: derived like torch (file name minus its last
   // extension; "archive" when saving to memory).
-  std::string root_name;
+  std::string root_name{};
+  ArchiveLayout layout = ArchiveLayout::Torch1;
 };
 
 }  // namespace sgckpt

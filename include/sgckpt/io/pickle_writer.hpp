@@ -4,7 +4,8 @@
 // since 1.6 are emitted (protocol 2; strings as BINUNICODE; floats as BINFLOAT, which torch
 // 1.13's weights_only loader lacks but every 2.x has), plus GLOBAL collections.Counter only
 // for Counter values and GLOBAL _codecs.encode only for bytes values (as Python writes them;
-// torch >= 2.5 weights_only accepts it). Tensors become _rebuild_tensor_v2 calls on storage persistent ids;
+// torch >= 2.5 weights_only accepts it). Tensors become _rebuild_tensor_v2 calls on storage persistent ids
+// (_rebuild_tensor_v3 on an UntypedStorage for the dtypes torch 2.x added, see core/dtype.hpp);
 // each distinct storage gets one key ("0", "1", ... in first-pickled order) and is written
 // whole, so views and sharing survive the round trip, as with torch.save.
 //
@@ -163,10 +164,6 @@ class Writer {
     const Tensor& t = tv.tensor;
     if (!t.defined()) throw Error("cannot save an undefined tensor", at_path());
     const DTypeInfo& di = info(t.dtype());
-    if (!di.writable)
-      throw Error("dtype " + std::string(di.name) +
-                      " has no storage class that torch < 2.1 can load; convert it before saving",
-                  at_path());
     const auto& storage = t.storage();
     if (storage->nbytes() % di.itemsize != 0)
       throw Error("storage of " + std::to_string(storage->nbytes()) + " bytes is not a whole number of " +
@@ -186,16 +183,24 @@ class Writer {
       storages_.push_back({key, storage, t.dtype()});
     }
 
+    // A dtype with a legacy storage class is written as every torch since 1.6 reads it; the
+    // torch 2.x dtypes as torch 2.x writes them: an UntypedStorage counted in bytes, and
+    // _rebuild_tensor_v3 with the dtype as a last argument.
+    const bool typed = !di.storage_class.empty();
     if (tv.parameter) global("torch._utils", "_rebuild_parameter");
-    global("torch._utils", "_rebuild_tensor_v2");
+    global("torch._utils", typed ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
     emit(op::MARK);
-    // persistent id: ('storage', torch.<X>Storage, key, 'cpu', numel)
+    // persistent id: ('storage', torch.<X>Storage or torch.storage.UntypedStorage, key, 'cpu', numel)
     emit(op::MARK);
     str("storage");
-    global("torch", di.storage_class);
+    if (typed) {
+      global("torch", di.storage_class);
+    } else {
+      global("torch.storage", "UntypedStorage");  // torch's own module for it (weights_only allows only that)
+    }
     str(key);
     str("cpu");
-    integer(Int(static_cast<std::int64_t>(storage->nbytes() / di.itemsize)));
+    integer(Int(static_cast<std::int64_t>(storage->nbytes() / (typed ? di.itemsize : 1))));
     emit(op::TUPLE);
     emit(op::BINPERSID);
     integer(Int(t.storage_offset()));
@@ -204,6 +209,7 @@ class Writer {
     // A Parameter's data is a plain tensor; requires_grad goes to _rebuild_parameter.
     emit(!tv.parameter && tv.requires_grad ? op::NEWTRUE : op::NEWFALSE);
     empty_ordered_dict();  // backward hooks
+    if (!typed) global("torch", di.name);
     emit(op::TUPLE);
     emit(op::REDUCE);
     if (tv.parameter) {

@@ -14,11 +14,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -334,20 +337,38 @@ inline std::string default_root(const std::filesystem::path& path) {
   return stem;
 }
 
-// Writes the archive through `sink`.
-inline void write_pth(const Value& value, const std::string& root, const ZipWriter::Sink& sink) {
+// torch's .data/serialization_id: 40 decimal digits, unique per save (two random 64-bit
+// numbers, each zero-padded to 20 digits).
+inline std::string serialization_id() {
+  std::random_device rd;
+  std::string id;
+  for (int half = 0; half < 2; ++half) {
+    const std::uint64_t v = (std::uint64_t{rd()} << 32) ^ rd();
+    const std::string digits = std::to_string(v);
+    id += std::string(20 - digits.size(), '0') + digits;
+  }
+  return id;
+}
+
+// Writes the archive through `sink`, records in torch's order (docs/pth-format.md).
+inline void write_pth(const Value& value, const std::string& root, const ZipWriter::Sink& sink,
+                      ArchiveLayout layout = ArchiveLayout::Torch1) {
   if (root.empty() || root.find('/') != std::string::npos)
     throw Error("invalid archive root name '" + root + "'");
   pickle::Writer pw;
   const std::vector<std::uint8_t> pkl = pw.dump(value);
   ZipWriter zip(sink);
   auto as_bytes = [](const auto& v) { return std::as_bytes(std::span(v.data(), v.size())); };
+  const bool torch2 = layout == ArchiveLayout::Torch2;
   zip.add(root + "/data.pkl", as_bytes(pkl));
-  static constexpr char kLittle[] = "little";
-  zip.add(root + "/byteorder", std::as_bytes(std::span(kLittle, 6)));
+  if (torch2) {
+    zip.add(root + "/.format_version", as_bytes(std::string_view("1")));
+    zip.add(root + "/.storage_alignment", as_bytes(std::string_view("64")));
+  }
+  zip.add(root + "/byteorder", as_bytes(std::string_view("little")));
   for (const auto& rec : pw.storages()) zip.add(root + "/data/" + rec.key, rec.storage->bytes());
-  static constexpr char kVersion[] = "3\n";
-  zip.add(root + "/version", std::as_bytes(std::span(kVersion, 2)));
+  zip.add(root + "/version", as_bytes(std::string_view("3\n")));
+  if (torch2) zip.add(root + "/.data/serialization_id", as_bytes(serialization_id()));
   zip.finish();
 }
 
@@ -368,7 +389,8 @@ inline void save(const Value& value, const std::filesystem::path& path, const Sa
   const std::string root = options.root_name.empty() ? detail::default_root(path) : options.root_name;
   try {
     AtomicFile file(path, options.durable);
-    detail::write_pth(value, root, [&](std::span<const std::byte> b) { file.write(b); });
+    detail::write_pth(
+        value, root, [&](std::span<const std::byte> b) { file.write(b); }, options.layout);
     file.commit();
   } catch (const Error& e) {
     throw e.with_file(path.string());
@@ -377,8 +399,9 @@ inline void save(const Value& value, const std::filesystem::path& path, const Sa
 
 inline std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options) {
   std::vector<std::byte> out;
-  detail::write_pth(value, options.root_name.empty() ? "archive" : options.root_name,
-                    [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); });
+  detail::write_pth(
+      value, options.root_name.empty() ? "archive" : options.root_name,
+      [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); }, options.layout);
   return out;
 }
 
