@@ -47,7 +47,8 @@ stage="ctest"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
 
 # Sanitizers: the test suite again, built with ASan + UBSan (SGCKPT_SANITIZE=ON), without the
-# slow tests, the consumer projects and the tests that drive the examples (not built here, to
+# slow tests, the consumer projects, the second (torch 2.x) run of the oracle scripts (label torch2:
+# the tool is the same, only the oracle differs) and the tests that drive the examples (not built here, to
 # keep CI within its time); this includes fuzz/replay (the fuzzing regressions, seeds and hostile corpus
 # through both fuzz targets). SGCKPT_ASAN=0 skips it; SGCKPT_ASAN_BUILD_DIR (default
 # <repo>/build-asan) moves it. RelWithDebInfo: -O2 keeps it fast, -g keeps reports readable.
