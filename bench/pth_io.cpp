@@ -153,7 +153,8 @@ Value large_state(std::mt19937_64& rng) {
   int i = 0;
   while (total < target) {
     std::int64_t n = sizes[static_cast<std::size_t>(i) % 6];
-    if (total + static_cast<std::uint64_t>(n) * 4 > target) n = static_cast<std::int64_t>((target - total) / 4);
+    if (total + static_cast<std::uint64_t>(n) * 4 > target)
+      n = static_cast<std::int64_t>((target - total) / 4);
     sd["layers." + std::to_string(i) + ".weight"] = random_tensor({n}, rng);
     total += static_cast<std::uint64_t>(n) * 4;
     ++i;
@@ -219,8 +220,8 @@ struct Row {
   double bytes;
 };
 
-std::map<std::string, double> run_torch(const std::string& python, const fs::path& script, const fs::path& src,
-                                        const fs::path& dir, int repeats) {
+std::map<std::string, double> run_torch(const std::string& python, const fs::path& script,
+                                        const fs::path& src, const fs::path& dir, int repeats) {
   const fs::path out = dir / "torch_times.txt";
   std::ostringstream cmd;
   cmd << python << " " << script << " " << src << " " << dir << " " << repeats << " > " << out;
@@ -243,9 +244,12 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
   std::vector<Row> rows;
   sgckpt::SaveOptions durable, fast;
   fast.durable = false;
-  rows.push_back({"plain write()+fsync (limit)", time_median(repeats, [&] { plain_write(ckpt, plain, true); }), bytes});
-  rows.push_back({"sgckpt save (durable)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, durable); }), bytes});
-  rows.push_back({"sgckpt save (no fsync)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, fast); }), bytes});
+  rows.push_back(
+      {"plain write()+fsync (limit)", time_median(repeats, [&] { plain_write(ckpt, plain, true); }), bytes});
+  rows.push_back(
+      {"sgckpt save (durable)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, durable); }), bytes});
+  rows.push_back(
+      {"sgckpt save (no fsync)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, fast); }), bytes});
   rows.push_back({"plain read() (limit)", time_median(repeats, [&] { plain_read(plain); }), bytes});
   sgckpt::LoadOptions copy, nocrc, mm, mmcrc;
   nocrc.verify_crc = false;
@@ -253,11 +257,14 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
   mm.verify_crc = false;
   mmcrc.mmap = true;
   rows.push_back({"sgckpt load (copy, CRC)", time_median(repeats, [&] { sgckpt::load(ours, copy); }), bytes});
-  rows.push_back({"sgckpt load (copy, no CRC)", time_median(repeats, [&] { sgckpt::load(ours, nocrc); }), bytes});
+  rows.push_back(
+      {"sgckpt load (copy, no CRC)", time_median(repeats, [&] { sgckpt::load(ours, nocrc); }), bytes});
   rows.push_back({"sgckpt load (mmap)", time_median(repeats, [&] { sgckpt::load(ours, mm); }), bytes});
-  rows.push_back({"sgckpt load (mmap, CRC)", time_median(repeats, [&] { sgckpt::load(ours, mmcrc); }), bytes});
+  rows.push_back(
+      {"sgckpt load (mmap, CRC)", time_median(repeats, [&] { sgckpt::load(ours, mmcrc); }), bytes});
   volatile std::uint64_t sink = 0;
-  rows.push_back({"sgckpt load (mmap) + touch", time_median(repeats, [&] { sink = sink + touch(sgckpt::load(ours, mm)); }), bytes});
+  rows.push_back({"sgckpt load (mmap) + touch",
+                  time_median(repeats, [&] { sink = sink + touch(sgckpt::load(ours, mm)); }), bytes});
 
   std::map<std::string, double> torch;
   if (with_torch) {
@@ -271,7 +278,8 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
     return 0.0;
   };
   std::printf("%-32s %10s %10s\n", "operation", "median ms", "GB/s");
-  for (const auto& r : rows) std::printf("%-32s %10.2f %10.2f\n", r.what.c_str(), r.seconds * 1e3, r.bytes / r.seconds / 1e9);
+  for (const auto& r : rows)
+    std::printf("%-32s %10.2f %10.2f\n", r.what.c_str(), r.seconds * 1e3, r.bytes / r.seconds / 1e9);
   std::printf("ratios (higher is better for sgckpt):\n");
   std::printf("  save: plain-write limit / sgckpt save (durable) = %.2f   (target >= 0.70)\n",
               find("plain write()+fsync (limit)") / find("sgckpt save (durable)"));
@@ -298,10 +306,14 @@ int main(int argc, char** argv) {
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--dir" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
-    else if (a == "--skip-torch") with_torch = false;
-    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    if (a == "--dir" && i + 1 < argc)
+      dir = argv[++i];
+    else if (a == "--repeats" && i + 1 < argc)
+      repeats = std::atoi(argv[++i]);
+    else if (a == "--skip-torch")
+      with_torch = false;
+    else if (a == "--only" && i + 1 < argc)
+      only = argv[++i];
     else {
       std::fprintf(stderr, "usage: pth_io [--dir DIR] [--repeats N] [--skip-torch] [--only small|large]\n");
       return 2;

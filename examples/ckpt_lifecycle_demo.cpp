@@ -274,13 +274,15 @@ int main(int argc, char** argv) {
     sgckpt::CheckpointManager m(make_config(root, experiment));
     sgckpt::ResumeState rs = m.restore(er.plan);
     m.start_run(er.plan, er.recipe_text);
+    // restore() maps the file: its tensors are read-only views. This loop trains on the
+    // value tree itself, so it takes owned copies (an engine copies into its own buffers).
     Training t;
-    t.net = std::move(rs.net);
-    t.optimizer = std::move(rs.optimizer);
+    t.net = sgckpt::clone_state(rs.net);
+    t.optimizer = sgckpt::clone_state(rs.optimizer);
     t.scheduler = std::move(*rs.scheduler);
-    t.ema = std::move(*rs.ema);
+    t.ema = sgckpt::clone_state(*rs.ema);
     for (auto& [key, value] : rs.extra)
-      if (key == "rng_state") t.rng_state = value.tensor();
+      if (key == "rng_state") t.rng_state = value.tensor().clone();
     train_epochs(m, t, sgckpt::int_in_range<int>(rs.start_epoch, "epoch", 0), kEpochs);
     m.finish();
     say("run_dir=" + m.run_dir().string());

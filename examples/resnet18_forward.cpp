@@ -34,12 +34,6 @@ using namespace sgckpt::engine;
 }
 
 // The state_dict inside a file: the root, or the "net" entry of a SuperGradients checkpoint.
-const sgckpt::Value& find_state_dict(const sgckpt::Value& root) {
-  if (root.is_dict() && !root.contains("conv1.weight") && root.contains("net") && root.at("net").is_dict())
-    return root.at("net");
-  return root;
-}
-
 int run(int argc, char** argv) {
   if (argc < 4) usage();
   const std::string weights_path = argv[1], input_path = argv[2], output_path = argv[3];
@@ -59,8 +53,8 @@ int run(int argc, char** argv) {
   }
 
   // 1. the model, from the weights' shapes
-  const sgckpt::Value weights = sgckpt::load(weights_path);
-  const sgckpt::Value& sd = find_state_dict(weights);
+  const sgckpt::Value weights = sgckpt::load(weights_path, {.mmap = true});
+  const sgckpt::Value& sd = sgckpt::checkpoint_state_dict(weights);  // its net, or a bare state dict
   nn::ResNet18 model(nn::ResNet18Config::from_state_dict(sd), /*seed=*/0);
   model.load_state_dict(sd);
 

@@ -386,13 +386,16 @@ int run(int argc, char** argv) {
     const fs::path file =
         evaluate_checkpoint_path(r.ckpt_root_dir, r.experiment_name, evaluate,
                                  run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
-    const Value ck = load(file);
-    const Value* net = ck.is_dict() ? ck.dict().find("net") : nullptr;
-    const Value& sd = net ? *net : ck;  // average_model.pth holds {'net': ...}; a bare state_dict also works
+    // SG's evaluate_checkpoint: the EMA weights when the file has them, else its net (a bare
+    // state dict works too).
+    const Value ck = load(file, {.mmap = true});
+    const std::string_view which = checkpoint_state_dict_key(ck, Weights::PreferEma);
+    const Value& sd = checkpoint_state_dict(ck, Weights::PreferEma);
     nn::ResNet18Config arch = nn::ResNet18Config::from_state_dict(sd);
     train::Trainer trainer(arch, r.train, r.ckpt);
-    trainer.model().load_state_dict(sd, {.strict = true, .convert_dtypes = true});
-    say("evaluate " + file.string() + ": " + metrics_text(trainer.evaluate(trainer.model(), valid)));
+    trainer.model().load_state_dict(sd);
+    say("evaluate " + file.string() + " [" + std::string(which.empty() ? "state dict" : which) +
+        "]: " + metrics_text(trainer.evaluate(trainer.model(), valid)));
     return 0;
   }
   const data::Dataset train_set = load_dataset(r, data::Split::Train);

@@ -17,3 +17,4 @@
 #include "sgckpt/ckpt/load.hpp"
 #include "sgckpt/ckpt/manager.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
+#include "sgckpt/ckpt/threads.hpp"

@@ -409,3 +409,15 @@ TEST_CASE("EMA update clones read-only (memory-mapped) and strided EMA tensors")
       CHECK(et.at("t").tensor().at<float>({i, j}) == std::fma(wv, 0.75f, ev * 0.25f));
     }
 }
+
+TEST_CASE(
+    "the EMA and averaging loops honour the one thread setting (SGCKPT_NUM_THREADS / set_num_threads)") {
+  const int saved = num_threads();
+  set_num_threads(1);
+  CHECK(detail::choose_threads(0, std::size_t{1} << 30) == 1);  // 1 GiB, still one thread
+  set_num_threads(3);
+  CHECK(detail::choose_threads(0, std::size_t{1} << 30) == 3);
+  CHECK(detail::choose_threads(0, std::size_t{1} << 20) == 1);  // 1 MiB: not worth a thread
+  CHECK(detail::choose_threads(5, 1) == 5);                     // an explicit request wins
+  set_num_threads(saved);
+}

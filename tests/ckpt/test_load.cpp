@@ -115,7 +115,7 @@ TEST_CASE("load: exact match in every mode copies values, converts dtypes, keeps
     Value c = ckpt_state();
     c["bn.weight"] = ramp({2}, 10, DType::Float64);  // float64 -> float32
     c["fc.bias"] = ramp({4}, 1000, DType::Float16);  // float16 -> float32
-    const LoadReport r = load_checkpoint_to_model(m, wrap(c), mode);
+    const LoadReport r = load_checkpoint_to_model(m, wrap(c), {.strict = mode});
     CHECK(r.ok);
     CHECK_FALSE(r.by_position);
     CHECK(r.loaded.size() == 5);
@@ -143,7 +143,7 @@ TEST_CASE(
   c.dict().erase("bn.weight");
   c["head.extra"] = ramp({3}, 0);
   c["fc.weight"] = ramp({5, 2}, 0);
-  const LoadReport plan = plan_checkpoint_load(m, wrap(c), StrictLoad::On);
+  const LoadReport plan = plan_checkpoint_load(m, wrap(c), {.strict = StrictLoad::On});
   CHECK_FALSE(plan.ok);
   CHECK(plan.missing == std::vector<std::string>{"bn.weight", "fc.bias"});
   CHECK(plan.unexpected == std::vector<std::string>{"head.extra"});
@@ -152,7 +152,8 @@ TEST_CASE(
   CHECK(plan.mismatched[0].model_shape == Shape{4, 2});
   CHECK(plan.mismatched[0].ckpt_shape == Shape{5, 2});
 
-  const std::string msg = error_message([&] { load_checkpoint_to_model(m, wrap(c), StrictLoad::On); });
+  const std::string msg =
+      error_message([&] { load_checkpoint_to_model(m, wrap(c), {.strict = StrictLoad::On}); });
   CHECK(contains(msg, "strict=on"));
   CHECK(contains(msg, "2 missing, 1 unexpected, 1 shape-mismatched"));
   CHECK(contains(msg, "missing from the checkpoint: 'bn.weight', 'fc.bias'"));
@@ -166,7 +167,7 @@ TEST_CASE("load: strict=off skips missing and unexpected keys, refuses shape mis
   Value c = ckpt_state();
   c.dict().erase("fc.bias");
   c["head.extra"] = ramp({3}, 0);
-  const LoadReport r = load_checkpoint_to_model(m, wrap(c), StrictLoad::Off);
+  const LoadReport r = load_checkpoint_to_model(m, wrap(c), {.strict = StrictLoad::Off});
   CHECK(r.ok);
   CHECK(r.loaded.size() == 4);
   CHECK(r.missing == std::vector<std::string>{"fc.bias"});
@@ -178,7 +179,8 @@ TEST_CASE("load: strict=off skips missing and unexpected keys, refuses shape mis
   Value m2 = model_state();
   const auto before = snapshot(m2);
   c["conv.weight"] = ramp({3, 2}, 0);
-  const std::string msg = error_message([&] { load_checkpoint_to_model(m2, wrap(c), StrictLoad::Off); });
+  const std::string msg =
+      error_message([&] { load_checkpoint_to_model(m2, wrap(c), {.strict = StrictLoad::Off}); });
   CHECK(contains(msg, "strict=off"));
   CHECK(contains(msg, "model 'conv.weight' [2, 3] vs checkpoint 'conv.weight' [3, 2]"));
   CHECK(contains(msg, "missing from the checkpoint: 'fc.bias'"));  // listed together
@@ -193,7 +195,7 @@ TEST_CASE("load: no_key_matching falls back to matching by position") {
   for (std::size_t i = 0; i < src.size(); ++i) c.dict().set("layer" + std::to_string(i), src[i].second);
   {
     Value m = model_state();
-    const LoadReport r = load_checkpoint_to_model(m, c, StrictLoad::NoKeyMatching);
+    const LoadReport r = load_checkpoint_to_model(m, c, {.strict = StrictLoad::NoKeyMatching});
     CHECK(r.ok);
     CHECK(r.by_position);
     CHECK(r.loaded[3] == std::pair<std::string, std::string>{"fc.weight", "layer3"});
@@ -204,7 +206,8 @@ TEST_CASE("load: no_key_matching falls back to matching by position") {
   {
     Value m = model_state();
     const auto before = snapshot(m);
-    const std::string msg = error_message([&] { load_checkpoint_to_model(m, c, StrictLoad::On); });
+    const std::string msg =
+        error_message([&] { load_checkpoint_to_model(m, c, {.strict = StrictLoad::On}); });
     CHECK(contains(msg, "5 missing, 5 unexpected"));
     CHECK(contains(msg, "would load by position"));
     CHECK(snapshot(m) == before);
@@ -214,7 +217,7 @@ TEST_CASE("load: no_key_matching falls back to matching by position") {
     Value longer = c;
     longer.dict().set("layer5", ramp({9}, 0));
     Value m = model_state();
-    const LoadReport r = load_checkpoint_to_model(m, longer, StrictLoad::NoKeyMatching);
+    const LoadReport r = load_checkpoint_to_model(m, longer, {.strict = StrictLoad::NoKeyMatching});
     CHECK(r.ok);
     CHECK(r.unexpected == std::vector<std::string>{"layer5"});
   }
@@ -225,7 +228,7 @@ TEST_CASE("load: no_key_matching falls back to matching by position") {
     Value m = model_state();
     const auto before = snapshot(m);
     const std::string msg =
-        error_message([&] { load_checkpoint_to_model(m, shorter, StrictLoad::NoKeyMatching); });
+        error_message([&] { load_checkpoint_to_model(m, shorter, {.strict = StrictLoad::NoKeyMatching}); });
     CHECK(contains(msg, "strict=no_key_matching"));
     CHECK(contains(msg, "the checkpoint has 4 tensors, the model 5 (first left unloaded: 'fc.bias')"));
     CHECK(snapshot(m) == before);
@@ -238,7 +241,7 @@ TEST_CASE("load: no_key_matching falls back to matching by position") {
     Value m = model_state();
     const auto before = snapshot(m);
     const std::string msg =
-        error_message([&] { load_checkpoint_to_model(m, bad, StrictLoad::NoKeyMatching); });
+        error_message([&] { load_checkpoint_to_model(m, bad, {.strict = StrictLoad::NoKeyMatching}); });
     CHECK(contains(msg, "missing from the checkpoint: 'conv.weight', 'bn.weight'"));
     CHECK(contains(msg, "unexpected in the checkpoint: 'layer0'"));
     CHECK(contains(
@@ -255,7 +258,7 @@ TEST_CASE("load: key_matching loads what fits, skipping and reporting the rest")
   c["fc.weight"] = ramp({10, 2}, 0);  // a new head size
   c.dict().erase("fc.bias");
   c["aux.weight"] = ramp({2}, 0);
-  const LoadReport r = load_checkpoint_to_model(m, wrap(c), StrictLoad::KeyMatching);
+  const LoadReport r = load_checkpoint_to_model(m, wrap(c), {.strict = StrictLoad::KeyMatching});
   CHECK(r.ok);
   CHECK(r.loaded.size() == 3);
   REQUIRE(r.mismatched.size() == 1);
@@ -269,7 +272,7 @@ TEST_CASE("load: key_matching loads what fits, skipping and reporting the rest")
 TEST_CASE("load: module. is stripped only when every key has it") {
   {
     Value m = model_state();
-    const LoadReport r = load_checkpoint_to_model(m, wrap(ckpt_state("module.")), StrictLoad::On);
+    const LoadReport r = load_checkpoint_to_model(m, wrap(ckpt_state("module.")), {.strict = StrictLoad::On});
     CHECK(r.ok);
     CHECK(r.loaded[0] == std::pair<std::string, std::string>{"conv.weight", "module.conv.weight"});
     CHECK(f(m, "bn.weight") == 10.0f);
@@ -278,7 +281,7 @@ TEST_CASE("load: module. is stripped only when every key has it") {
     Value c = ckpt_state("module.");
     c["conv.weight"] = ramp({2, 3}, 0);  // one key without the prefix: nothing is stripped
     Value m = model_state();
-    const LoadReport r = plan_checkpoint_load(m, wrap(c), StrictLoad::On);
+    const LoadReport r = plan_checkpoint_load(m, wrap(c), {.strict = StrictLoad::On});
     CHECK_FALSE(r.ok);
     CHECK(r.missing.size() == 4);
     CHECK(r.unexpected.size() == 5);
@@ -289,7 +292,8 @@ TEST_CASE("load: a backbone prefix loads the model's sub-tree from a backbone-re
   Value m = model_state("backbone.");
   m["head.weight"] = Tensor::zeros(DType::Float32, {3});
   m["head.weight"].tensor().mutable_data<float>()[0] = -1.0f;
-  const LoadReport r = load_checkpoint_to_model(m, wrap(ckpt_state()), StrictLoad::On, "backbone.");
+  const LoadReport r = load_checkpoint_to_model(m, wrap(ckpt_state()),
+                                                {.strict = StrictLoad::On, .backbone_prefix = "backbone."});
   CHECK(r.ok);
   CHECK(r.loaded.size() == 5);
   CHECK(r.loaded[0] == std::pair<std::string, std::string>{"backbone.conv.weight", "conv.weight"});
@@ -299,10 +303,13 @@ TEST_CASE("load: a backbone prefix loads the model's sub-tree from a backbone-re
   Value c = ckpt_state();
   c.dict().erase("bn.weight");
   Value m2 = model_state("backbone.");
-  const LoadReport p = plan_checkpoint_load(m2, wrap(c), StrictLoad::On, "backbone.");
+  const LoadReport p =
+      plan_checkpoint_load(m2, wrap(c), {.strict = StrictLoad::On, .backbone_prefix = "backbone."});
   CHECK(p.missing == std::vector<std::string>{"backbone.bn.weight"});  // full model key
 
-  CHECK(contains(error_message([&] { plan_checkpoint_load(m2, wrap(c), StrictLoad::On, "neck."); }),
+  CHECK(contains(error_message([&] {
+                   plan_checkpoint_load(m2, wrap(c), {.strict = StrictLoad::On, .backbone_prefix = "neck."});
+                 }),
                  "no key of the model state starts with the backbone prefix 'neck.'"));
 }
 
@@ -313,30 +320,33 @@ TEST_CASE("load: ema_net when asked, net otherwise, the dict itself when it has 
   const Value ck = wrap(net, &ema);
   {
     Value m = model_state();
-    load_checkpoint_to_model(m, ck, StrictLoad::On, {}, /*load_ema_as_net=*/true);
+    load_checkpoint_to_model(m, ck, {.strict = StrictLoad::On, .weights = Weights::Ema});
     CHECK(f(m, "conv.weight") == 500.0f);
   }
   {
     Value m = model_state();
-    load_checkpoint_to_model(m, ck, StrictLoad::On);
+    load_checkpoint_to_model(m, ck, {.strict = StrictLoad::On});
     CHECK(f(m, "conv.weight") == 1.0f);
   }
   {
     Value m = model_state();
-    load_checkpoint_to_model(m, ema, StrictLoad::On);  // a bare state dict
+    load_checkpoint_to_model(m, ema, {.strict = StrictLoad::On});  // a bare state dict
     CHECK(f(m, "conv.weight") == 500.0f);
   }
   Value m = model_state();
-  CHECK(contains(error_message([&] { load_checkpoint_to_model(m, wrap(net), StrictLoad::On, {}, true); }),
+  CHECK(contains(error_message([&] {
+                   load_checkpoint_to_model(m, wrap(net),
+                                            {.strict = StrictLoad::On, .weights = Weights::Ema});
+                 }),
                  "no EMA network stored in checkpoint"));
   Value none_net = Value::make_dict();
   none_net["net"] = Value();
-  CHECK(contains(error_message([&] { load_checkpoint_to_model(m, none_net, StrictLoad::On); }),
+  CHECK(contains(error_message([&] { load_checkpoint_to_model(m, none_net, {.strict = StrictLoad::On}); }),
                  "'net' is None"));
   // A full checkpoint without net is not a state dict: refused clearly.
   Value no_net = Value::make_dict();
   no_net["epoch"] = 3;
-  CHECK(contains(error_message([&] { load_checkpoint_to_model(m, no_net, StrictLoad::Off); }),
+  CHECK(contains(error_message([&] { load_checkpoint_to_model(m, no_net, {.strict = StrictLoad::Off}); }),
                  "entry 'epoch' is a int, not a tensor"));
 }
 
@@ -345,7 +355,7 @@ TEST_CASE("load: from a path; read-only (mapped) and strided targets") {
   save(wrap(ckpt_state()), dir / "ckpt.pth");
   {
     Value m = model_state();
-    const LoadReport r = load_checkpoint_to_model(m, (dir / "ckpt.pth").string(), StrictLoad::On);
+    const LoadReport r = load_checkpoint_to_model(m, (dir / "ckpt.pth").string(), {.strict = StrictLoad::On});
     CHECK(r.ok);
     CHECK(f(m, "fc.weight", 1) == 101.0f);
   }
@@ -354,8 +364,8 @@ TEST_CASE("load: from a path; read-only (mapped) and strided targets") {
     Value c = ckpt_state();
     c.dict().erase("fc.bias");
     save(wrap(c), dir / "short.pth");
-    const Error e =
-        sgckpt::test::error_of([&] { load_checkpoint_to_model(m, dir / "short.pth", StrictLoad::On); });
+    const Error e = sgckpt::test::error_of(
+        [&] { load_checkpoint_to_model(m, dir / "short.pth", {.strict = StrictLoad::On}); });
     CHECK(contains(e.what(), "short.pth"));
     CHECK(contains(e.what(), "missing from the checkpoint: 'fc.bias'"));
   }
@@ -364,7 +374,7 @@ TEST_CASE("load: from a path; read-only (mapped) and strided targets") {
   LoadOptions mm;
   mm.mmap = true;
   Value mapped = load(dir / "model.pth", mm);
-  load_checkpoint_to_model(mapped, wrap(ckpt_state()), StrictLoad::On);
+  load_checkpoint_to_model(mapped, wrap(ckpt_state()), {.strict = StrictLoad::On});
   CHECK(mapped.at("fc.weight").tensor().data<float>()[7] == 107.0f);
   for (const auto& [k, v] : mapped.dict()) CHECK_FALSE(v.tensor().storage()->read_only());
   CHECK(load(dir / "model.pth").at("fc.weight").tensor().data<float>()[7] == 0.0f);  // file untouched
@@ -375,7 +385,7 @@ TEST_CASE("load: from a path; read-only (mapped) and strided targets") {
   t["w"] = Tensor::view_of(base.storage(), DType::Float32, 0, {2, 3}, {1, 2});
   Value src = Value::make_ordered_dict();
   src["w"] = ramp({2, 3}, 0);
-  load_checkpoint_to_model(t, src, StrictLoad::On);
+  load_checkpoint_to_model(t, src, {.strict = StrictLoad::On});
   for (std::int64_t i = 0; i < 2; ++i)
     for (std::int64_t j = 0; j < 3; ++j) CHECK(base.at<float>({j, i}) == static_cast<float>(i * 3 + j));
 }
@@ -388,7 +398,7 @@ TEST_CASE("load: int64 into float and float into int convert like torch's copy_"
   c["a"] = ramp({3}, 5, DType::Int64);
   Tensor fl = ramp({3}, -1.75f);  // -1.75, -0.75, 0.25 -> truncated
   c["b"] = fl;
-  load_checkpoint_to_model(m, c, StrictLoad::On);
+  load_checkpoint_to_model(m, c, {.strict = StrictLoad::On});
   CHECK(f(m, "a", 2) == 7.0f);
   CHECK(m.at("b").tensor().data<std::int64_t>()[0] == -1);
   CHECK(m.at("b").tensor().data<std::int64_t>()[1] == 0);
@@ -399,7 +409,55 @@ TEST_CASE("load: a checkpoint that is the model itself") {
   Value m = model_state();
   m["conv.weight"] = ramp({2, 3}, 3);
   const Value same = m;  // shares every tensor
-  const LoadReport r = load_checkpoint_to_model(m, same, StrictLoad::On);
+  const LoadReport r = load_checkpoint_to_model(m, same, {.strict = StrictLoad::On});
   CHECK(r.ok);
   CHECK(f(m, "conv.weight", 4) == 7.0f);
+}
+
+TEST_CASE("which weights: net, ema_net, or ema_net when present (one rule for every caller)") {
+  Value net = ckpt_state();
+  Value ema = ckpt_state();
+  const Value with_ema = wrap(net, &ema);
+  const Value without = wrap(net);
+  CHECK(checkpoint_state_dict_key(with_ema) == "net");
+  CHECK(checkpoint_state_dict_key(with_ema, Weights::Ema) == "ema_net");
+  CHECK(checkpoint_state_dict_key(with_ema, Weights::PreferEma) == "ema_net");
+  CHECK(checkpoint_state_dict_key(without, Weights::PreferEma) == "net");
+  CHECK(checkpoint_state_dict_key(net, Weights::PreferEma).empty());  // a bare state dict is itself
+  CHECK(&checkpoint_state_dict(with_ema, Weights::PreferEma) == with_ema.dict().find("ema_net"));
+  CHECK(&checkpoint_state_dict(net) == &net);
+  Value none_ema = wrap(net);
+  none_ema["ema_net"] = Value();  // None: as if absent when EMA is only preferred
+  CHECK(checkpoint_state_dict_key(none_ema, Weights::PreferEma) == "net");
+  CHECK(contains(error_message([&] { checkpoint_state_dict(none_ema, Weights::Ema); }), "no EMA network"));
+  Value list_net = Value::make_dict();
+  list_net["net"] = Value::make_list();
+  const Error e = sgckpt::test::error_of([&] { checkpoint_state_dict(list_net); });
+  CHECK(contains(e.what(), "'net' is a list, not a state dict"));
+  CHECK(e.context().key_path == "net");
+}
+
+TEST_CASE("load: the default options are strict=on and net; a path may be any string") {
+  sgckpt::test::TempDir dir;
+  save(wrap(ckpt_state()), dir / "ckpt.pth");
+  Value m = model_state();
+  const std::string path = (dir / "ckpt.pth").string();
+  CHECK(load_checkpoint_to_model(m, path).ok);
+  CHECK(load_checkpoint_to_model(m, path.c_str()).mode == StrictLoad::On);
+  CHECK(f(m, "fc.weight", 1) == 101.0f);
+}
+
+TEST_CASE("load: sources that overlap the model's memory are staged, so a swap is a swap") {
+  Tensor base = ramp({6}, 0);
+  Value m = Value::make_ordered_dict();
+  m["a"] = Tensor::view_of(base.storage(), DType::Float32, 0, {3}, {1});
+  m["b"] = Tensor::view_of(base.storage(), DType::Float32, 3, {3}, {1});
+  Value c = Value::make_ordered_dict();
+  c["a"] = m.at("b");
+  c["b"] = m.at("a");
+  load_checkpoint_to_model(m, c);
+  for (std::int64_t i = 0; i < 3; ++i) {
+    CHECK(base.at<float>({i}) == static_cast<float>(i + 3));
+    CHECK(base.at<float>({i + 3}) == static_cast<float>(i));
+  }
 }

@@ -519,6 +519,8 @@ TEST_SUITE("ckpt/manager") {
     CHECK(rs.best_metrics.at("valid").at("Accuracy").as_float() == 0.7);
     const TrainingState s3 = make_state(3, 3, all);
     CHECK_DEEP_EQUAL(rs.net, s3.net);
+    // restore() maps the file: the weights are read-only views, copied once by the loop.
+    rs.net.visit_tensors([](const std::string&, const auto& tv) { CHECK(tv.tensor.storage()->read_only()); });
     CHECK_DEEP_EQUAL(rs.optimizer, s3.optimizer);
     CHECK(rs.scaler.at("scale").as_float() == 65536.0);
     CHECK(rs.scaler.at("_growth_tracker").as_int() == 5);
@@ -734,5 +736,26 @@ TEST_SUITE("ckpt/manager") {
     CHECK(error_of([&] {
             not_started.on_epoch_end(1, acc_metrics(0.3), make_state(1, 1));
           }).find("start_run") != std::string::npos);
+  }
+
+  TEST_CASE("a background save copies only what the loop still holds") {
+    Tensor live = Tensor::zeros(DType::Float32, {4});    // the loop keeps this one
+    Tensor handed = Tensor::zeros(DType::Float32, {8});  // a state_dict() snapshot, moved in
+    float engine_buffer[2] = {1.0f, 2.0f};               // an engine's live memory, borrowed
+    Value ck = Value::make_dict();
+    ck["live"] = live;
+    ck["handed"] = std::move(handed);
+    ck["handed_view"] = Tensor::view_of(ck.at("handed").tensor().storage(), DType::Float32, 2, {2}, {1});
+    ck["borrowed"] = Tensor::view_of(
+        Storage::borrow(nullptr, reinterpret_cast<std::byte*>(engine_buffer), sizeof engine_buffer),
+        DType::Float32, 0, {2}, {1});
+    const Storage* handed_storage = ck.at("handed").tensor().storage().get();
+    CHECK(detail::snapshot_tensors(ck) == 4 * 4 + 2 * 4);  // live and borrowed copied
+    CHECK(ck.at("live").tensor().storage() != live.storage());
+    CHECK(ck.at("handed").tensor().storage().get() == handed_storage);  // not copied again
+    CHECK(ck.at("handed_view").tensor().storage().get() == handed_storage);
+    engine_buffer[0] = 9.0f;
+    CHECK(ck.at("borrowed").tensor().data<float>()[0] == 1.0f);
+    CHECK(detail::snapshot_tensors(ck) == 0);  // now everything is ck's own
   }
 }

@@ -58,6 +58,7 @@ if(MODE STREQUAL "find_package")
             share/cmake/sgckpt/sgckptConfig.cmake
             share/cmake/sgckpt/sgckptConfigVersion.cmake
             share/cmake/sgckpt/sgckptTargets.cmake
+            share/cmake/sgckpt/sgckptEngineTargets.cmake
             share/pkgconfig/sgckpt.pc)
     if(NOT EXISTS "${PREFIX}/${f}")
       message(FATAL_ERROR "consumer (find_package): ${f} was not installed into ${PREFIX}")
@@ -102,4 +103,5 @@ endif()
 
 run("${CMAKE_COMMAND}" --build "${build}")
 run("${build}/app")
+run("${build}/engine_app")
 message(STATUS "consumer (${MODE}): OK")

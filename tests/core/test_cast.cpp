@@ -118,4 +118,42 @@ TEST_SUITE("cast") {
     const Tensor r = cast(h, DType::Float32);
     CHECK(*reinterpret_cast<const float*>(r.raw_data()) == 1.5f);
   }
+
+  TEST_CASE("typed access needs the element's own type (or unsigned raw bits of a float)") {
+    Tensor f = floats({1.0f, 2.0f});
+    CHECK(f.data<float>()[1] == 2.0f);
+    CHECK(f.data<std::uint32_t>()[0] == 0x3f800000u);  // raw bits of a float32
+    CHECK_THROWS_WITH_AS(f.data<std::int32_t>(), doctest::Contains("float32 tensor cannot be accessed"),
+                         Error);
+    Tensor i = values<std::int32_t>(DType::Int32, {1}, {7});
+    CHECK(i.data<std::int32_t>()[0] == 7);
+    CHECK_THROWS_AS(i.data<float>(), Error);
+    CHECK_THROWS_AS(i.data<std::uint32_t>(), Error);  // an int32 read as uint32 is a conversion
+    CHECK_THROWS_AS(i.item<float>(), Error);
+    CHECK(values<std::uint16_t>(DType::Float16, {1}, {0x3c00}).data<std::uint16_t>()[0] == 0x3c00);
+    CHECK_THROWS_AS((values<std::int16_t>(DType::Float16, {1}, {0})), Error);
+  }
+
+  TEST_CASE("copy_into writes straight into a contiguous target, or stages when memory overlaps") {
+    Tensor src = floats({1.5f, -2.5f, 3.0f});
+    Tensor dst = Tensor::zeros(DType::Float16, {3});
+    copy_into(dst, src);
+    CHECK(half_to_float(dst.data<std::uint16_t>()[1]) == -2.5f);
+    // Overlapping: dst is src shifted by one element, in one storage.
+    Tensor base = floats({0.0f, 1.0f, 2.0f, 3.0f});
+    Tensor a = Tensor::view_of(base.storage(), DType::Float32, 0, {3}, {1});
+    Tensor b = Tensor::view_of(base.storage(), DType::Float32, 1, {3}, {1});
+    copy_into(b, a);  // the source is staged, as if cloned first (torch refuses a partial overlap)
+    CHECK(base.data<float>()[1] == 0.0f);
+    CHECK(base.data<float>()[2] == 1.0f);
+    CHECK(base.data<float>()[3] == 2.0f);
+    // A borrowed target (someone else's memory) is written in place.
+    float outside[3] = {};
+    Tensor view =
+        Tensor::view_of(Storage::borrow(nullptr, reinterpret_cast<std::byte*>(outside), sizeof outside),
+                        DType::Float32, 0, {3}, {1});
+    copy_into(view, values<std::int64_t>(DType::Int64, {3}, {4, 5, 6}));
+    CHECK(outside[2] == 6.0f);
+    CHECK(view.storage()->borrowed());
+  }
 }

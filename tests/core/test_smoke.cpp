@@ -9,7 +9,8 @@
 TEST_CASE("State<> stores a tensor and an int") {
   sgckpt::State<> state;
   const std::array<float, 4> w{1.0f, 2.0f, 3.0f, 4.0f};
-  state["weight"] = sgckpt::Tensor::from_values<float>(sgckpt::DType::Float32, {2, 2}, std::span<const float>(w));
+  state["weight"] =
+      sgckpt::Tensor::from_values<float>(sgckpt::DType::Float32, {2, 2}, std::span<const float>(w));
   state["epoch"] = 7;
 
   REQUIRE(state.contains("weight"));

@@ -83,7 +83,8 @@ TEST_SUITE("value") {
     const std::uint8_t two_to_70[] = {0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0};
     CHECK(Int::from_le_bytes(two_to_70, sizeof two_to_70).to_string() == "1180591620717411303424");
     const std::uint8_t minus_two_to_70[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xC0};
-    CHECK(Int::from_le_bytes(minus_two_to_70, sizeof minus_two_to_70).to_string() == "-1180591620717411303424");
+    CHECK(Int::from_le_bytes(minus_two_to_70, sizeof minus_two_to_70).to_string() ==
+          "-1180591620717411303424");
     // 2^1000 - 1 and -(2^520) + 12345, as Python prints them.
     std::vector<std::uint8_t> ones(125, 0xFF);
     ones.push_back(0);

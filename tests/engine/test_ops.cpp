@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "../test_support.hpp"
+
 namespace {
 
 using namespace sgckpt::engine;
@@ -462,32 +464,49 @@ TEST_CASE("ResNet18: state_dict entries, order, metadata; parameters; strict loa
   other.load_state_dict(sgckpt::load(bytes));
   CHECK(other.linear.weight.data<float>()[0] == model.linear.weight.data<float>()[0]);
 
-  // every problem at once, and nothing loaded
+  // every problem at once, and nothing loaded: the library's load path and its one report
   sgckpt::Value bad = sd;
   bad.dict().erase("layer1.0.bn1.bias");
   bad["extra.weight"] = sgckpt::Tensor::zeros(sgckpt::DType::Float32, {1});
   bad["linear.bias"] = sgckpt::Tensor::zeros(sgckpt::DType::Float32, {11});
-  bad["bn1.num_batches_tracked"] = sgckpt::Tensor::zeros(sgckpt::DType::Float32, {});
   nn::ResNet18 target(nn::ResNet18Config::cifar(10), 3);
   const float before = target.conv1.weight.data<float>()[0];
-  try {
-    target.load_state_dict(bad);
-    FAIL("load_state_dict accepted a bad state_dict");
-  } catch (const sgckpt::Error& e) {
-    const std::string msg = e.what();
-    CHECK(msg.find("\"layer1.0.bn1.bias\"") != std::string::npos);
-    CHECK(msg.find("\"extra.weight\"") != std::string::npos);
-    CHECK(msg.find("size mismatch for linear.bias") != std::string::npos);
-    CHECK(msg.find("dtype mismatch for bn1.num_batches_tracked") != std::string::npos);
-  }
+  const std::string msg = sgckpt::test::error_message([&] { target.load_state_dict(bad); });
+  CHECK(msg.find("missing from the checkpoint: 'layer1.0.bn1.bias'") != std::string::npos);
+  CHECK(msg.find("unexpected in the checkpoint: 'extra.weight'") != std::string::npos);
+  CHECK(msg.find("model 'linear.bias' [10] vs checkpoint 'linear.bias' [11]") != std::string::npos);
   CHECK(target.conv1.weight.data<float>()[0] == before);
-  // non-strict: missing/unexpected keys pass, shapes still matter; dtypes convert on request
+  // non-strict: missing/unexpected keys pass, shapes still matter; dtypes convert as torch's
+  // copy_ does (a float32 num_batches_tracked, as an averaged model has, truncates to int64)
   bad["linear.bias"] = sd.at("linear.bias");
   bad["bn1.num_batches_tracked"] =
       sgckpt::Tensor::from_values<float>(sgckpt::DType::Float32, {}, std::vector<float>{7.9f});
-  target.load_state_dict(bad, {.strict = false, .convert_dtypes = true});
+  const sgckpt::LoadReport r = target.load_state_dict(bad, {.strict = sgckpt::StrictLoad::Off});
+  CHECK(r.missing == std::vector<std::string>{"layer1.0.bn1.bias"});
   CHECK(*target.bn1.num_batches_tracked.data<std::int64_t>() == 7);
   CHECK(target.conv1.weight.data<float>()[0] == model.conv1.weight.data<float>()[0]);
+}
+
+TEST_CASE("load_state_dict copies once, from a mapped file straight into the module's buffers") {
+  nn::ResNet18 model(nn::ResNet18Config::cifar(10, 0.0625), 1);
+  sgckpt::test::TempDir dir;
+  sgckpt::Value ck = sgckpt::Value::make_dict();
+  ck["net"] = model.state_dict();
+  ck["ema_net"] = model.state_dict();
+  ck["ema_net"]["linear.bias"].tensor().mutable_data<float>()[0] = 42.0f;
+  sgckpt::save(ck, dir / "ckpt.pth");
+
+  nn::ResNet18 other(nn::ResNet18Config::cifar(10, 0.0625), 2);
+  const float* conv_buffer = other.conv1.weight.data<float>();
+  const sgckpt::Value mapped = sgckpt::load(dir / "ckpt.pth", {.mmap = true});
+  CHECK(mapped.at("net").at("conv1.weight").tensor().storage()->read_only());  // a view of the file
+  const sgckpt::LoadReport r = other.load_state_dict(mapped);                  // its net
+  CHECK(r.loaded.size() == model.state_dict().size());
+  CHECK(other.conv1.weight.data<float>() == conv_buffer);  // the module's own buffer, written in place
+  CHECK(other.conv1.weight.data<float>()[5] == model.conv1.weight.data<float>()[5]);
+  CHECK(other.linear.bias.data<float>()[0] == model.linear.bias.data<float>()[0]);
+  other.load_state_dict(mapped, {.weights = sgckpt::Weights::PreferEma});
+  CHECK(other.linear.bias.data<float>()[0] == 42.0f);
 }
 
 TEST_CASE("zero_grad, named_parameters share memory with the model") {

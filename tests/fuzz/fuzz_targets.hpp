@@ -206,12 +206,13 @@ inline int pth_one(const std::uint8_t* data, std::size_t size) {
   } catch (const sgckpt::Error&) {
   }
   try {
-    std::shared_ptr<std::byte> copy(static_cast<std::byte*>(::operator new(size + 1, std::align_val_t{64})),
-                                    [](std::byte* p) { ::operator delete(p, std::align_val_t{64}); });
+    std::shared_ptr<std::byte> copy(static_cast<std::byte*>(::operator new (size + 1, std::align_val_t{64})),
+                                    [](std::byte* p) { ::operator delete (p, std::align_val_t{64}); });
     if (size) std::memcpy(copy.get(), data, size);
     opt.mmap = true;
     opt.verify_crc = false;
-    sgckpt::Value v = sgckpt::detail::load_bytes(std::span<const std::byte>(copy.get(), size), copy, opt, "fuzz");
+    sgckpt::Value v =
+        sgckpt::detail::load_bytes(std::span<const std::byte>(copy.get(), size), copy, opt, "fuzz");
     g_sink = g_sink + touch(v);
     if (!same_value(first, v)) differential("the mmap path read other values than the copying path");
   } catch (const sgckpt::Error&) {
@@ -223,7 +224,8 @@ inline int pth_one(const std::uint8_t* data, std::size_t size) {
 // Resolver for the pickle-only target: zeroed storages of the requested size, up to a cap.
 inline std::shared_ptr<sgckpt::Storage> fuzz_resolver(const sgckpt::pickle::StorageRequest& r) {
   constexpr std::uint64_t kCap = 1ull << 20;
-  if (r.nbytes > kCap) throw sgckpt::Error("fuzz resolver: storage of " + std::to_string(r.nbytes) + " bytes refused");
+  if (r.nbytes > kCap)
+    throw sgckpt::Error("fuzz resolver: storage of " + std::to_string(r.nbytes) + " bytes refused");
   return sgckpt::Storage::zeros(static_cast<std::size_t>(r.nbytes));
 }
 

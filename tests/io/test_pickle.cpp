@@ -43,7 +43,9 @@ struct P {
   std::span<const std::byte> bytes() const { return std::as_bytes(std::span(b)); }
 };
 
-std::shared_ptr<Storage> no_storage(const pickle::StorageRequest&) { throw Error("no storages here"); }
+std::shared_ptr<Storage> no_storage(const pickle::StorageRequest&) {
+  throw Error("no storages here");
+}
 
 Value read(const P& p, const pickle::StorageResolver& r = no_storage, Limits lim = {}) {
   pickle::ReaderConfig cfg;
@@ -79,7 +81,7 @@ TEST_SUITE("pickle") {
   TEST_CASE("scalars keep their Python type: bool, int, float, str, None are distinct") {
     P p;
     p.raw({op::MARK, op::NEWTRUE, op::NEWFALSE}).i1(0).raw({op::NONE});
-    p.raw({op::BINFLOAT, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0});  // 1.5, big-endian
+    p.raw({op::BINFLOAT, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0});       // 1.5, big-endian
     p.str("héllo").raw({op::BININT, 0xFF, 0xFF, 0xFF, 0xFF});  // -1
     p.raw({op::LONG1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1});          // 2**64
     p.raw({op::TUPLE}).stop();
@@ -121,7 +123,12 @@ TEST_SUITE("pickle") {
     CHECK(md->at("").at("version").as_int() == 2);
 
     P c;
-    c.global("collections", "Counter").raw({op::EMPTY_DICT}).i1(30).i1(1).raw({op::SETITEM, op::TUPLE1, op::REDUCE}).stop();
+    c.global("collections", "Counter")
+        .raw({op::EMPTY_DICT})
+        .i1(30)
+        .i1(1)
+        .raw({op::SETITEM, op::TUPLE1, op::REDUCE})
+        .stop();
     Value counter = read(c);
     CHECK(counter.dict().kind() == DictKind::Counter);
     CHECK(counter.at(30).as_int() == 1);
@@ -137,24 +144,31 @@ TEST_SUITE("pickle") {
     CHECK(refusal(P().global("__builtin__", "eval").stop()).find("__builtin__.eval") != std::string::npos);
     CHECK(refusal(P().global("torch", "load").stop()).find("torch.load") != std::string::npos);
     // STACK_GLOBAL goes through the same allowlist.
-    CHECK(refusal(P().str("os").str("system").raw({op::STACK_GLOBAL}).stop()).find("os.system") != std::string::npos);
-    // Object-building opcodes are not part of the data subset at all.
-    CHECK(refusal(P().raw({op::MARK, op::INST, 'o', 's', '\n', 's', '\n'}).stop()).find("INST") != std::string::npos);
-    CHECK(refusal(P().raw({op::MARK}).global("collections", "OrderedDict").raw({op::OBJ}).stop()).find("OBJ") != std::string::npos);
-    // Calling something that is allowed as a name but is not callable.
-    CHECK(refusal(P().global("torch", "FloatStorage").raw({op::EMPTY_TUPLE, op::REDUCE}).stop()).find("cannot be called") !=
+    CHECK(refusal(P().str("os").str("system").raw({op::STACK_GLOBAL}).stop()).find("os.system") !=
           std::string::npos);
+    // Object-building opcodes are not part of the data subset at all.
+    CHECK(refusal(P().raw({op::MARK, op::INST, 'o', 's', '\n', 's', '\n'}).stop()).find("INST") !=
+          std::string::npos);
+    CHECK(
+        refusal(P().raw({op::MARK}).global("collections", "OrderedDict").raw({op::OBJ}).stop()).find("OBJ") !=
+        std::string::npos);
+    // Calling something that is allowed as a name but is not callable.
+    CHECK(refusal(P().global("torch", "FloatStorage").raw({op::EMPTY_TUPLE, op::REDUCE}).stop())
+              .find("cannot be called") != std::string::npos);
   }
 
   TEST_CASE("container operations are type-checked") {
-    CHECK(refusal(P().raw({op::EMPTY_LIST}).str("k").i1(1).raw({op::SETITEM}).stop()).find("SETITEM on a list") !=
+    CHECK(refusal(P().raw({op::EMPTY_LIST}).str("k").i1(1).raw({op::SETITEM}).stop())
+              .find("SETITEM on a list") != std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_DICT}).i1(1).raw({op::APPEND}).stop()).find("APPEND onto a dict") !=
           std::string::npos);
-    CHECK(refusal(P().raw({op::EMPTY_DICT}).i1(1).raw({op::APPEND}).stop()).find("APPEND onto a dict") != std::string::npos);
-    CHECK(refusal(P().raw({op::EMPTY_TUPLE, op::MARK}).i1(1).raw({op::APPENDS}).stop()).find("APPENDS onto a tuple") !=
+    CHECK(refusal(P().raw({op::EMPTY_TUPLE, op::MARK}).i1(1).raw({op::APPENDS}).stop())
+              .find("APPENDS onto a tuple") != std::string::npos);
+    CHECK(
+        refusal(P().raw({op::EMPTY_DICT, op::EMPTY_LIST, op::EMPTY_LIST, op::SETITEM}).stop()).find("key") !=
+        std::string::npos);
+    CHECK(refusal(P().raw({op::EMPTY_LIST, op::EMPTY_DICT, op::BUILD}).stop()).find("BUILD on a list") !=
           std::string::npos);
-    CHECK(refusal(P().raw({op::EMPTY_DICT, op::EMPTY_LIST, op::EMPTY_LIST, op::SETITEM}).stop()).find("key") !=
-          std::string::npos);
-    CHECK(refusal(P().raw({op::EMPTY_LIST, op::EMPTY_DICT, op::BUILD}).stop()).find("BUILD on a list") != std::string::npos);
   }
 
   TEST_CASE("malformed streams: underflow, marks, memo, truncation") {
@@ -163,7 +177,8 @@ TEST_SUITE("pickle") {
     CHECK(refusal(P().raw({op::TUPLE}).stop()).find("MARK") != std::string::npos);
     CHECK(refusal(P().raw({op::NONE, op::NONE}).stop()).find("exactly one") != std::string::npos);
     CHECK(refusal(P().raw({op::NONE})).find("no STOP") != std::string::npos);
-    CHECK(refusal(P().raw({op::BINUNICODE, 0xFF, 0xFF, 0xFF, 0x7F})).find("exceeds the limit") != std::string::npos);
+    CHECK(refusal(P().raw({op::BINUNICODE, 0xFF, 0xFF, 0xFF, 0x7F})).find("exceeds the limit") !=
+          std::string::npos);
     CHECK(refusal(P().raw({op::BINUNICODE, 0x10, 0, 0, 0, 'a'})).find("truncated") != std::string::npos);
     CHECK(refusal(P().raw({op::LONG4, 0, 0, 0, 0x80})).find("4096") != std::string::npos);
     CHECK(refusal(P().raw({op::PROTO, 9}).stop()).find("protocol 9") != std::string::npos);
@@ -233,7 +248,13 @@ TEST_SUITE("pickle") {
     P p;
     p.raw({op::EMPTY_LIST, op::MARK});
     for (const char* cls : {"FloatStorage", "LongStorage"}) {
-      p.raw({op::MARK}).str("storage").global("torch", cls).str("0").str("cpu").i1(4).raw({op::TUPLE, op::BINPERSID});
+      p.raw({op::MARK})
+          .str("storage")
+          .global("torch", cls)
+          .str("0")
+          .str("cpu")
+          .i1(4)
+          .raw({op::TUPLE, op::BINPERSID});
     }
     p.raw({op::APPENDS}).stop();
     std::string msg;

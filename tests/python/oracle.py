@@ -11,7 +11,7 @@ the source of truth. Tests get their inputs from the environment:
 
 Contents:
   * Runner              a tiny check runner: one line per check, exit status 1 on any failure
-  * find_tool/require_tool, shared_dir, fixtures_dir
+  * find_tool/require_tool, require_example, shared_dir, fixtures_dir
   * host_argv           the command that runs a built binary (through the host's loader when
                         this interpreter is torch2-python's chroot)
   * run_tool            runs the tool with a timeout, an optional RLIMIT_AS, and its own rusage
@@ -214,6 +214,28 @@ def find_tool():
     if not found:
         return None
     return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def require_example(*programs):
+    """The directory of the built examples that holds every one of `programs` (fatal if none).
+
+    Looks at SGCKPT_EXAMPLES_DIR when set; else $SGCKPT_BINARY_DIR/examples, <dir of
+    $SGCKPT_TOOL>/../examples (and ../../examples) and <repo>/build*/examples."""
+    candidates = []
+    if os.environ.get("SGCKPT_EXAMPLES_DIR"):
+        candidates.append(os.environ["SGCKPT_EXAMPLES_DIR"])
+    else:
+        if os.environ.get("SGCKPT_BINARY_DIR"):
+            candidates.append(os.path.join(os.environ["SGCKPT_BINARY_DIR"], "examples"))
+        if os.environ.get("SGCKPT_TOOL"):
+            tool_dir = os.path.dirname(os.path.abspath(os.environ["SGCKPT_TOOL"]))
+            candidates.append(os.path.join(tool_dir, "..", "examples"))
+            candidates.append(os.path.join(tool_dir, "..", "..", "examples"))
+        candidates += sorted(glob.glob(str(REPO / "build*" / "examples")))
+    for d in candidates:
+        if all(os.path.isfile(os.path.join(d, p)) and os.access(os.path.join(d, p), os.X_OK) for p in programs):
+            return os.path.normpath(os.path.abspath(d))
+    fatal("%s not found in %s: build the examples and set SGCKPT_EXAMPLES_DIR" % (", ".join(programs), candidates))
 
 
 def require_tool():

@@ -191,17 +191,8 @@ def part_sg_writes(r, tool, base):
 
 
 def find_demo(tool):
-    env = os.environ.get("SGCKPT_EXAMPLES_DIR")
-    cands = []
-    if env:
-        cands.append(os.path.join(env, "ckpt_lifecycle_demo"))
-    t = os.path.abspath(tool)
-    cands.append(os.path.join(os.path.dirname(t), "..", "examples", "ckpt_lifecycle_demo"))  # <build>/tools/sgckpt
-    cands.append(os.path.join(os.path.dirname(t), "..", "..", "examples", "ckpt_lifecycle_demo"))  # <build>/tools/sgckpt/sgckpt
-    for c in cands:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return os.path.normpath(c)
-    oracle.fatal("examples/ckpt_lifecycle_demo not found (set SGCKPT_EXAMPLES_DIR); looked at %s" % cands)
+    del tool  # found like every example (oracle.require_example)
+    return os.path.join(oracle.require_example("ckpt_lifecycle_demo"), "ckpt_lifecycle_demo")
 
 
 def replay_epochs(ck2, first_epoch, end_epoch):

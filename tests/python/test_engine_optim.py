@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import collections  # noqa: E402
 import copy  # noqa: E402
-import glob  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -46,23 +45,7 @@ warnings.filterwarnings("ignore")
 PROGRAM = "optim_steps"
 
 
-def examples_dir():
-    candidates = []
-    if os.environ.get("SGCKPT_EXAMPLES_DIR"):
-        candidates.append(os.environ["SGCKPT_EXAMPLES_DIR"])
-    else:
-        if os.environ.get("SGCKPT_BINARY_DIR"):
-            candidates.append(os.path.join(os.environ["SGCKPT_BINARY_DIR"], "examples"))
-        if os.environ.get("SGCKPT_TOOL"):
-            candidates.append(os.path.join(os.path.dirname(os.environ["SGCKPT_TOOL"]), "..", "examples"))
-        candidates += sorted(glob.glob(str(oracle.REPO / "build*" / "examples")))
-    for d in candidates:
-        if os.path.isfile(os.path.join(d, PROGRAM)):
-            return os.path.abspath(d)
-    oracle.fatal("%s not found in %s: build the examples and set SGCKPT_EXAMPLES_DIR" % (PROGRAM, candidates))
-
-
-EXAMPLES = examples_dir()
+EXAMPLES = oracle.require_example(PROGRAM)
 TMP = tempfile.mkdtemp(prefix="sgckpt_optim_")
 WORST = {}
 

@@ -28,7 +28,6 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import glob  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -133,23 +132,7 @@ def randomize(model, seed):
 # The engine's programs
 
 
-def examples_dir():
-    candidates = []
-    if os.environ.get("SGCKPT_EXAMPLES_DIR"):
-        candidates.append(os.environ["SGCKPT_EXAMPLES_DIR"])
-    else:
-        if os.environ.get("SGCKPT_BINARY_DIR"):
-            candidates.append(os.path.join(os.environ["SGCKPT_BINARY_DIR"], "examples"))
-        if os.environ.get("SGCKPT_TOOL"):
-            candidates.append(os.path.join(os.path.dirname(os.environ["SGCKPT_TOOL"]), "..", "examples"))
-        candidates += sorted(glob.glob(str(oracle.REPO / "build*" / "examples")))
-    for d in candidates:
-        if os.path.isfile(os.path.join(d, "resnet18_forward")) and os.path.isfile(os.path.join(d, "resnet18_init")):
-            return os.path.abspath(d)
-    oracle.fatal("resnet18_forward / resnet18_init not found in %s: build the examples and set SGCKPT_EXAMPLES_DIR" % candidates)
-
-
-EXAMPLES = examples_dir()
+EXAMPLES = oracle.require_example("resnet18_forward", "resnet18_init")
 
 
 def run(program, args, expect_ok=True):
@@ -357,8 +340,12 @@ def check_refusal(case):
     p = run("resnet18_forward", [bad, case.input, os.path.join(case.dir, "bad_out.pth")], expect_ok=False)
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 1, "exit %d, stderr %r" % (p.returncode, err)
-    for phrase in ("layer2.0.bn1.running_mean", "layer9.weight", "layer3.1.bn2.bias", "layer1.0.bn1.num_batches_tracked", "Missing", "Unexpected", "size mismatch", "dtype"):
+    for phrase in ("missing from the checkpoint: 'layer2.0.bn1.running_mean'",
+                   "unexpected in the checkpoint: 'layer9.weight'",
+                   "model 'layer3.1.bn2.bias' [64] vs checkpoint 'layer3.1.bn2.bias' [5]"):
         assert phrase in err, "error message does not mention %r: %r" % (phrase, err)
+    # A float num_batches_tracked is not a problem: it converts as torch's copy_ converts it.
+    assert "num_batches_tracked" not in err, err
     assert not os.path.exists(os.path.join(case.dir, "bad_out.pth"))
 
 

@@ -29,7 +29,9 @@ struct Case {
   std::string phrase;
 };
 
-std::filesystem::path hostile_dir() { return test::source_dir() / "tests" / "hostile"; }
+std::filesystem::path hostile_dir() {
+  return test::source_dir() / "tests" / "hostile";
+}
 
 std::vector<Case> manifest() {
   std::ifstream in(hostile_dir() / "MANIFEST.tsv");
@@ -46,7 +48,8 @@ std::vector<Case> manifest() {
 }
 
 std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
 
@@ -95,7 +98,8 @@ TEST_SUITE("security") {
     std::vector<std::string> names;
     for (const auto& c : cases) {
       names.push_back(c.file);
-      CHECK_MESSAGE(std::filesystem::is_regular_file(hostile_dir() / c.file), c.file << " is listed but missing");
+      CHECK_MESSAGE(std::filesystem::is_regular_file(hostile_dir() / c.file),
+                    c.file << " is listed but missing");
       CHECK_MESSAGE(!c.phrase.empty(), c.file << " has no expected phrase");
     }
     std::sort(names.begin(), names.end());
@@ -154,7 +158,9 @@ TEST_SUITE("security") {
 
     // One BUILD with 100k attribute names: linear, not quadratic (it was minutes before).
     std::vector<std::uint8_t> q;
-    for (char c : std::string("\x80\x02" "ccollections\nOrderedDict\n)R}(")) q.push_back(static_cast<std::uint8_t>(c));
+    for (char c : std::string("\x80\x02"
+                              "ccollections\nOrderedDict\n)R}("))
+      q.push_back(static_cast<std::uint8_t>(c));
     for (int i = 0; i < 100'000; ++i) {
       put_str(q, "k" + std::to_string(i));
       q.push_back('N');
@@ -253,7 +259,8 @@ TEST_SUITE("security") {
 
     // One tensor referenced 1000 times (the views share one storage).
     std::vector<std::uint8_t> t = {0x80, 2, ']', '('};
-    for (char c : std::string("ctorch._utils\n_rebuild_tensor_v2\n((")) t.push_back(static_cast<std::uint8_t>(c));
+    for (char c : std::string("ctorch._utils\n_rebuild_tensor_v2\n(("))
+      t.push_back(static_cast<std::uint8_t>(c));
     put_str(t, "storage");
     for (char c : std::string("ctorch\nFloatStorage\n")) t.push_back(static_cast<std::uint8_t>(c));
     put_str(t, "0");

@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "expansion_budget.hpp"
 #include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/ckpt/load.hpp"
 #include "sgckpt/io/pth.hpp"
 
 namespace sgckpt::tool {
@@ -28,22 +29,14 @@ struct AverageOptions {
   LoadOptions load;
 };
 
-// The state dict to average from one loaded file (moved out of it, not copied).
+// The state dict to average from one loaded file (moved out of it, not copied): the library's
+// one rule for which weights a checkpoint holds (sgckpt::checkpoint_state_dict).
 Value weights_of(Value root, const std::string& path, bool ema) {
-  if (!root.is_dict()) throw Error("'" + path + "' holds a " + kind_name(root.kind()) + ", not a checkpoint");
-  Dict& d = root.dict();
-  if (ema) {
-    Value* e = d.find("ema_net");
-    if (e == nullptr || !e->is_dict())
-      throw Error("no EMA network stored in checkpoint '" + path + "' (no 'ema_net')");
-    return std::move(*e);
+  try {
+    return std::move(checkpoint_state_dict(root, ema ? Weights::Ema : Weights::Net));
+  } catch (const Error& e) {
+    throw e.with_file(path);
   }
-  if (Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
-    if (!net->is_dict())
-      throw Error("the 'net' of '" + path + "' is a " + kind_name(net->kind()) + ", not a state dict");
-    return std::move(*net);
-  }
-  return root;
 }
 
 void run_average(const AverageOptions& o) {

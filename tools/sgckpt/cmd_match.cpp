@@ -91,11 +91,10 @@ std::string report_json(const LoadReport& r) {
 void run_match(const MatchOptions& o) {
   const StrictLoad mode = parse_strict_load(o.strict);  // before any file is read
   const Value model_file = load(o.model, o.load);
-  const Value* model = &model_file;
-  if (model_file.is_dict())
-    if (const Value* net = model_file.dict().find("net"); net != nullptr && net->is_dict()) model = net;
   const Value ckpt = load(o.ckpt, o.load);
-  const LoadReport r = plan_checkpoint_load(*model, ckpt, mode, o.backbone, o.ema);
+  const LoadReport r = plan_checkpoint_load(
+      checkpoint_state_dict(model_file), ckpt,
+      {.strict = mode, .weights = o.ema ? Weights::Ema : Weights::Net, .backbone_prefix = o.backbone});
   write_stdout(o.json ? report_json(r) : r.message() + "\n");
   if (!r.ok)
     throw Error("'" + o.ckpt + "' does not load into the model of '" + o.model +

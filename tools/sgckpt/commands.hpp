@@ -17,8 +17,10 @@ namespace sgckpt::tool {
 void register_inspect(CLI::App& app);  // sgckpt inspect FILE [--json] [--mmap] [--no-crc]
 void register_convert(CLI::App& app);  // sgckpt convert IN OUT [--mmap]
 void register_runs(CLI::App& app);     // sgckpt runs ROOT EXPERIMENT [--json]
-void register_resolve(CLI::App& app);  // sgckpt resolve ROOT EXPERIMENT [--run-id ID] [--resume-path FILE] ...
-void register_match(CLI::App& app);    // sgckpt match MODEL CKPT [--strict MODE] [--backbone P] [--ema] [--json]
+void register_resolve(
+    CLI::App& app);  // sgckpt resolve ROOT EXPERIMENT [--run-id ID] [--resume-path FILE] ...
+void register_match(
+    CLI::App& app);  // sgckpt match MODEL CKPT [--strict MODE] [--backbone P] [--ema] [--json]
 void register_average(CLI::App& app);  // sgckpt average OUT CKPT... [--ema]
 
 }  // namespace sgckpt::tool

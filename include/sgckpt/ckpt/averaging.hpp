@@ -101,8 +101,8 @@ inline void check_same_structure(const Value& ref, const Value& other, const std
                       std::string(name(rt.dtype())),
                   ErrorContext::at_key(key));
     if (rt.shape() != ot.shape())
-      throw Error(what + ": entry '" + key + "' has shape " + ckpt_shape_text(ot.shape()) + ", expected " +
-                      ckpt_shape_text(rt.shape()),
+      throw Error(what + ": entry '" + key + "' has shape " + shape_text(ot.shape()) + ", expected " +
+                      shape_text(rt.shape()),
                   ErrorContext::at_key(key));
   }
 }

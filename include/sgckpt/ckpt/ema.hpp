@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "sgckpt/ckpt/elementwise.hpp"
+#include "sgckpt/ckpt/threads.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
@@ -188,11 +189,12 @@ void run_parts(std::size_t parts, F&& f) {
   for (auto& t : threads) t.join();
 }
 
-// Threads to use for `bytes` of streaming work: 0 = automatic (one per core, at most 8, and
-// at least 2 MiB per thread: below that, starting a thread costs more than it saves).
+// Threads to use for `bytes` of streaming work: 0 = automatic (the process's thread setting,
+// sgckpt::num_threads(), at most 8, and at least 2 MiB per thread: below that, starting a
+// thread costs more than it saves).
 inline std::size_t choose_threads(unsigned requested, std::size_t bytes) {
   if (requested > 0) return requested;
-  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
+  const auto hw = static_cast<std::size_t>(num_threads());
   const std::size_t by_size = std::max<std::size_t>(1, bytes / (std::size_t{2} << 20));
   return std::min({hw, std::size_t{8}, by_size});
 }
@@ -343,12 +345,6 @@ inline bool ema_blends(DType d) {
   return d == DType::Float32 || d == DType::Float64 || d == DType::Float16 || d == DType::BFloat16;
 }
 
-inline std::string ckpt_shape_text(const Shape& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // Byte range [first, last) a tensor can touch in its storage.
 inline std::pair<std::size_t, std::size_t> byte_extent(const Tensor& t) {
   const std::size_t isz = t.itemsize();
@@ -467,8 +463,8 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
                       std::string(name(mt.dtype())) + " in the model state",
                   ErrorContext::at_key(key));
     if (et.shape() != mt.shape())
-      throw Error("entry '" + key + "' has shape " + detail::ckpt_shape_text(et.shape()) +
-                      " in the EMA state but " + detail::ckpt_shape_text(mt.shape()) + " in the model state",
+      throw Error("entry '" + key + "' has shape " + shape_text(et.shape()) + " in the EMA state but " +
+                      shape_text(mt.shape()) + " in the model state",
                   ErrorContext::at_key(key));
     if (is_floating(et.dtype()) && !detail::ema_blends(et.dtype()))
       throw Error(

@@ -1,16 +1,24 @@
 // sgckpt/ckpt/load.hpp: loading a checkpoint's weights into a model's state dict, with
-// SuperGradients' StrictLoad modes (spec section 6), as a dry run (plan_checkpoint_load) or
-// for real (load_checkpoint_to_model).
+// SuperGradients' StrictLoad modes (docs/lifecycle.md), as a dry run (plan_checkpoint_load) or
+// for real (load_checkpoint_to_model). This is the library's one load path: an engine's own
+// load_state_dict is an adapter that hands it views of the engine's buffers (see
+// engine/nn/module.hpp), so rules, messages and dtype conversion are the same everywhere.
 //
-// The weights taken from the checkpoint: its `ema_net` when load_ema_as_net (an Error if it
-// has none), else its `net`, else the dict itself (a bare state dict). When EVERY key starts
-// with "module." (DataParallel/DDP), that prefix is stripped, as SG's
+//   auto report = sgckpt::load_checkpoint_to_model(model_state, "ckpt_best.pth",
+//                                                  {.strict = sgckpt::StrictLoad::On,
+//                                                   .weights = sgckpt::Weights::PreferEma});
+//
+// Which weights (checkpoint_state_dict, the one answer used by the tools, the examples and the
+// trainer): Weights::Net takes the checkpoint's `net`, or the dict itself when it has none (a
+// bare state dict); Weights::Ema its `ema_net` (an Error if it has none); Weights::PreferEma
+// the `ema_net` when present, else as Net (SG's models.get and evaluate_checkpoint). When EVERY
+// key starts with "module." (DataParallel/DDP), that prefix is stripped, as SG's
 // maybe_remove_module_prefix. With a backbone prefix ("backbone."), only the model's keys
 // under that prefix are loaded, and checkpoint keys are matched against those keys with the
 // prefix removed (SG's load_backbone offers the checkpoint to `net.backbone`).
 //
 // The modes:
-//   On             keys and shapes must match exactly (torch strict=True).
+//   On             keys and shapes must match exactly (torch strict=True). The default.
 //   Off            torch strict=False: missing and unexpected keys are reported and skipped;
 //                  a shape mismatch is still an error.
 //   NoKeyMatching  exact first; failing that, by POSITION: the checkpoint's tensors in order
@@ -21,7 +29,7 @@
 //   KeyMatching    exact first; failing that, key by key, skipping (and reporting) shape
 //                  mismatches, missing and unexpected keys (SG's transfer_weights).
 //
-// Deviations from SG that fix its traps (spec 11.4, 11.11): a failed load throws ONE
+// Deviations from SG that fix its traps (docs/lifecycle.md): a failed load throws ONE
 // sgckpt::Error that lists every missing, unexpected and shape-mismatched key together
 // (with, for NoKeyMatching, why matching by position failed too, and for On/Off a hint when
 // the checkpoint would load by position), and it changes NOTHING in the model state: the
@@ -29,9 +37,11 @@
 //
 // Values are copied into the model's existing tensors (their storage, dtype and layout are
 // kept), converting the dtype when it differs, as torch's param.copy_(input) does (float <->
-// half, int -> float, ...: sgckpt::copy_into, core/cast.hpp). A model tensor that is a read-only view of a
-// memory-mapped file is replaced by an owned tensor of the same dtype and shape. The state dict's `_metadata`
-// attribute is an attribute, not an entry: the model's is kept, the checkpoint's ignored.
+// half, int -> float, ...: sgckpt::copy_into, core/cast.hpp): one read of the checkpoint
+// tensor (which may be a view of a memory-mapped file) and one write into the model's memory.
+// A model tensor that is a read-only view of a memory-mapped file is replaced by an owned
+// tensor of the same dtype and shape. The state dict's `_metadata` attribute is an attribute,
+// not an entry: the model's is kept, the checkpoint's ignored.
 #pragma once
 
 #include <algorithm>
@@ -43,8 +53,8 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -97,6 +107,69 @@ inline StrictLoad strict_load_from_bool(bool b) {
   return b ? StrictLoad::On : StrictLoad::Off;
 }
 
+// ---- Which weights ---------------------------------------------------------------------------
+
+// Which state dict of a checkpoint to take (the rules at the top of the file).
+enum class Weights {
+  Net,        // `net`, or the dict itself when it has no `net` (a bare state dict)
+  Ema,        // `ema_net`; an Error when the checkpoint has none
+  PreferEma,  // `ema_net` when present, else as Net (SG's models.get, evaluate_checkpoint)
+};
+
+// The key of the state dict that `which` selects in `checkpoint`: "net", "ema_net", or empty
+// for the checkpoint itself (a bare state dict). Throws when the selection is not a dict of
+// weights (a missing ema_net, a None net, a net that is a list...).
+inline std::string_view checkpoint_state_dict_key(const Value& checkpoint, Weights which = Weights::Net) {
+  if (!checkpoint.is_dict())
+    throw Error(std::string("the checkpoint is a ") + kind_name(checkpoint.kind()) +
+                ", not a dict or a state dict");
+  const Dict& d = checkpoint.dict();
+  const Value* ema = d.find("ema_net");
+  if (which == Weights::Ema || (which == Weights::PreferEma && ema != nullptr && !ema->is_none())) {
+    if (ema == nullptr || ema->is_none())
+      throw Error("no EMA network stored in checkpoint (it has no 'ema_net'); load 'net' instead");
+    if (!ema->is_dict())
+      throw Error(
+          std::string("the checkpoint's 'ema_net' is a ") + kind_name(ema->kind()) + ", not a state dict",
+          ErrorContext::at_key("ema_net"));
+    return "ema_net";
+  }
+  // A `net` that is a tensor is a weight of a bare state dict (a module named "net").
+  if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
+    if (net->is_none())
+      throw Error(
+          "the checkpoint's 'net' is None (no weights: an average_model.pth written before any "
+          "snapshot was averaged?)",
+          ErrorContext::at_key("net"));
+    if (!net->is_dict())
+      throw Error(std::string("the checkpoint's 'net' is a ") + kind_name(net->kind()) + ", not a state dict",
+                  ErrorContext::at_key("net"));
+    return "net";
+  }
+  return {};
+}
+
+// The state dict that `which` selects (see checkpoint_state_dict_key).
+inline const Value& checkpoint_state_dict(const Value& checkpoint, Weights which = Weights::Net) {
+  const std::string_view key = checkpoint_state_dict_key(checkpoint, which);
+  return key.empty() ? checkpoint : *checkpoint.dict().find(key);
+}
+inline Value& checkpoint_state_dict(Value& checkpoint, Weights which = Weights::Net) {
+  const std::string_view key = checkpoint_state_dict_key(checkpoint, which);
+  return key.empty() ? checkpoint : *checkpoint.dict().find(key);
+}
+
+// How load_checkpoint_to_model and plan_checkpoint_load match and what they take.
+struct ModelLoadOptions {
+  StrictLoad strict = StrictLoad::On;
+  Weights weights = Weights::Net;
+  // Load only the model's keys under this prefix ("backbone."); empty: the whole model.
+  std::string backbone_prefix{};
+  // Reading a checkpoint FILE: mapped by default, so each tensor is copied once, from the
+  // mapping straight into the model.
+  LoadOptions file{.mmap = true};
+};
+
 // ---- The report ---------------------------------------------------------------------------------
 
 struct LoadReport {
@@ -116,11 +189,6 @@ struct LoadReport {
   std::string note;
 
   std::string message() const {
-    auto shape = [](const Shape& s) {
-      std::string out = "[";
-      for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-      return out + "]";
-    };
     auto list = [](const std::vector<std::string>& ks) {
       std::string out;
       for (std::size_t i = 0; i < ks.size(); ++i) out += (i ? ", '" : "'") + ks[i] + "'";
@@ -143,8 +211,8 @@ struct LoadReport {
       m += "\n  shape mismatch:";
       for (std::size_t i = 0; i < mismatched.size(); ++i) {
         const auto& x = mismatched[i];
-        m += (i ? "; model '" : " model '") + x.model + "' " + shape(x.model_shape) + " vs checkpoint '" +
-             x.ckpt + "' " + shape(x.ckpt_shape);
+        m += (i ? "; model '" : " model '") + x.model + "' " + shape_text(x.model_shape) +
+             " vs checkpoint '" + x.ckpt + "' " + shape_text(x.ckpt_shape);
       }
     }
     if (!note.empty()) m += "\n  " + note;
@@ -153,12 +221,6 @@ struct LoadReport {
 };
 
 namespace detail {
-
-inline std::string load_shape_text(const Shape& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 struct LoadEntry {
   std::string key;        // as in the file (ckpt) or the model
@@ -171,34 +233,6 @@ struct LoadPlan {
   LoadReport report;
   std::vector<std::pair<std::size_t, const Tensor*>> copies;  // model dict index <- source tensor
 };
-
-// The checkpoint's state dict, per the rules at the top of the file.
-inline const Dict& checkpoint_state_dict(const Value& ckpt, bool load_ema_as_net) {
-  if (!ckpt.is_dict())
-    throw Error(std::string("the checkpoint is a ") + kind_name(ckpt.kind()) +
-                ", not a dict or a state dict");
-  const Dict& d = ckpt.dict();
-  if (load_ema_as_net) {
-    const Value* ema = d.find("ema_net");
-    if (ema == nullptr || ema->is_none())
-      throw Error("no EMA network stored in checkpoint (it has no 'ema_net'); load 'net' instead");
-    if (!ema->is_dict())
-      throw Error(std::string("the checkpoint's 'ema_net' is a ") + kind_name(ema->kind()) +
-                  ", not a state dict");
-    return ema->dict();
-  }
-  if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
-    if (net->is_none())
-      throw Error(
-          "the checkpoint's 'net' is None (no weights: an average_model.pth written before any "
-          "snapshot was averaged?)");
-    if (!net->is_dict())
-      throw Error(std::string("the checkpoint's 'net' is a ") + kind_name(net->kind()) +
-                  ", not a state dict");
-    return net->dict();
-  }
-  return d;
-}
 
 inline std::vector<LoadEntry> entries_of(const Dict& d, const char* what) {
   std::vector<LoadEntry> out;
@@ -217,8 +251,10 @@ inline std::vector<LoadEntry> entries_of(const Dict& d, const char* what) {
   return out;
 }
 
-inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, StrictLoad mode,
-                          std::string_view backbone_prefix, bool load_ema_as_net) {
+inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint,
+                          const ModelLoadOptions& options) {
+  const StrictLoad mode = options.strict;
+  const std::string_view backbone_prefix = options.backbone_prefix;
   if (!model_state.is_dict())
     throw Error(std::string("the model state is a ") + kind_name(model_state.kind()) + ", not a state dict");
   // The target: the model's tensors, or those under the backbone prefix.
@@ -237,7 +273,7 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, Str
                 "'");
 
   std::vector<LoadEntry> source =
-      entries_of(checkpoint_state_dict(checkpoint, load_ema_as_net), "the checkpoint's state dict");
+      entries_of(checkpoint_state_dict(checkpoint, options.weights).dict(), "the checkpoint's state dict");
   constexpr std::string_view kModule = "module.";
   const bool all_module =
       !source.empty() && std::all_of(source.begin(), source.end(), [&](const LoadEntry& e) {
@@ -286,8 +322,8 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, Str
       if (s.tensor->shape() != t.tensor->shape()) {
         if (bad++ == 0 && failure)
           *failure = "matching by position failed too: checkpoint '" + s.key + "' " +
-                     load_shape_text(s.tensor->shape()) + " does not fit model '" + t.key + "' " +
-                     load_shape_text(t.tensor->shape()) + " at position " + std::to_string(i);
+                     shape_text(s.tensor->shape()) + " does not fit model '" + t.key + "' " +
+                     shape_text(t.tensor->shape()) + " at position " + std::to_string(i);
         p.report.mismatched.push_back({t.key, s.key, t.tensor->shape(), s.tensor->shape()});
         continue;
       }
@@ -365,75 +401,59 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint, Str
 // not thrown; malformed input (not a dict, a non-tensor entry, a missing ema_net, an empty
 // backbone) throws sgckpt::Error.
 inline LoadReport plan_checkpoint_load(const Value& model_state, const Value& checkpoint_or_state_dict,
-                                       StrictLoad strict, std::string_view backbone_prefix = {},
-                                       bool load_ema_as_net = false) {
-  return detail::plan_load(model_state, checkpoint_or_state_dict, strict, backbone_prefix, load_ema_as_net)
-      .report;
+                                       const ModelLoadOptions& options = {}) {
+  return detail::plan_load(model_state, checkpoint_or_state_dict, options).report;
 }
 
 // Loads the checkpoint's weights into model_state (see the file comment). Returns the report
 // of what was loaded; throws ONE sgckpt::Error (LoadReport::message()) and changes nothing
 // when the load fails.
 inline LoadReport load_checkpoint_to_model(Value& model_state, const Value& checkpoint_or_state_dict,
-                                           StrictLoad strict, std::string_view backbone_prefix = {},
-                                           bool load_ema_as_net = false) {
-  detail::LoadPlan plan =
-      detail::plan_load(model_state, checkpoint_or_state_dict, strict, backbone_prefix, load_ema_as_net);
+                                           const ModelLoadOptions& options = {}) {
+  detail::LoadPlan plan = detail::plan_load(model_state, checkpoint_or_state_dict, options);
   if (!plan.report.ok) throw Error(plan.report.message());
 
   Dict& md = model_state.dict();
+  auto target = [&](std::size_t mi) -> Tensor& {
+    return (md.begin() + static_cast<std::ptrdiff_t>(mi))->second.tensor();
+  };
   // A source that shares memory with a model tensor (the checkpoint is, or views, the model
-  // itself) is read in full before anything is written.
-  std::unordered_set<const Storage*> targets;
-  for (const auto& [mi, src] : plan.copies) targets.insert(md.items()[mi].second.tensor().storage().get());
-  std::vector<std::vector<std::byte>> staged(plan.copies.size());
-  std::vector<bool> is_staged(plan.copies.size(), false);
+  // itself) is read in full before anything is written; every other source is copied once.
+  std::vector<Tensor> staged(plan.copies.size());
   for (std::size_t c = 0; c < plan.copies.size(); ++c) {
-    const auto& [mi, src] = plan.copies[c];
-    if (targets.count(src->storage().get())) {
-      staged[c] = detail::converted_bytes(*src, md.items()[mi].second.tensor().dtype());
-      is_staged[c] = true;
-    }
+    const Tensor& src = *plan.copies[c].second;
+    for (const auto& [mi, unused] : plan.copies)
+      if (detail::storages_overlap(target(mi), src)) {
+        staged[c] = cast(src, target(plan.copies[c].first).dtype());
+        break;
+      }
   }
   for (std::size_t c = 0; c < plan.copies.size(); ++c) {
-    const auto& [mi, src] = plan.copies[c];
-    Tensor& dst = (md.begin() + static_cast<std::ptrdiff_t>(mi))->second.tensor();
+    Tensor& dst = target(plan.copies[c].first);
     if (dst.storage()->read_only()) dst = Tensor::empty(dst.dtype(), dst.shape());
-    if (is_staged[c]) {
-      detail::scatter_into(dst, staged[c]);
-    } else if (src->dtype() == dst.dtype() && src->is_contiguous() && dst.is_contiguous()) {
-      if (dst.nbytes()) std::memcpy(dst.mutable_raw_data(), src->raw_data(), dst.nbytes());
-    } else {
-      detail::scatter_into(dst, detail::converted_bytes(*src, dst.dtype()));
-    }
+    copy_into(dst, staged[c].defined() ? staged[c] : *plan.copies[c].second);
   }
   return plan.report;
 }
 
-// The same, reading the checkpoint from a file (errors carry the file name).
+// The same, reading the checkpoint from a file (mapped, per options.file; errors carry the
+// file name).
 inline LoadReport load_checkpoint_to_model(Value& model_state, const std::filesystem::path& checkpoint_path,
-                                           StrictLoad strict, std::string_view backbone_prefix = {},
-                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
-  const Value ckpt = load(checkpoint_path, options);
+                                           const ModelLoadOptions& options = {}) {
+  const Value ckpt = load(checkpoint_path, options.file);
   try {
-    return load_checkpoint_to_model(model_state, ckpt, strict, backbone_prefix, load_ema_as_net);
+    return load_checkpoint_to_model(model_state, ckpt, options);
   } catch (const Error& e) {
     throw e.with_file(checkpoint_path.string());
   }
 }
-// Path spellings that would otherwise be ambiguous (a string converts to both a path and a
-// Value).
-inline LoadReport load_checkpoint_to_model(Value& model_state, const std::string& checkpoint_path,
-                                           StrictLoad strict, std::string_view backbone_prefix = {},
-                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
-  return load_checkpoint_to_model(model_state, std::filesystem::path(checkpoint_path), strict,
-                                  backbone_prefix, load_ema_as_net, options);
-}
-inline LoadReport load_checkpoint_to_model(Value& model_state, const char* checkpoint_path, StrictLoad strict,
-                                           std::string_view backbone_prefix = {},
-                                           bool load_ema_as_net = false, const LoadOptions& options = {}) {
-  return load_checkpoint_to_model(model_state, std::filesystem::path(checkpoint_path), strict,
-                                  backbone_prefix, load_ema_as_net, options);
+// A path spelled as a string (which would otherwise also convert to a Value).
+template <class S>
+requires std::is_convertible_v<const S&, std::string_view>
+inline LoadReport load_checkpoint_to_model(Value& model_state, const S& checkpoint_path,
+                                           const ModelLoadOptions& options = {}) {
+  return load_checkpoint_to_model(model_state, std::filesystem::path(std::string_view(checkpoint_path)),
+                                  options);
 }
 
 }  // namespace sgckpt

@@ -29,9 +29,10 @@
 //   - the averaging snapshots are kept at the end of training unless asked otherwise, so a
 //     finished run can be extended without losing them (SG deletes them, spec 4).
 //
-// Background saving (async_save): on_epoch_end() snapshots the state first (a deep copy of
-// every tensor, keeping shared storages shared: the loop mutates its tensors right after),
-// then one worker thread writes the files. The next on_epoch_end(), flush(), finish() or the
+// Background saving (async_save): on_epoch_end() snapshots the state first (a copy of every
+// storage the loop still holds, keeping shared storages shared: the loop mutates its tensors
+// right after; a state_dict() snapshot handed over by move is not copied again), then one
+// worker thread writes the files. The next on_epoch_end(), flush(), finish() or the
 // destructor waits for that write; an error from it is rethrown by the next on_epoch_end(),
 // flush() or finish(), never lost (the destructor, which cannot throw, reports it through
 // the log hook). Only one write is ever in flight, so memory holds at most one extra copy of
@@ -182,17 +183,36 @@ inline std::string normalize_metric_name(std::string_view s) {
   return out;
 }
 
-// A copy of the tree whose tensors own new storages. Tensors that shared a storage share the
-// copy, with the same offsets and strides, so the file written from the copy is the file the
-// original would have given.
-inline Value deep_copy_tensors(const Value& v,
-                               std::unordered_map<const Storage*, std::shared_ptr<Storage>>& copies) {
-  return map_tensors<Tensor>(v, [&](const Tensor& t) -> Tensor {
-    if (!t.defined()) return t;
-    auto& s = copies[t.storage().get()];
-    if (!s) s = Storage::copy_of(t.storage()->bytes());
-    return Tensor::view_of(s, t.dtype(), t.storage_offset(), t.shape(), t.strides());
+// Makes `ck` safe to write in the background while the caller goes on training: every
+// storage that something outside `ck` may still change is replaced by a copy (tensors that
+// shared it share the copy, with the same offsets and strides, so the file is the one the
+// original would have given). Kept as they are, without a copy: storages only `ck` holds (a
+// state_dict() snapshot the caller handed over) and read-only views of a mapped file.
+// Borrowed memory (an engine's live buffers) is always copied. Returns the bytes copied.
+inline std::uint64_t snapshot_tensors(Value& ck) {
+  std::unordered_map<const Storage*, long> held_by_ck;
+  ck.visit_tensors([&](const std::string&, const auto& tv) {
+    if (tv.tensor.defined()) ++held_by_ck[tv.tensor.storage().get()];
   });
+  std::unordered_map<const Storage*, std::shared_ptr<Storage>> copies;  // null: kept as it is
+  for (const auto& [storage, count] : held_by_ck) copies.emplace(storage, nullptr);
+  std::uint64_t copied = 0;
+  bool any = false;
+  ck.visit_tensors([&](const std::string&, const auto& tv) {
+    const std::shared_ptr<Storage>& s = tv.tensor.storage();
+    if (!s || copies[s.get()] || (!s->borrowed() && (s->read_only() || s.use_count() <= held_by_ck[s.get()])))
+      return;
+    copies[s.get()] = Storage::copy_of(s->bytes());
+    copied += s->nbytes();
+    any = true;
+  });
+  if (!any) return 0;
+  ck = map_tensors<Tensor>(ck, [&](const Tensor& t) -> Tensor {
+    if (!t.defined()) return t;
+    const std::shared_ptr<Storage>& c = copies[t.storage().get()];
+    return c ? Tensor::view_of(c, t.dtype(), t.storage_offset(), t.shape(), t.strides()) : t;
+  });
+  return copied;
 }
 
 // Shortest text that reads back as the same double (log lines).
@@ -354,8 +374,10 @@ class CheckpointManager {
   // manager's best metric, so that "best" keeps its meaning across the resume. A Fresh plan
   // returns resumed=false, start epoch 0. Missing required entries (net, epoch,
   // optimizer_state_dict; torch_scheduler_state_dict when config.scheduler) are an Error
-  // naming the key and the file.
-  ResumeState restore(const ResumePlan& plan, const LoadOptions& load_options = {}) {
+  // naming the key and the file. The file is mapped by default (load_options.mmap): the
+  // returned tensors are read-only views of it, which the loop copies once into its own
+  // buffers (an engine's load_state_dict, clone_state for an EMA it updates in place).
+  ResumeState restore(const ResumePlan& plan, const LoadOptions& load_options = LoadOptions{.mmap = true}) {
     wait_pending(/*rethrow=*/true);  // the file may be one this manager is still writing
     ResumeState rs;
     reset_best();
@@ -461,26 +483,24 @@ class CheckpointManager {
     }
 
     // Build the checkpoint dict in SG's key order, then ours.
-    std::unordered_map<const Storage*, std::shared_ptr<Storage>> copies;
     const bool snapshot = config_.async_save;
-    auto own = [&](Value v) { return snapshot ? detail::deep_copy_tensors(v, copies) : v; };
     Value ck = Value::make_dict();
-    ck["net"] = own(std::move(state.net));
+    ck["net"] = std::move(state.net);
     ck["acc"] = value;
     ck["epoch"] = Value(Int(epoch));
     ck["metrics"] = metrics_value;
     ck["_best_ckpt_metrics"] = best_metrics_;
-    ck["optimizer_state_dict"] = own(std::move(state.optimizer));
-    ck["scaler_state_dict"] = state.scaler.is_none() ? Value::make_dict() : own(std::move(state.scaler));
-    if (state.ema) ck["ema_net"] = own(std::move(*state.ema));
-    if (state.scheduler) ck["torch_scheduler_state_dict"] = own(std::move(*state.scheduler));
+    ck["optimizer_state_dict"] = std::move(state.optimizer);
+    ck["scaler_state_dict"] = state.scaler.is_none() ? Value::make_dict() : std::move(state.scaler);
+    if (state.ema) ck["ema_net"] = std::move(*state.ema);
+    if (state.scheduler) ck["torch_scheduler_state_dict"] = std::move(*state.scheduler);
     ck["best_metric_name"] = name;
     ck["best_metric_value"] = best_value_;
     ck["architecture"] = config_.architecture;
     ck["num_classes"] = Value(Int(config_.num_classes));
     ck["in_channels"] = Value(Int(config_.in_channels));
     ck["sgckpt_schema_version"] = Value(Int(kCheckpointSchemaVersion));
-    for (auto& [key, v] : state.extra) ck[key] = own(std::move(v));
+    for (auto& [key, v] : state.extra) ck[key] = std::move(v);
 
     auto job = std::make_shared<Job>();
     job->dir = run_dir_;
@@ -503,6 +523,8 @@ class CheckpointManager {
       // what it keeps, so the loop's live tensors may be handed to it in sync mode.
       job->use_ema = ck.contains("ema_net");
     }
+    // The loop mutates its tensors right after this returns: what it still holds is copied.
+    if (snapshot) detail::snapshot_tensors(ck);
     job->checkpoint = std::move(ck);
     result.files = job->files;
     if (averaging_) result.files.push_back(run_dir_ / std::string(kAverageModelName));

@@ -317,12 +317,47 @@ inline Tensor cast(const Tensor& src, DType to) {
   return out;
 }
 
+namespace detail {
+
+// Whether the storages behind a and b share any byte (conservative: whole storages compared).
+inline bool storages_overlap(const Tensor& a, const Tensor& b) noexcept {
+  if (!a.defined() || !b.defined()) return false;
+  const std::byte* a0 = a.storage()->data();
+  const std::byte* b0 = b.storage()->data();
+  return a0 < b0 + b.storage()->nbytes() && b0 < a0 + a.storage()->nbytes();
+}
+
+// Converts src's elements straight into a contiguous dst (no staging buffer).
+inline void convert_into_contiguous(Tensor& dst, const Tensor& src) {
+  std::byte* o = dst.mutable_raw_data();
+  const std::size_t osz = dst.itemsize();
+  const DType from = src.dtype(), to = dst.dtype();
+  src.for_each_element([&](const std::byte* p) {
+    write_num(to, o, read_num(from, p));
+    o += osz;
+  });
+}
+
+}  // namespace detail
+
 // dst <- src, converted to dst's dtype and written in dst's layout (dst.copy_(src) in torch,
-// without broadcasting: the shapes must be equal). src may share memory with dst.
+// without broadcasting: the shapes must be equal). src may share memory with dst. Each element
+// is read once and written once when dst is contiguous and apart from src (the load path:
+// checkpoint tensor -> model buffer); otherwise it is staged through one buffer.
 inline void copy_into(Tensor& dst, const Tensor& src) {
   if (dst.shape() != src.shape())
     throw Error("copy_into: shapes differ (" + std::to_string(dst.dim()) + "-d and " +
                 std::to_string(src.dim()) + "-d, or different sizes)");
+  if (!can_cast(src.dtype(), dst.dtype()))
+    throw Error("cannot cast " + std::string(name(src.dtype())) + " to " + std::string(name(dst.dtype())));
+  if (dst.numel() == 0) return;
+  if (dst.is_contiguous() && !detail::storages_overlap(dst, src)) {
+    if (src.dtype() == dst.dtype() && src.is_contiguous())
+      std::memcpy(dst.mutable_raw_data(), src.raw_data(), dst.nbytes());
+    else
+      detail::convert_into_contiguous(dst, src);
+    return;
+  }
   detail::scatter_into(dst, detail::converted_bytes(src, dst.dtype()));
 }
 

@@ -77,11 +77,21 @@ inline constexpr std::array<DTypeInfo, kNumDTypes> kDTypes = {{
     {DType::Complex32, "complex32", "", 4, false, true},
 }};
 
-constexpr const DTypeInfo& info(DType d) { return kDTypes[static_cast<std::size_t>(d)]; }
-constexpr std::string_view name(DType d) { return info(d).name; }
-constexpr std::size_t itemsize(DType d) { return info(d).itemsize; }
-constexpr bool is_floating(DType d) { return info(d).is_floating; }
-constexpr bool is_complex(DType d) { return info(d).is_complex; }
+constexpr const DTypeInfo& info(DType d) {
+  return kDTypes[static_cast<std::size_t>(d)];
+}
+constexpr std::string_view name(DType d) {
+  return info(d).name;
+}
+constexpr std::size_t itemsize(DType d) {
+  return info(d).itemsize;
+}
+constexpr bool is_floating(DType d) {
+  return info(d).is_floating;
+}
+constexpr bool is_complex(DType d) {
+  return info(d).is_complex;
+}
 
 // "float32" -> Float32. Also accepts torch's aliases ("float", "half", "long", ...).
 inline std::optional<DType> dtype_from_name(std::string_view n) {
@@ -92,8 +102,8 @@ inline std::optional<DType> dtype_from_name(std::string_view n) {
     DType dtype;
   };
   static constexpr Alias aliases[] = {
-      {"double", DType::Float64}, {"float", DType::Float32},      {"half", DType::Float16},
-      {"long", DType::Int64},     {"int", DType::Int32},          {"short", DType::Int16},
+      {"double", DType::Float64},   {"float", DType::Float32},      {"half", DType::Float16},
+      {"long", DType::Int64},       {"int", DType::Int32},          {"short", DType::Int16},
       {"cfloat", DType::Complex64}, {"cdouble", DType::Complex128}, {"chalf", DType::Complex32},
   };
   for (const auto& a : aliases)
@@ -152,7 +162,7 @@ inline std::uint16_t float_to_half(float f) {
     return static_cast<std::uint16_t>(sign | 0x7C00u | (absx > 0x7F800000u ? 0x200u : 0u));
   }
   if (absx >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // overflow
-  if (absx < 0x38800000u) {  // subnormal or zero in half
+  if (absx < 0x38800000u) {                                                    // subnormal or zero in half
     const float af = std::bit_cast<float>(absx);
     // Scale so that the half subnormal unit (2^-24) becomes 1, then round to even.
     const float scaled = af * 16777216.0f;

@@ -14,10 +14,10 @@
 namespace sgckpt {
 
 struct ErrorContext {
-  std::string file;                   // path of the file being read or written, if any
-  std::string record;                 // zip record name (e.g. "archive/data.pkl"), if any
-  std::optional<std::uint64_t> offset; // byte offset in the record (or in the file)
-  std::string key_path;               // e.g. "optimizer_state_dict/state/3/exp_avg"
+  std::string file;                     // path of the file being read or written, if any
+  std::string record;                   // zip record name (e.g. "archive/data.pkl"), if any
+  std::optional<std::uint64_t> offset;  // byte offset in the record (or in the file)
+  std::string key_path;                 // e.g. "optimizer_state_dict/state/3/exp_avg"
 
   static ErrorContext at_key(std::string path) {
     ErrorContext c;
@@ -34,7 +34,8 @@ struct ErrorContext {
 class Error : public std::runtime_error {
  public:
   explicit Error(std::string message, ErrorContext context = {})
-      : std::runtime_error(compose(message, context)), message_(std::move(message)),
+      : std::runtime_error(compose(message, context)),
+        message_(std::move(message)),
         context_(std::move(context)) {}
 
   // The bare message, without the location.
@@ -72,7 +73,9 @@ class Error : public std::runtime_error {
     if (!c.key_path.empty()) {
       // Hostile nesting makes paths thousands of levels deep: keep the message one readable line.
       constexpr std::size_t kMax = 200;
-      add("key path '" + (c.key_path.size() <= kMax ? c.key_path : "..." + c.key_path.substr(c.key_path.size() - kMax)) + "'");
+      add("key path '" +
+          (c.key_path.size() <= kMax ? c.key_path : "..." + c.key_path.substr(c.key_path.size() - kMax)) +
+          "'");
     }
     if (where.empty()) return message;
     return message + " (" + where + ")";

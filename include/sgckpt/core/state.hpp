@@ -14,7 +14,7 @@
 //     static MyTensor from_host(const sgckpt::Tensor& t);
 //   };
 //
-// sgckpt::save(state, path) and sgckpt::load<MyTensor>(path) then convert at the boundary.
+// sgckpt::save(state, path) and sgckpt::load_state<MyTensor>(path) then convert at the boundary.
 #pragma once
 
 #include <type_traits>
@@ -43,12 +43,18 @@ using Dict = BasicDict<Tensor>;
 template <class U, class T, class F>
 BasicValue<U> map_tensors(const BasicValue<T>& v, F&& f) {
   switch (v.kind()) {
-    case Kind::None: return BasicValue<U>();
-    case Kind::Bool: return BasicValue<U>(v.as_bool());
-    case Kind::Int: return BasicValue<U>(v.as_big_int());
-    case Kind::Float: return BasicValue<U>(v.as_float());
-    case Kind::Str: return BasicValue<U>(v.as_str());
-    case Kind::Bytes: return BasicValue<U>(v.as_bytes());
+    case Kind::None:
+      return BasicValue<U>();
+    case Kind::Bool:
+      return BasicValue<U>(v.as_bool());
+    case Kind::Int:
+      return BasicValue<U>(v.as_big_int());
+    case Kind::Float:
+      return BasicValue<U>(v.as_float());
+    case Kind::Str:
+      return BasicValue<U>(v.as_str());
+    case Kind::Bytes:
+      return BasicValue<U>(v.as_bytes());
     case Kind::Tensor: {
       const auto& tv = v.tensor_value();
       return BasicValue<U>(TensorValue<U>{f(tv.tensor), tv.requires_grad, tv.parameter});
@@ -58,7 +64,8 @@ BasicValue<U> map_tensors(const BasicValue<T>& v, F&& f) {
       typename BasicValue<U>::List out;
       out.reserve(v.items().size());
       for (const auto& e : v.items()) out.push_back(map_tensors<U>(e, f));
-      return v.is_list() ? BasicValue<U>::make_list(std::move(out)) : BasicValue<U>::make_tuple(std::move(out));
+      return v.is_list() ? BasicValue<U>::make_list(std::move(out))
+                         : BasicValue<U>::make_tuple(std::move(out));
     }
     case Kind::Dict: {
       BasicDict<U> d(v.dict().kind());
@@ -104,7 +111,8 @@ class State {
     if constexpr (std::is_same_v<T, sgckpt::Tensor>) {
       return State(host);
     } else {
-      return State(map_tensors<T>(host, [](const sgckpt::Tensor& t) { return tensor_traits<T>::from_host(t); }));
+      return State(
+          map_tensors<T>(host, [](const sgckpt::Tensor& t) { return tensor_traits<T>::from_host(t); }));
     }
   }
 

@@ -16,6 +16,7 @@
 #include <new>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "sgckpt/core/dtype.hpp"
@@ -35,16 +36,51 @@ inline bool add_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) 
 
 }  // namespace detail
 
+// Whether elements of dtype d may be accessed as C++ type E: E is the dtype's own type
+// (float for float32, std::int32_t for int32, Half, std::complex<float>, ...), or an unsigned
+// integer of the same size used as the raw bits of a dtype that is not an integer (float16
+// as std::uint16_t, bool or float8 as std::uint8_t). An int32 view of float32 data is not.
+template <class E>
+constexpr bool element_type_fits(DType d) {
+  using T = std::remove_cv_t<E>;
+  const bool integer_dtype = d == DType::Int8 || d == DType::Int16 || d == DType::Int32 ||
+                             d == DType::Int64 || d == DType::UInt8 || d == DType::UInt16 ||
+                             d == DType::UInt32 || d == DType::UInt64;
+  const bool signed_dtype = d == DType::Int8 || d == DType::Int16 || d == DType::Int32 || d == DType::Int64;
+  if constexpr (std::is_same_v<T, float>)
+    return d == DType::Float32;
+  else if constexpr (std::is_same_v<T, double>)
+    return d == DType::Float64;
+  else if constexpr (std::is_same_v<T, bool>)
+    return d == DType::Bool;
+  else if constexpr (std::is_same_v<T, Half>)
+    return d == DType::Float16;
+  else if constexpr (std::is_same_v<T, BFloat16>)
+    return d == DType::BFloat16;
+  else if constexpr (std::is_same_v<T, std::complex<float>>)
+    return d == DType::Complex64;
+  else if constexpr (std::is_same_v<T, std::complex<double>>)
+    return d == DType::Complex128;
+  else if constexpr (std::is_same_v<T, std::byte>)
+    return itemsize(d) == 1;
+  else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>)
+    return signed_dtype && itemsize(d) == sizeof(T);
+  else if constexpr (std::is_integral_v<T>)
+    return itemsize(d) == sizeof(T) && (!integer_dtype || !signed_dtype);
+  else
+    return false;
+}
+
 class Storage {
  public:
   // Owned, uninitialized, 64-byte aligned.
   static std::shared_ptr<Storage> allocate(std::size_t nbytes) {
     auto s = std::shared_ptr<Storage>(new Storage());
     if (nbytes > 0) {
-      void* p = ::operator new(nbytes, std::align_val_t{64}, std::nothrow);
+      void* p = ::operator new (nbytes, std::align_val_t{64}, std::nothrow);
       if (p == nullptr)
         throw Error("cannot allocate " + std::to_string(nbytes) + " bytes for a tensor storage");
-      s->owner_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, std::align_val_t{64}); });
+      s->owner_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete (q, std::align_val_t{64}); });
       s->data_ = static_cast<std::byte*>(p);
     }
     s->nbytes_ = nbytes;
@@ -76,6 +112,18 @@ class Storage {
     return s;
   }
 
+  // A writable view of memory that someone else owns (an engine's parameter buffer), kept
+  // alive by `owner` (may be null when the caller guarantees the memory outlives the view).
+  // Lets the library copy straight into a foreign tensor's memory (load_checkpoint_to_model).
+  static std::shared_ptr<Storage> borrow(std::shared_ptr<void> owner, std::byte* data, std::size_t nbytes) {
+    auto s = std::shared_ptr<Storage>(new Storage());
+    s->owner_ = std::move(owner);
+    s->data_ = data;
+    s->nbytes_ = nbytes;
+    s->borrowed_ = true;
+    return s;
+  }
+
   const std::byte* data() const noexcept { return data_; }
   std::byte* mutable_data() {
     if (read_only_)
@@ -84,6 +132,8 @@ class Storage {
   }
   std::size_t nbytes() const noexcept { return nbytes_; }
   bool read_only() const noexcept { return read_only_; }
+  // Memory someone else owns and may change (Storage::borrow): never assumed to be a snapshot.
+  bool borrowed() const noexcept { return borrowed_; }
   std::span<const std::byte> bytes() const noexcept { return {data_, nbytes_}; }
 
  private:
@@ -92,9 +142,17 @@ class Storage {
   std::byte* data_ = nullptr;
   std::size_t nbytes_ = 0;
   bool read_only_ = false;
+  bool borrowed_ = false;
 };
 
 using Shape = std::vector<std::int64_t>;
+
+// "[2, 3]": the one way a shape is written in messages.
+inline std::string shape_text(const Shape& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
 
 // Row-major strides (in elements) of a contiguous tensor of this shape.
 inline Shape contiguous_strides(const Shape& shape) {
@@ -157,7 +215,7 @@ class Tensor {
   template <class E>
   static Tensor from_values(DType dtype, Shape shape, std::span<const E> values) {
     Tensor t = empty(dtype, std::move(shape));
-    if (sizeof(E) != sgckpt::itemsize(dtype) || values.size() != t.numel())
+    if (!element_type_fits<E>(dtype) || values.size() != t.numel())
       throw Error("from_values: element size or count does not match the dtype and shape");
     if (!values.empty()) std::memcpy(t.storage_->mutable_data(), values.data(), t.nbytes());
     return t;
@@ -192,8 +250,8 @@ class Tensor {
       for (auto s : strides)
         if (s < 0) throw Error("negative stride " + std::to_string(s));
       if (static_cast<std::uint64_t>(storage_offset) > storage_numel)
-        throw Error("storage offset " + std::to_string(storage_offset) + " is past the end of its storage of " +
-                    std::to_string(storage_numel) + " elements");
+        throw Error("storage offset " + std::to_string(storage_offset) +
+                    " is past the end of its storage of " + std::to_string(storage_numel) + " elements");
     }
     Tensor t;
     t.storage_ = std::move(storage);
@@ -253,7 +311,7 @@ class Tensor {
   // Element at a multi-index (any layout).
   template <class E>
   E at(std::span<const std::int64_t> index) const {
-    if (sizeof(E) != itemsize()) throw Error("element type size does not match dtype " + std::string(name(dtype_)));
+    check_element_type<E>();
     if (index.size() != shape_.size()) throw Error("wrong number of indices");
     std::int64_t off = 0;
     for (std::size_t i = 0; i < index.size(); ++i) {
@@ -273,7 +331,7 @@ class Tensor {
   E item() const {
     if (numel() != 1) throw Error("item() needs a tensor with exactly one element");
     E e;
-    if (sizeof(E) != itemsize()) throw Error("element type size does not match dtype " + std::string(name(dtype_)));
+    check_element_type<E>();
     std::memcpy(&e, raw_data(), sizeof(E));
     return e;
   }
@@ -384,10 +442,16 @@ class Tensor {
   }
 
   template <class E>
+  void check_element_type() const {
+    if (!element_type_fits<E>(dtype_))
+      throw Error("a " + std::string(name(dtype_)) + " tensor cannot be accessed as this " +
+                  std::to_string(sizeof(E)) +
+                  "-byte C++ type: use its own element type, unsigned raw bits of a non-integer dtype, or "
+                  "cast() to convert");
+  }
+  template <class E>
   void check_access() const {
-    if (sizeof(E) != itemsize())
-      throw Error("element type size " + std::to_string(sizeof(E)) + " does not match dtype " +
-                  std::string(name(dtype_)));
+    check_element_type<E>();
     if (!is_contiguous()) throw Error("typed data access needs a contiguous tensor; call contiguous()");
   }
 
@@ -414,23 +478,40 @@ inline double Tensor::element_as_double(std::size_t linear) const {
     return v;
   };
   switch (dtype_) {
-    case DType::Float64: return load(double{});
-    case DType::Float32: return load(float{});
-    case DType::Float16: return half_to_float(load(std::uint16_t{}));
-    case DType::BFloat16: return bfloat16_to_float(load(std::uint16_t{}));
-    case DType::Int64: return static_cast<double>(load(std::int64_t{}));
-    case DType::Int32: return load(std::int32_t{});
-    case DType::Int16: return load(std::int16_t{});
-    case DType::Int8: return load(std::int8_t{});
-    case DType::UInt8: return load(std::uint8_t{});
-    case DType::Bool: return load(std::uint8_t{}) != 0;
-    case DType::Complex64: return load(float{});
-    case DType::Complex128: return load(double{});
-    case DType::Complex32: return half_to_float(load(std::uint16_t{}));
-    case DType::UInt16: return load(std::uint16_t{});
-    case DType::UInt32: return load(std::uint32_t{});
-    case DType::UInt64: return static_cast<double>(load(std::uint64_t{}));
-    default: throw Error("element_as_double does not support dtype " + std::string(name(dtype_)));
+    case DType::Float64:
+      return load(double{});
+    case DType::Float32:
+      return load(float{});
+    case DType::Float16:
+      return half_to_float(load(std::uint16_t{}));
+    case DType::BFloat16:
+      return bfloat16_to_float(load(std::uint16_t{}));
+    case DType::Int64:
+      return static_cast<double>(load(std::int64_t{}));
+    case DType::Int32:
+      return load(std::int32_t{});
+    case DType::Int16:
+      return load(std::int16_t{});
+    case DType::Int8:
+      return load(std::int8_t{});
+    case DType::UInt8:
+      return load(std::uint8_t{});
+    case DType::Bool:
+      return load(std::uint8_t{}) != 0;
+    case DType::Complex64:
+      return load(float{});
+    case DType::Complex128:
+      return load(double{});
+    case DType::Complex32:
+      return half_to_float(load(std::uint16_t{}));
+    case DType::UInt16:
+      return load(std::uint16_t{});
+    case DType::UInt32:
+      return load(std::uint32_t{});
+    case DType::UInt64:
+      return static_cast<double>(load(std::uint64_t{}));
+    default:
+      throw Error("element_as_double does not support dtype " + std::string(name(dtype_)));
   }
 }
 

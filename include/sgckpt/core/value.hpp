@@ -41,7 +41,8 @@ class Int {
     if (n == 0) return r;
     const bool neg = (p[n - 1] & 0x80) != 0;
     // Strip redundant sign-extension bytes.
-    while (n > 1 && ((p[n - 1] == 0x00 && !(p[n - 2] & 0x80)) || (p[n - 1] == 0xFF && (p[n - 2] & 0x80)))) --n;
+    while (n > 1 && ((p[n - 1] == 0x00 && !(p[n - 2] & 0x80)) || (p[n - 1] == 0xFF && (p[n - 2] & 0x80))))
+      --n;
     if (n <= 8) {
       std::uint64_t u = neg ? ~std::uint64_t{0} : 0;
       for (std::size_t i = 0; i < n; ++i) {
@@ -123,11 +124,11 @@ class Int {
 // A dict key: str or int (all torch checkpoints use these; optimizer state uses int keys).
 class Key {
  public:
-  Key(std::string s) : v_(std::move(s)) {}       // NOLINT(google-explicit-constructor)
-  Key(const char* s) : v_(std::string(s)) {}      // NOLINT(google-explicit-constructor)
-  Key(std::string_view s) : v_(std::string(s)) {} // NOLINT(google-explicit-constructor)
-  Key(std::int64_t i) : v_(i) {}                  // NOLINT(google-explicit-constructor)
-  Key(int i) : v_(std::int64_t{i}) {}             // NOLINT(google-explicit-constructor)
+  Key(std::string s) : v_(std::move(s)) {}         // NOLINT(google-explicit-constructor)
+  Key(const char* s) : v_(std::string(s)) {}       // NOLINT(google-explicit-constructor)
+  Key(std::string_view s) : v_(std::string(s)) {}  // NOLINT(google-explicit-constructor)
+  Key(std::int64_t i) : v_(i) {}                   // NOLINT(google-explicit-constructor)
+  Key(int i) : v_(std::int64_t{i}) {}              // NOLINT(google-explicit-constructor)
 
   bool is_str() const noexcept { return std::holds_alternative<std::string>(v_); }
   bool is_int() const noexcept { return !is_str(); }
@@ -299,16 +300,26 @@ struct Bytes {
 
 inline const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::None: return "None";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::Str: return "str";
-    case Kind::Tensor: return "tensor";
-    case Kind::List: return "list";
-    case Kind::Tuple: return "tuple";
-    case Kind::Dict: return "dict";
-    case Kind::Bytes: return "bytes";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return "bool";
+    case Kind::Int:
+      return "int";
+    case Kind::Float:
+      return "float";
+    case Kind::Str:
+      return "str";
+    case Kind::Tensor:
+      return "tensor";
+    case Kind::List:
+      return "list";
+    case Kind::Tuple:
+      return "tuple";
+    case Kind::Dict:
+      return "dict";
+    case Kind::Bytes:
+      return "bytes";
   }
   return "?";
 }
@@ -321,24 +332,24 @@ class BasicValue {
   using Dict = BasicDict<T>;
   struct TupleTag {};
 
-  BasicValue() = default;  // None
-  BasicValue(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(bool b) : v_(b) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(Int i) : v_(std::move(i)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(int i) : v_(Int(i)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(long i) : v_(Int(static_cast<std::int64_t>(i))) {}  // NOLINT(google-explicit-constructor)
+  BasicValue() = default;                                             // None
+  BasicValue(std::nullptr_t) {}                                       // NOLINT(google-explicit-constructor)
+  BasicValue(bool b) : v_(b) {}                                       // NOLINT(google-explicit-constructor)
+  BasicValue(Int i) : v_(std::move(i)) {}                             // NOLINT(google-explicit-constructor)
+  BasicValue(int i) : v_(Int(i)) {}                                   // NOLINT(google-explicit-constructor)
+  BasicValue(long i) : v_(Int(static_cast<std::int64_t>(i))) {}       // NOLINT(google-explicit-constructor)
   BasicValue(long long i) : v_(Int(static_cast<std::int64_t>(i))) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(unsigned i) : v_(Int(static_cast<std::int64_t>(i))) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(double d) : v_(d) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(float d) : v_(static_cast<double>(d)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(std::string s) : v_(std::move(s)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(std::string_view s) : v_(std::string(s)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(const char* s) : v_(std::string(s)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(T t) : v_(TensorValue<T>{std::move(t)}) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(TensorValue<T> t) : v_(std::move(t)) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(List l) : v_(ListBox(std::move(l))) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(Dict d) : v_(DictBox(std::move(d))) {}  // NOLINT(google-explicit-constructor)
-  BasicValue(Bytes b) : v_(std::move(b)) {}  // NOLINT(google-explicit-constructor)
+  BasicValue(unsigned i) : v_(Int(static_cast<std::int64_t>(i))) {}   // NOLINT(google-explicit-constructor)
+  BasicValue(double d) : v_(d) {}                                     // NOLINT(google-explicit-constructor)
+  BasicValue(float d) : v_(static_cast<double>(d)) {}                 // NOLINT(google-explicit-constructor)
+  BasicValue(std::string s) : v_(std::move(s)) {}                     // NOLINT(google-explicit-constructor)
+  BasicValue(std::string_view s) : v_(std::string(s)) {}              // NOLINT(google-explicit-constructor)
+  BasicValue(const char* s) : v_(std::string(s)) {}                   // NOLINT(google-explicit-constructor)
+  BasicValue(T t) : v_(TensorValue<T>{std::move(t)}) {}               // NOLINT(google-explicit-constructor)
+  BasicValue(TensorValue<T> t) : v_(std::move(t)) {}                  // NOLINT(google-explicit-constructor)
+  BasicValue(List l) : v_(ListBox(std::move(l))) {}                   // NOLINT(google-explicit-constructor)
+  BasicValue(Dict d) : v_(DictBox(std::move(d))) {}                   // NOLINT(google-explicit-constructor)
+  BasicValue(Bytes b) : v_(std::move(b)) {}                           // NOLINT(google-explicit-constructor)
 
   static BasicValue make_tuple(List items = {}) {
     BasicValue v;
@@ -458,7 +469,8 @@ class BasicValue {
           v.visit_tensors_at(f, path);
         }
         break;
-      default: break;
+      default:
+        break;
     }
   }
 
@@ -490,7 +502,9 @@ class BasicValue {
   }
 
   // The index order must match Kind.
-  std::variant<std::monostate, bool, Int, double, std::string, TensorValue<T>, ListBox, TupleBox, DictBox, Bytes> v_;
+  std::variant<std::monostate, bool, Int, double, std::string, TensorValue<T>, ListBox, TupleBox, DictBox,
+               Bytes>
+      v_;
 };
 
 }  // namespace sgckpt

@@ -6,8 +6,9 @@
 // ops reduce per-thread partial sums in thread order). A parallel_for inside a parallel_for
 // runs serially.
 //
-// The thread count is $SGCKPT_NUM_THREADS if set, else the number of hardware threads;
-// set_num_threads() changes it.
+// The thread count is the process-wide setting of sgckpt/ckpt/threads.hpp ($SGCKPT_NUM_THREADS
+// if set, else the number of hardware threads; set_num_threads() changes it), the same one
+// the library's EMA and averaging loops honour.
 #pragma once
 
 #include <algorithm>
@@ -17,32 +18,20 @@
 #include <thread>
 #include <vector>
 
+#include "sgckpt/ckpt/threads.hpp"
+
 namespace sgckpt::engine {
 
 namespace detail {
-inline int default_num_threads() {
-  if (const char* env = std::getenv("SGCKPT_NUM_THREADS"); env && *env) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-inline int& num_threads_setting() {
-  static int n = default_num_threads();
-  return n;
-}
 inline bool& inside_parallel_region() {
   thread_local bool inside = false;
   return inside;
 }
 }  // namespace detail
 
-inline int num_threads() {
-  return detail::num_threads_setting();
-}
-inline void set_num_threads(int n) {
-  detail::num_threads_setting() = std::max(1, n);
-}
+// The one thread setting (sgckpt/ckpt/threads.hpp), shared with the library's loops.
+using sgckpt::num_threads;
+using sgckpt::set_num_threads;
 
 // Number of ranges parallel_for(n, ...) uses.
 inline int parallel_chunks(std::int64_t n) {

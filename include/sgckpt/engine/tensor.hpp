@@ -64,11 +64,7 @@ constexpr DType dtype_of() {
     static_assert(sizeof(E) == 0, "not an engine element type");
 }
 
-inline std::string shape_string(const Shape& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
+using sgckpt::shape_text;
 
 // Raw memory of one tensor (shared by its copies and reshapes).
 class Buffer {
@@ -129,7 +125,7 @@ class Tensor {
   static Tensor from_vector(Shape shape, const std::vector<E>& values) {
     Tensor t = empty(std::move(shape), dtype_of<E>());
     if (values.size() != t.numel())
-      throw Error("engine: " + std::to_string(values.size()) + " values for shape " + shape_string(t.shape_));
+      throw Error("engine: " + std::to_string(values.size()) + " values for shape " + shape_text(t.shape_));
     if (!values.empty()) std::memcpy(t.raw_data(), values.data(), t.nbytes());
     return t;
   }
@@ -175,7 +171,7 @@ class Tensor {
   // Same buffer, another shape with the same number of elements.
   Tensor reshape(Shape shape) const {
     if (sgckpt::checked_numel(shape) != numel())
-      throw Error("engine: cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
+      throw Error("engine: cannot reshape " + shape_text(shape_) + " to " + shape_text(shape));
     Tensor t = *this;
     t.shape_ = std::move(shape);
     return t;
@@ -193,12 +189,22 @@ class Tensor {
   // Copies the elements of `src` (same dtype and number of elements) into this buffer.
   void copy_(const Tensor& src) {
     if (src.dtype_ != dtype_ || src.numel() != numel())
-      throw Error("engine: copy_ from " + std::string(sgckpt::name(src.dtype_)) + shape_string(src.shape_) +
-                  " into " + std::string(sgckpt::name(dtype_)) + shape_string(shape_));
+      throw Error("engine: copy_ from " + std::string(sgckpt::name(src.dtype_)) + shape_text(src.shape_) +
+                  " into " + std::string(sgckpt::name(dtype_)) + shape_text(shape_));
     if (nbytes() && raw_data() != src.raw_data()) std::memcpy(raw_data(), src.raw_data(), nbytes());
   }
 
-  // ---- conversion to and from the library's host tensor (copies) ----
+  // ---- the library's host tensor ----
+  // A view of this tensor's memory as a library tensor (no copy; writes go to this tensor),
+  // keeping the buffer alive. What load_state_dict hands the library's load path, so that a
+  // checkpoint tensor is copied once, straight into the module's buffer.
+  sgckpt::Tensor host_view() const {
+    if (!defined()) throw Error("engine: host_view of an undefined tensor");
+    if (device() != Device::CPU) throw Error("engine: host_view of a tensor that is not in host memory");
+    auto storage = sgckpt::Storage::borrow(buffer_, static_cast<std::byte*>(raw_data()), nbytes());
+    return sgckpt::Tensor::view_of(std::move(storage), dtype_, 0, shape_, sgckpt::contiguous_strides(shape_));
+  }
+  // Copies:
   sgckpt::Tensor to_host() const {
     if (!defined()) throw Error("engine: to_host of an undefined tensor");
     sgckpt::Tensor h = sgckpt::Tensor::empty(dtype_, shape_);

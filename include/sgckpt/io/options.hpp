@@ -10,13 +10,13 @@ namespace sgckpt {
 // Resource limits for reading untrusted files. Every one is checked before the memory it
 // guards is allocated. The defaults fit any real checkpoint: raise them only knowingly.
 struct Limits {
-  std::uint64_t max_pickle_bytes = 1ull << 30;      // size of data.pkl (or a legacy pickle)
-  std::uint64_t max_opcodes = 200'000'000;          // pickle opcodes executed
-  std::uint32_t max_depth = 1000;                   // nesting of containers
-  std::uint64_t max_values = 100'000'000;           // nodes materialized in the value tree
-  std::uint64_t max_memo = 50'000'000;              // pickle memo entries
-  std::uint64_t max_string_bytes = 256ull << 20;    // one str
-  std::uint64_t max_zip_entries = 1'000'000;        // records in one archive
+  std::uint64_t max_pickle_bytes = 1ull << 30;    // size of data.pkl (or a legacy pickle)
+  std::uint64_t max_opcodes = 200'000'000;        // pickle opcodes executed
+  std::uint32_t max_depth = 1000;                 // nesting of containers
+  std::uint64_t max_values = 100'000'000;         // nodes materialized in the value tree
+  std::uint64_t max_memo = 50'000'000;            // pickle memo entries
+  std::uint64_t max_string_bytes = 256ull << 20;  // one str
+  std::uint64_t max_zip_entries = 1'000'000;      // records in one archive
   std::uint64_t max_central_directory_bytes = 256ull << 20;
   std::uint64_t max_inflated_record_bytes = 1ull << 40;  // deflated records are inflated into memory
   // Memory the pickle machine may use for its objects (nodes, container slots, strings, the
@@ -34,7 +34,7 @@ struct LoadOptions {
   bool mmap = false;
   // Check each record's CRC-32 against the central directory (torch never does).
   bool verify_crc = true;
-  Limits limits;
+  Limits limits{};
 };
 
 // Which records the archive holds besides data.pkl, the storages and version.

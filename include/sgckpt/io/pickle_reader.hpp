@@ -1206,8 +1206,8 @@ class Machine {
   std::vector<std::size_t> marks_;
   std::unordered_map<std::uint64_t, NodeP, sgckpt::detail::KeyedHash> memo_;
   std::unordered_map<std::string, NodeP, sgckpt::detail::KeyedHash> storages_;
-  std::uint64_t nodes_ = 0;                         // objects created (make)
-  std::uint64_t charged_ = 0;                       // copies charged (charge)
+  std::uint64_t nodes_ = 0;    // objects created (make)
+  std::uint64_t charged_ = 0;  // copies charged (charge)
   std::uint64_t out_values_ = 0;
   std::uint64_t copies_ = 0;   // values converted as copies of shared data (see convert)
   std::uint32_t in_copy_ = 0;  // > 0 while converting a shared container reached again

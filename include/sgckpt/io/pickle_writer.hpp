@@ -279,13 +279,21 @@ class Writer {
   void value(const Value& v) {
     if (++depth_ > 1000) throw Error("containers nested deeper than 1000 levels", at_path());
     switch (v.kind()) {
-      case Kind::None: emit(op::NONE); break;
-      case Kind::Bool: emit(v.as_bool() ? op::NEWTRUE : op::NEWFALSE); break;
+      case Kind::None:
+        emit(op::NONE);
+        break;
+      case Kind::Bool:
+        emit(v.as_bool() ? op::NEWTRUE : op::NEWFALSE);
+        break;
       case Kind::Int:
         integer(v.as_big_int());
         break;
-      case Kind::Float: floating(v.as_float()); break;
-      case Kind::Str: str(v.as_str()); break;
+      case Kind::Float:
+        floating(v.as_float());
+        break;
+      case Kind::Str:
+        str(v.as_str());
+        break;
       case Kind::Bytes:
         bytes(v.as_bytes().data);
         break;

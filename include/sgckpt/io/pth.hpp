@@ -39,7 +39,8 @@ namespace sgckpt {
 // Reads a .pth file (torch zip format of any version, or the pre-1.6 legacy stream).
 Value load(const std::filesystem::path& path, const LoadOptions& options = {});
 // Reads a .pth image held in memory (copied: the result does not reference `bytes`).
-Value load(std::span<const std::byte> bytes, const LoadOptions& options = {}, const std::string& label = "<memory>");
+Value load(std::span<const std::byte> bytes, const LoadOptions& options = {},
+           const std::string& label = "<memory>");
 // Writes a .pth file atomically (temporary file in the same directory, fsync, rename, fsync).
 void save(const Value& value, const std::filesystem::path& path, const SaveOptions& options = {});
 // Writes a .pth image to memory (root folder "archive", as torch.save to a buffer).
@@ -64,8 +65,10 @@ inline FileFormat sniff(std::span<const std::byte> b) {
   auto at = [&](std::size_t i) { return static_cast<unsigned char>(b[i]); };
   if (b.size() >= 4 && at(0) == 'P' && at(1) == 'K' && at(2) == 3 && at(3) == 4) return FileFormat::Zip;
   // Legacy stream: PROTO 2, LONG1 10 bytes, the magic number 0x1950A86A20F9469CFC6C.
-  static constexpr unsigned char legacy[] = {0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19};
-  if (b.size() >= sizeof legacy && std::memcmp(b.data(), legacy, sizeof legacy) == 0) return FileFormat::Legacy;
+  static constexpr unsigned char legacy[] = {0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C,
+                                             0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19};
+  if (b.size() >= sizeof legacy && std::memcmp(b.data(), legacy, sizeof legacy) == 0)
+    return FileFormat::Legacy;
   if (b.size() >= 262 && std::memcmp(b.data() + 257, "ustar", 5) == 0) return FileFormat::Tar;
   return FileFormat::Unknown;
 }
@@ -153,18 +156,21 @@ inline void check_storage_alignment(const ZipReader& zip, const std::string& pre
     throw Error("the .storage_alignment record is not a decimal number", {label, e->name, 0, {}});
 }
 
-inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner, const LoadOptions& opt,
-                      const std::string& label) {
+inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                      const LoadOptions& opt, const std::string& label) {
   ZipReader zip(bytes, opt.limits, label);
   const std::string root = zip.root();
   const std::string prefix = root + "/";
   for (const auto& e : zip.entries()) {
     if (e.name.compare(0, prefix.size(), prefix) != 0)
-      throw Error("zip entry '" + e.name + "' lies outside the archive root '" + prefix + "'", {label, e.name, {}, {}});
+      throw Error("zip entry '" + e.name + "' lies outside the archive root '" + prefix + "'",
+                  {label, e.name, {}, {}});
   }
   if (zip.find(prefix + "constants.pkl"))
-    throw Error("this is a TorchScript archive (it has constants.pkl); load it with torch.jit.load, not as a checkpoint",
-                {label, prefix + "constants.pkl", {}, {}});
+    throw Error(
+        "this is a TorchScript archive (it has constants.pkl); load it with torch.jit.load, not as a "
+        "checkpoint",
+        {label, prefix + "constants.pkl", {}, {}});
 
   auto read_small = [&](const ZipEntry& e) { return zip.read(e, opt.verify_crc); };
 
@@ -193,10 +199,12 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
   auto resolve = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
     const std::string name = prefix + "data/" + req.key;
     const ZipEntry* e = zip.find(name);
-    if (!e) throw Error("storage record '" + name + "' is missing from the archive", {label, pkl->name, {}, {}});
+    if (!e)
+      throw Error("storage record '" + name + "' is missing from the archive", {label, pkl->name, {}, {}});
     if (e->size != req.nbytes)
-      throw Error("storage record '" + name + "' holds " + std::to_string(e->size) + " bytes but its tensor needs " +
-                      std::to_string(req.nbytes) + " (" + std::to_string(req.numel) + " elements)",
+      throw Error("storage record '" + name + "' holds " + std::to_string(e->size) +
+                      " bytes but its tensor needs " + std::to_string(req.nbytes) + " (" +
+                      std::to_string(req.numel) + " elements)",
                   {label, name, {}, {}});
     const std::size_t width = req.dtype ? itemsize(*req.dtype) : 1;
     const std::size_t swap_width = req.dtype && is_complex(*req.dtype) ? width / 2 : width;
@@ -204,7 +212,8 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
     try {
       if (e->method == 0) {
         const auto src = zip.stored_bytes(*e);
-        const bool aligned = reinterpret_cast<std::uintptr_t>(src.data()) % std::max<std::size_t>(width, 1) == 0;
+        const bool aligned =
+            reinterpret_cast<std::uintptr_t>(src.data()) % std::max<std::size_t>(width, 1) == 0;
         if (opt.mmap && owner && aligned && !big_endian) {
           if (opt.verify_crc) zip.check_crc(*e, src);
           return Storage::view(owner, src.data(), src.size());
@@ -212,8 +221,8 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
         std::uint32_t crc = 0;
         s = copy_record(src, opt.verify_crc ? &crc : nullptr);
         if (opt.verify_crc && crc != e->crc32)
-          throw Error("CRC-32 mismatch: the record's data is corrupt (computed " + std::to_string(crc) + ", stored " +
-                      std::to_string(e->crc32) + ")");
+          throw Error("CRC-32 mismatch: the record's data is corrupt (computed " + std::to_string(crc) +
+                      ", stored " + std::to_string(e->crc32) + ")");
       } else {
         zip.check_inflated_size(*e);
         s = Storage::allocate(static_cast<std::size_t>(e->size));
@@ -282,7 +291,8 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
   auto declare = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
     // Every storage's bytes must follow in the file, so the file size bounds the allocation.
     if (detail::add_overflows(declared, req.nbytes, declared) || declared > bytes.size())
-      throw Error("legacy storages declare more bytes than the file holds (" + std::to_string(bytes.size()) + ")");
+      throw Error("legacy storages declare more bytes than the file holds (" + std::to_string(bytes.size()) +
+                  ")");
     auto s = Storage::zeros(static_cast<std::size_t>(req.nbytes));
     pending.emplace(req.key, Pending{s, req.dtype ? itemsize(*req.dtype) : 1, req.numel});
     return s;
@@ -300,40 +310,49 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
     std::uint64_t numel = 0;
     for (int i = 0; i < 8; ++i) numel |= std::uint64_t{static_cast<unsigned char>(bytes[pos + i])} << (8 * i);
     if (numel != it->second.numel)
-      throw Error("legacy storage '" + k.as_str() + "' says " + std::to_string(numel) + " elements, its tensors " +
-                      std::to_string(it->second.numel),
+      throw Error("legacy storage '" + k.as_str() + "' says " + std::to_string(numel) +
+                      " elements, its tensors " + std::to_string(it->second.numel),
                   {label, {}, pos, {}});
     pos += 8;
     const std::size_t n = it->second.storage->nbytes();
     if (bytes.size() - pos < n)
-      throw Error("truncated legacy storage '" + k.as_str() + "' (" + std::to_string(n) + " bytes needed)", {label, {}, pos, {}});
+      throw Error("truncated legacy storage '" + k.as_str() + "' (" + std::to_string(n) + " bytes needed)",
+                  {label, {}, pos, {}});
     if (n) std::memcpy(it->second.storage->mutable_data(), bytes.data() + pos, n);
     pos += n;
     pending.erase(it);
   }
   if (!pending.empty())
-    throw Error("legacy storage '" + pending.begin()->first + "' is used by a tensor but has no data", {label, {}, pos, {}});
+    throw Error("legacy storage '" + pending.begin()->first + "' is used by a tensor but has no data",
+                {label, {}, pos, {}});
   return result;
 }
 
-inline Value load_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> owner, const LoadOptions& opt,
-                        const std::string& label) {
+inline Value load_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                        const LoadOptions& opt, const std::string& label) {
   switch (sniff(bytes)) {
-    case FileFormat::Zip: return load_zip(bytes, std::move(owner), opt, label);
-    case FileFormat::Legacy: return load_legacy(bytes, opt, label);
+    case FileFormat::Zip:
+      return load_zip(bytes, std::move(owner), opt, label);
+    case FileFormat::Legacy:
+      return load_legacy(bytes, opt, label);
     case FileFormat::Tar:
-      throw Error("this is a tar archive (the torch < 0.4 format), which is not supported", {label, {}, 0, {}});
-    case FileFormat::Unknown: break;
+      throw Error("this is a tar archive (the torch < 0.4 format), which is not supported",
+                  {label, {}, 0, {}});
+    case FileFormat::Unknown:
+      break;
   }
   if (bytes.empty()) throw Error("the file is empty", {label, {}, 0, {}});
-  throw Error("not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream", {label, {}, 0, {}});
+  throw Error("not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream",
+              {label, {}, 0, {}});
 }
 
 // torch's rule: the file name minus its last extension.
 inline std::string default_root(const std::filesystem::path& path) {
   std::string stem = path.filename().string();
   if (auto dot = stem.rfind('.'); dot != std::string::npos) stem.resize(dot);
-  if (stem.empty()) throw Error("invalid file name: no name left for the archive root once the extension is removed", {path.string(), {}, {}, {}});
+  if (stem.empty())
+    throw Error("invalid file name: no name left for the archive root once the extension is removed",
+                {path.string(), {}, {}, {}});
   return stem;
 }
 

@@ -61,7 +61,7 @@ class BatchNorm2d : public Module {
     if (training()) {
       if (N * HW <= 1)
         throw Error("BatchNorm2d: expected more than 1 value per channel when training, got input " +
-                    shape_string(x.shape()));
+                    shape_text(x.shape()));
       ops::batchnorm_forward_train(y.data<float>(), mean_.data<float>(), invstd_.data<float>(),
                                    running_mean.data<float>(), running_var.data<float>(), x.data<float>(),
                                    weight.data<float>(), bias.data<float>(), N, C, HW, eps, momentum);
@@ -85,8 +85,8 @@ class BatchNorm2d : public Module {
   Tensor backward(const Tensor& dy, bool need_input_grad = true) {
     if (!input_.defined()) throw Error("BatchNorm2d.backward without a forward that kept its input");
     if (dy.dtype() != DType::Float32 || dy.shape() != input_.shape())
-      throw Error("BatchNorm2d.backward: gradient of shape " + shape_string(dy.shape()) + ", output was " +
-                  shape_string(input_.shape()));
+      throw Error("BatchNorm2d.backward: gradient of shape " + shape_text(dy.shape()) + ", output was " +
+                  shape_text(input_.shape()));
     const std::int64_t N = input_.shape()[0], C = num_features, HW = input_.shape()[2] * input_.shape()[3];
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::batchnorm_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
@@ -107,7 +107,7 @@ class BatchNorm2d : public Module {
     if (x.dtype() != DType::Float32 || x.dim() != 4 || x.shape()[1] != num_features)
       throw Error("BatchNorm2d(" + std::to_string(num_features) + "): expected a float32 input [N, " +
                   std::to_string(num_features) + ", H, W], got " + std::string(sgckpt::name(x.dtype())) +
-                  shape_string(x.shape()));
+                  shape_text(x.shape()));
   }
 
   // Kept by forward for backward: the input and the statistics it was normalized with.

@@ -60,8 +60,8 @@ class Conv2d : public Module {
     if (!input_.defined()) throw Error("Conv2d.backward without a forward that kept its input");
     const ops::Conv2dShape s = shape_of(input_);
     if (dy.dtype() != DType::Float32 || dy.shape() != Shape{s.N, s.K, s.P(), s.Q()})
-      throw Error("Conv2d.backward: gradient of shape " + shape_string(dy.shape()) + ", output was " +
-                  shape_string({s.N, s.K, s.P(), s.Q()}));
+      throw Error("Conv2d.backward: gradient of shape " + shape_text(dy.shape()) + ", output was " +
+                  shape_text({s.N, s.K, s.P(), s.Q()}));
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::conv2d_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
                          bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),
@@ -79,12 +79,12 @@ class Conv2d : public Module {
     if (x.dtype() != DType::Float32 || x.dim() != 4 || x.shape()[1] != in_channels)
       throw Error("Conv2d(" + std::to_string(in_channels) + " -> " + std::to_string(out_channels) +
                   "): expected a float32 input [N, " + std::to_string(in_channels) + ", H, W], got " +
-                  std::string(sgckpt::name(x.dtype())) + shape_string(x.shape()));
+                  std::string(sgckpt::name(x.dtype())) + shape_text(x.shape()));
     ops::Conv2dShape s;
     s.N = x.shape()[0], s.C = in_channels, s.H = x.shape()[2], s.W = x.shape()[3];
     s.K = out_channels, s.R = s.S = kernel_size, s.stride = stride, s.pad = padding;
     if (s.H + 2 * s.pad < s.R || s.W + 2 * s.pad < s.S)
-      throw Error("Conv2d: input " + shape_string(x.shape()) + " is smaller than the kernel");
+      throw Error("Conv2d: input " + shape_text(x.shape()) + " is smaller than the kernel");
     return s;
   }
 

@@ -19,8 +19,8 @@ inline void check_float(const Tensor& t, const char* what) {
 }
 inline void check_same_shape(const Tensor& a, const Tensor& b, const char* what) {
   if (a.shape() != b.shape())
-    throw Error(std::string(what) + ": shapes " + shape_string(a.shape()) + " and " +
-                shape_string(b.shape()) + " differ");
+    throw Error(std::string(what) + ": shapes " + shape_text(a.shape()) + " and " + shape_text(b.shape()) +
+                " differ");
 }
 
 // x = max(x, 0), in place (x is then the output the backward needs).
@@ -55,7 +55,7 @@ inline void add_(Tensor& a, const Tensor& b) {
 // [N, C, H, W] -> [N, C] (AdaptiveAvgPool2d(1) then flatten).
 inline Tensor global_avgpool(const Tensor& x) {
   check_float(x, "global_avgpool");
-  if (x.dim() != 4) throw Error("global_avgpool: expected [N, C, H, W], got " + shape_string(x.shape()));
+  if (x.dim() != 4) throw Error("global_avgpool: expected [N, C, H, W], got " + shape_text(x.shape()));
   Tensor y = Tensor::empty({x.shape()[0], x.shape()[1]});
   ops::global_avgpool_forward(y.data<float>(), x.data<float>(), x.shape()[0] * x.shape()[1],
                               x.shape()[2] * x.shape()[3]);
@@ -65,8 +65,8 @@ inline Tensor global_avgpool(const Tensor& x) {
 inline Tensor global_avgpool_backward(const Tensor& dy, const Shape& input_shape) {
   check_float(dy, "global_avgpool_backward");
   if (input_shape.size() != 4 || dy.shape() != Shape{input_shape[0], input_shape[1]})
-    throw Error("global_avgpool_backward: gradient " + shape_string(dy.shape()) + " for input " +
-                shape_string(input_shape));
+    throw Error("global_avgpool_backward: gradient " + shape_text(dy.shape()) + " for input " +
+                shape_text(input_shape));
   Tensor dx = Tensor::empty(input_shape);
   ops::global_avgpool_backward(dx.data<float>(), dy.data<float>(), input_shape[0] * input_shape[1],
                                input_shape[2] * input_shape[3]);
@@ -78,8 +78,8 @@ inline std::int64_t topk_correct(const Tensor& logits, const Tensor& labels, std
   check_float(logits, "topk_correct");
   if (logits.dim() != 2 || labels.dtype() != DType::Int64 || labels.shape() != Shape{logits.shape()[0]})
     throw Error("topk_correct: expected logits [N, C] and int64 labels [N], got " +
-                shape_string(logits.shape()) + " and " + std::string(sgckpt::name(labels.dtype())) +
-                shape_string(labels.shape()));
+                shape_text(logits.shape()) + " and " + std::string(sgckpt::name(labels.dtype())) +
+                shape_text(labels.shape()));
   return ops::topk_correct(logits.data<float>(), labels.data<std::int64_t>(), logits.shape()[0],
                            logits.shape()[1], k);
 }

@@ -42,7 +42,7 @@ class Linear : public Module {
     if (x.dtype() != DType::Float32 || x.dim() != 2 || x.shape()[1] != in_features)
       throw Error("Linear(" + std::to_string(in_features) + " -> " + std::to_string(out_features) +
                   "): expected a float32 input [N, " + std::to_string(in_features) + "], got " +
-                  std::string(sgckpt::name(x.dtype())) + shape_string(x.shape()));
+                  std::string(sgckpt::name(x.dtype())) + shape_text(x.shape()));
     const std::int64_t N = x.shape()[0];
     Tensor y = Tensor::empty({N, out_features});
     ops::linear_forward(y.data<float>(), x.data<float>(), weight.data<float>(),
@@ -56,8 +56,8 @@ class Linear : public Module {
     if (!input_.defined()) throw Error("Linear.backward without a forward that kept its input");
     const std::int64_t N = input_.shape()[0];
     if (dy.dtype() != DType::Float32 || dy.shape() != Shape{N, out_features})
-      throw Error("Linear.backward: gradient of shape " + shape_string(dy.shape()) + ", output was " +
-                  shape_string({N, out_features}));
+      throw Error("Linear.backward: gradient of shape " + shape_text(dy.shape()) + ", output was " +
+                  shape_text({N, out_features}));
     Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
     ops::linear_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
                          bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),

@@ -24,11 +24,11 @@ class CrossEntropyLoss {
   float forward(const Tensor& logits, const Tensor& labels) {
     if (logits.dtype() != DType::Float32 || logits.dim() != 2 || logits.shape()[0] == 0)
       throw Error("CrossEntropyLoss: expected float32 logits [N, C] with N > 0, got " +
-                  std::string(sgckpt::name(logits.dtype())) + shape_string(logits.shape()));
+                  std::string(sgckpt::name(logits.dtype())) + shape_text(logits.shape()));
     const std::int64_t N = logits.shape()[0], C = logits.shape()[1];
     if (labels.dtype() != DType::Int64 || labels.shape() != Shape{N})
       throw Error("CrossEntropyLoss: expected int64 labels [" + std::to_string(N) + "], got " +
-                  std::string(sgckpt::name(labels.dtype())) + shape_string(labels.shape()));
+                  std::string(sgckpt::name(labels.dtype())) + shape_text(labels.shape()));
     const std::int64_t* y = labels.data<std::int64_t>();
     for (std::int64_t i = 0; i < N; ++i)
       if (y[i] < 0 || y[i] >= C)

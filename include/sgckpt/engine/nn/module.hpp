@@ -10,8 +10,8 @@
 // parameters, then its buffers, then each child recursively.
 //
 // Tensors are allocated once, at construction, and never replaced (load_state_dict copies
-// into them), so the Tensors handed out by named_parameters() stay valid and share memory
-// with the model for its whole life: an optimizer may keep them.
+// into them through views of their buffers), so the Tensors handed out by named_parameters() stay valid and
+// share memory with the model for its whole life: an optimizer may keep them.
 #pragma once
 
 #include <sgckpt/sgckpt.hpp>
@@ -36,14 +36,6 @@ struct NamedParameter {
 struct NamedBuffer {
   std::string name;  // "layer1.0.bn1.running_mean"
   Tensor value;
-};
-
-struct LoadStateDictOptions {
-  // Missing and unexpected keys are errors (torch's strict=True). Shape mismatches always are.
-  bool strict = true;
-  // Convert between dtypes (torch's copy_ does: e.g. a float32 num_batches_tracked from an
-  // averaged model becomes int64, truncated). Off: a dtype mismatch is an error.
-  bool convert_dtypes = false;
 };
 
 class Module {
@@ -120,74 +112,17 @@ class Module {
     return sd;
   }
 
-  // Copies a state_dict (an OrderedDict or dict of tensors, e.g. what torch's
-  // module.state_dict() saves) into the parameters and buffers. Checks everything first and
-  // throws one sgckpt::Error listing every problem; nothing is modified then.
-  void load_state_dict(const sgckpt::Value& sd, const LoadStateDictOptions& options = {}) {
-    if (!sd.is_dict())
-      throw Error(std::string("load_state_dict: expected a dict, found a ") + kind_name(sd.kind()));
-    struct Target {
-      std::string name;
-      Tensor value;
-      const sgckpt::Tensor* source = nullptr;
-    };
-    std::vector<Target> targets;
+  // Loads a state_dict (or a checkpoint: options.weights picks its net or ema_net) into the
+  // parameters and buffers through the library's one load path (sgckpt::load_checkpoint_to_model:
+  // strict modes, one error listing every problem and nothing modified then, dtypes converted
+  // as torch's copy_ does). Each tensor is copied once, from the (possibly memory-mapped)
+  // checkpoint tensor straight into the module's buffer.
+  sgckpt::LoadReport load_state_dict(const sgckpt::Value& sd, const sgckpt::ModelLoadOptions& options = {}) {
+    sgckpt::Value targets = sgckpt::Value::make_ordered_dict();
     walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) {
-      targets.push_back({name, v, nullptr});
+      targets.dict().set(name, sgckpt::Value(v.host_view()));
     });
-
-    std::vector<std::string> missing, unexpected, mismatched;
-    for (auto& t : targets) {
-      const sgckpt::Value* v = sd.dict().find(t.name);
-      if (v == nullptr) {
-        missing.push_back(t.name);
-        continue;
-      }
-      if (!v->is_tensor()) {
-        mismatched.push_back("'" + t.name + "' is a " + kind_name(v->kind()) + ", not a tensor");
-        continue;
-      }
-      const sgckpt::Tensor& h = v->tensor();
-      if (h.shape() != t.value.shape()) {
-        mismatched.push_back("size mismatch for " + t.name + ": copying a param with shape " +
-                             shape_string(h.shape()) + " from checkpoint, the shape in current model is " +
-                             shape_string(t.value.shape()));
-        continue;
-      }
-      if (h.dtype() != t.value.dtype() &&
-          !(options.convert_dtypes && convertible(h.dtype(), t.value.dtype()))) {
-        mismatched.push_back("dtype mismatch for " + t.name + ": " + std::string(sgckpt::name(h.dtype())) +
-                             " in checkpoint, " + std::string(sgckpt::name(t.value.dtype())) +
-                             " in current model");
-        continue;
-      }
-      t.source = &h;
-    }
-    if (options.strict) {
-      for (const auto& [key, v] : sd.dict()) {
-        const std::string k = key.to_string();
-        bool known = false;
-        for (const auto& t : targets) known = known || t.name == k;
-        if (!known) unexpected.push_back(k);
-      }
-    } else {
-      missing.clear();
-    }
-    if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
-      std::string msg = std::string("Error(s) in loading state_dict for ") + type_name() + ":";
-      auto list = [&](const char* what, const std::vector<std::string>& keys) {
-        if (keys.empty()) return;
-        msg += std::string("\n  ") + what + " key(s) in state_dict: ";
-        for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", \"" : "\"") + keys[i] + "\"";
-        msg += ".";
-      };
-      list("Missing", missing);
-      list("Unexpected", unexpected);
-      for (const auto& m : mismatched) msg += "\n  " + m + ".";
-      throw Error(msg);
-    }
-    for (auto& t : targets)
-      if (t.source != nullptr) copy_from_host(t.value, *t.source);
+    return sgckpt::load_checkpoint_to_model(targets, sd, options);
   }
 
  protected:
@@ -209,27 +144,6 @@ class Module {
     f(prefix, m);
     m.visit_children(
         [&](const std::string& n, Module& c) { walk_modules(c, prefix.empty() ? n : prefix + "." + n, f); });
-  }
-
-  static bool convertible(DType from, DType to) {
-    const bool from_real = sgckpt::is_floating(from) || from == DType::Int64 || from == DType::Int32 ||
-                           from == DType::Int16 || from == DType::Int8 || from == DType::UInt8 ||
-                           from == DType::Bool;
-    return from_real && (to == DType::Float32 || to == DType::Int64);
-  }
-  static void copy_from_host(Tensor& dst, const sgckpt::Tensor& h) {
-    if (h.dtype() == dst.dtype()) {
-      dst.copy_(Tensor::from_host(h));
-      return;
-    }
-    const std::size_t n = dst.numel();
-    if (dst.dtype() == DType::Float32) {
-      float* p = dst.data<float>();
-      for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<float>(h.element_as_double(i));
-    } else {
-      std::int64_t* p = dst.data<std::int64_t>();
-      for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::int64_t>(h.element_as_double(i));
-    }
   }
 };
 

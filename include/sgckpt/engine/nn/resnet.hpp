@@ -52,7 +52,7 @@ struct ResNet18Config {
       // in the file, and the model built from them is no larger than the file allows (a
       // [2^40, 0] linear.weight would otherwise ask for a terabyte-sized classifier).
       if (s.size() != dims || v->tensor().numel() == 0)
-        throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_string(s));
+        throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_text(s));
       return s;
     };
     ResNet18Config c;
@@ -164,7 +164,7 @@ class ResNet18 : public Module {
     if (!ok)
       throw Error("ResNet18: classes, input channels and every layer's width must be positive (got " +
                   std::to_string(c.num_classes) + " classes, " + std::to_string(c.in_channels) +
-                  " channels, planes " + shape_string({c.planes.begin(), c.planes.end()}) + ")");
+                  " channels, planes " + shape_text({c.planes.begin(), c.planes.end()}) + ")");
     return c;
   }
   // The temporary lives until the delegated-to constructor returns.

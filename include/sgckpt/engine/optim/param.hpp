@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sgckpt/ckpt/checked_int.hpp>
+#include <sgckpt/core/cast.hpp>
 #include <sgckpt/core/error.hpp>
 #include <sgckpt/core/state.hpp>
 #include <sgckpt/core/tensor.hpp>
@@ -169,12 +170,11 @@ inline std::vector<float> from_tensor(const Value& v, std::size_t numel, const s
     throw Error(what + ": saved tensor has " + std::to_string(t.numel()) + " elements, the parameter " +
                 std::to_string(numel));
   std::vector<float> out(numel);
-  if (t.dtype() == DType::Float32 && t.is_contiguous()) {
-    const float* p = t.data<float>();
-    for (std::size_t i = 0; i < numel; ++i) out[i] = p[i];
-  } else {
-    for (std::size_t i = 0; i < numel; ++i) out[i] = static_cast<float>(t.element_as_double(i));
-  }
+  // Converted as torch's copy_ converts (sgckpt::copy_into), straight into `out`.
+  sgckpt::Tensor dst = sgckpt::Tensor::view_of(
+      sgckpt::Storage::borrow(nullptr, reinterpret_cast<std::byte*>(out.data()), numel * sizeof(float)),
+      DType::Float32, 0, t.shape(), sgckpt::contiguous_strides(t.shape()));
+  sgckpt::copy_into(dst, t);
   return out;
 }
 

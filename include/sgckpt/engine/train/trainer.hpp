@@ -316,7 +316,7 @@ class Trainer {
   }
 
   void resume_from(const ResumeState& rs) {
-    model_->load_state_dict(rs.net);
+    load_part(rs, "net", [&] { model_->load_state_dict(rs.net); });
     load_part(rs, "optimizer_state_dict", [&] { opt_->load_state_dict(rs.optimizer); });
     if (scaler_.enabled()) {
       if (rs.scaler.is_dict() && rs.scaler.size() > 0)
