@@ -5,7 +5,9 @@
 // is saved and loaded by sgckpt, by torch (torch.save / torch.load in a Python peer run in
 // the same process tree, same content, same directory), and moved by plain write()/read()
 // of the same number of bytes, which is the limit. Files go to a RAM-backed directory
-// (/dev/shm by default) so the disk does not hide the software cost. Times are medians.
+// (/dev/shm by default) so the disk does not hide the software cost. Every operation runs
+// once untimed (warm-up), then REPEATS interleaved rounds (each operation once per round,
+// the torch peer too); times are medians over the rounds.
 //
 // Usage: pth_io [--dir DIR] [--repeats N] [--skip-torch] [--only small|large]
 // Env:   SGCKPT_PYTHON: the Python with torch (default /usr/bin/python3, Debian's).
@@ -43,16 +45,6 @@ double now() {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-double time_median(int repeats, const std::function<void()>& f) {
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const double t0 = now();
-    f();
-    t.push_back(now() - t0);
-  }
-  return median(t);
 }
 
 Tensor random_tensor(sgckpt::Shape shape, std::mt19937_64& rng) {
@@ -241,34 +233,54 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
   const fs::path plain = dir / (name + ".raw");
   std::printf("\n== %s: %.1f MB of tensors, %s\n", name.c_str(), bytes / 1e6, ours.c_str());
 
-  std::vector<Row> rows;
   sgckpt::SaveOptions durable, fast;
   fast.durable = false;
-  rows.push_back(
-      {"plain write()+fsync (limit)", time_median(repeats, [&] { plain_write(ckpt, plain, true); }), bytes});
-  rows.push_back(
-      {"sgckpt save (durable)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, durable); }), bytes});
-  rows.push_back(
-      {"sgckpt save (no fsync)", time_median(repeats, [&] { sgckpt::save(ckpt, ours, fast); }), bytes});
-  rows.push_back({"plain read() (limit)", time_median(repeats, [&] { plain_read(plain); }), bytes});
   sgckpt::LoadOptions copy, nocrc, mm, mmcrc;
   nocrc.verify_crc = false;
   mm.mmap = true;
   mm.verify_crc = false;
   mmcrc.mmap = true;
-  rows.push_back({"sgckpt load (copy, CRC)", time_median(repeats, [&] { sgckpt::load(ours, copy); }), bytes});
-  rows.push_back(
-      {"sgckpt load (copy, no CRC)", time_median(repeats, [&] { sgckpt::load(ours, nocrc); }), bytes});
-  rows.push_back({"sgckpt load (mmap)", time_median(repeats, [&] { sgckpt::load(ours, mm); }), bytes});
-  rows.push_back(
-      {"sgckpt load (mmap, CRC)", time_median(repeats, [&] { sgckpt::load(ours, mmcrc); }), bytes});
   volatile std::uint64_t sink = 0;
-  rows.push_back({"sgckpt load (mmap) + touch",
-                  time_median(repeats, [&] { sink = sink + touch(sgckpt::load(ours, mm)); }), bytes});
-
+  struct Op {
+    std::string what;
+    std::function<void()> run;
+  };
+  const std::vector<Op> ops = {
+      {"plain write()+fsync (limit)", [&] { plain_write(ckpt, plain, true); }},
+      {"sgckpt save (durable)", [&] { sgckpt::save(ckpt, ours, durable); }},
+      {"sgckpt save (no fsync)", [&] { sgckpt::save(ckpt, ours, fast); }},
+      {"plain read() (limit)", [&] { plain_read(plain); }},
+      {"sgckpt load (copy, CRC)", [&] { sgckpt::load(ours, copy); }},
+      {"sgckpt load (copy, no CRC)", [&] { sgckpt::load(ours, nocrc); }},
+      {"sgckpt load (mmap)", [&] { sgckpt::load(ours, mm); }},
+      {"sgckpt load (mmap, CRC)", [&] { sgckpt::load(ours, mmcrc); }},
+      {"sgckpt load (mmap) + touch", [&] { sink = sink + touch(sgckpt::load(ours, mm)); }},
+  };
+  // On these virtual machines the first writes into fresh memory are several times slower
+  // than later ones: every operation runs once untimed first, so no row absorbs that warm-up.
+  for (const auto& op : ops) op.run();
+  // Interleaved rounds: each round runs every operation once (and the torch peer once), so a
+  // burst of load from other jobs on the machine hits all rows alike; medians over rounds.
+  std::vector<std::vector<double>> times(ops.size());
+  std::vector<double> torch_save, torch_load;
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const double t0 = now();
+      ops[i].run();
+      times[i].push_back(now() - t0);
+    }
+    if (with_torch) {
+      const auto t = run_torch(python, script, ours, dir, 1);
+      torch_save.push_back(t.at("save"));
+      torch_load.push_back(t.at("load"));
+    }
+  }
+  std::vector<Row> rows;
+  for (std::size_t i = 0; i < ops.size(); ++i) rows.push_back({ops[i].what, median(times[i]), bytes});
   std::map<std::string, double> torch;
   if (with_torch) {
-    torch = run_torch(python, script, ours, dir, repeats);
+    torch["save"] = median(torch_save);
+    torch["load"] = median(torch_load);
     rows.push_back({"torch.save", torch.at("save"), bytes});
     rows.push_back({"torch.load", torch.at("load"), bytes});
   }

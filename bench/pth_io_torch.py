@@ -2,6 +2,8 @@
 
 Usage: pth_io_torch.py SRC.pth DIR REPEATS  -> prints "save <median s>" and "load <median s>".
 The content is read once from SRC (written by sgckpt) so both sides move the same tensors.
+Each operation runs once untimed first (warm-up), as the C++ side does; pth_io calls this
+once per round with REPEATS=1, interleaving it with its own operations.
 """
 import os
 import statistics
@@ -17,6 +19,7 @@ path = os.path.join(workdir, "torch_peer.pth")
 
 
 def median_time(fn):
+    fn()  # warm-up: the first writes into fresh memory are slow on these machines
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

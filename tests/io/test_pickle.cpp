@@ -515,4 +515,22 @@ TEST_SUITE("pickle") {
     tight.memory_per_input_byte = 4;
     CHECK(refusal(p, tight).find("bytes of memory") != std::string::npos);
   }
+
+  TEST_CASE("the per-byte memory allowance admits the densest files sgckpt and torch write") {
+    // One byte per object: a list of empty dicts (sgckpt writes EMPTY_DICT without a memo
+    // put), of empty lists, of None (torch writes NONE). Without the fixed allowance, only the
+    // per-byte budget stands between these files and a refusal of what a writer produced.
+    Limits per_byte_only;
+    per_byte_only.memory_allowance = 0;
+    LoadOptions opt;
+    opt.limits = per_byte_only;
+    for (const char* kind : {"dict", "list", "none"}) {
+      CAPTURE(kind);
+      Value::List items;
+      for (int i = 0; i < 50'000; ++i)
+        items.push_back(kind[0] == 'd' ? Value::make_dict() : kind[0] == 'l' ? Value::make_list() : Value());
+      const auto image = save_to_memory(Value::make_list(std::move(items)));
+      CHECK(load(std::span<const std::byte>(image), opt, "dense").size() == 50'000);
+    }
+  }
 }

@@ -43,7 +43,6 @@
 #include <functional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -54,6 +53,7 @@
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
+#include "sgckpt/detail/thread_pool.hpp"
 
 // The AVX2 loops need GCC or Clang on x86; nvcc (whose device side should include only
 // elementwise.hpp) gets the portable loops.
@@ -166,27 +166,11 @@ inline std::vector<std::vector<WorkPiece>> split_by_bytes(const std::vector<std:
   return out;
 }
 
-// Runs f(part) for each part: part 0 on the calling thread, the others on new threads. If a
-// thread cannot be started, its part runs on the calling thread instead.
+// Runs f(part) for each part: part 0 on the calling thread, the others on the persistent
+// pool's workers (sgckpt/detail/thread_pool.hpp).
 template <class F>
 void run_parts(std::size_t parts, F&& f) {
-  if (parts <= 1) {
-    f(std::size_t{0});
-    return;
-  }
-  std::vector<std::thread> threads;
-  std::vector<std::size_t> inline_parts;
-  threads.reserve(parts - 1);
-  for (std::size_t p = 1; p < parts; ++p) {
-    try {
-      threads.emplace_back([&f, p] { f(p); });
-    } catch (...) {
-      inline_parts.push_back(p);
-    }
-  }
-  f(std::size_t{0});
-  for (auto p : inline_parts) f(p);
-  for (auto& t : threads) t.join();
+  thread_pool().run(parts, f);
 }
 
 // Threads to use for `bytes` of streaming work: 0 = automatic (the process's thread setting,

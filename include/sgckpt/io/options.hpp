@@ -20,11 +20,13 @@ struct Limits {
   std::uint64_t max_central_directory_bytes = 256ull << 20;
   std::uint64_t max_inflated_record_bytes = 1ull << 40;  // deflated records are inflated into memory
   // Memory the pickle machine may use for its objects (nodes, container slots, strings, the
-  // value tree): memory_allowance + memory_per_input_byte * (size of the file). Real
-  // checkpoints need well under 64 bytes per byte of file; a small deflated or memo-heavy
-  // file that asks for gigabytes is refused.
+  // value tree): memory_allowance + memory_per_input_byte * (size of the file). A small
+  // deflated or memo-heavy file that asks for gigabytes is refused. The per-byte figure must
+  // admit the densest encoding a writer produces: a one-byte opcode per object (a list of
+  // empty dicts as sgckpt writes it needs ~345 bytes per byte of file, a list of None as
+  // torch writes it ~176), so that every file torch or sgckpt writes reads back.
   std::uint64_t memory_allowance = 256ull << 20;
-  std::uint64_t memory_per_input_byte = 64;
+  std::uint64_t memory_per_input_byte = 384;
 };
 
 struct LoadOptions {
