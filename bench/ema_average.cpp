@@ -1,7 +1,7 @@
 // bench/ema_average: how fast sgckpt's host EMA update and weight averaging run, next to torch
 // (CPU) and to the memory-bandwidth limit measured in the same run over the same bytes.
 //
-// The state is SuperGradients' resnet18_cifar state_dict (spec 8.2: 122 entries, 11.17 M
+// The state is SuperGradients' resnet18_cifar state_dict (docs/supergradients.md §6: 122 entries, 11.17 M
 // trainable floats + 9.6 K BatchNorm running stats + 20 int64 counters). Rows:
 //   EMA update           ema = d*ema + (1-d)*w over every float tensor: 12 bytes per float
 //                        (read ema, read w, write ema). Ours with 1 thread and with the
@@ -84,7 +84,7 @@ Tensor random_tensor(sgckpt::Shape shape, std::uint64_t& x) {
   return t;
 }
 
-// SG's resnet18_cifar state_dict (spec 8.2).
+// SG's resnet18_cifar state_dict (docs/supergradients.md §6).
 Value resnet18_state(std::uint64_t seed) {
   std::uint64_t x = seed | 1;
   Value sd = Value::make_ordered_dict();

@@ -62,7 +62,7 @@ Tensor random_tensor(sgckpt::Shape shape, std::mt19937_64& rng) {
   return t;
 }
 
-// The state_dict of SuperGradients' resnet18_cifar (spec section 8.2), random weights.
+// The state_dict of SuperGradients' resnet18_cifar (docs/supergradients.md §6), random weights.
 Value resnet18_state(std::mt19937_64& rng) {
   Value sd = Value::make_ordered_dict();
   auto conv = [&](const std::string& name, std::int64_t out, std::int64_t in, std::int64_t k) {

@@ -1,8 +1,8 @@
 // Crash safety of checkpoint saving: a training process killed with SIGKILL at a random moment
 // (mid-write included) must leave a ckpt_latest.pth that loads and equals one of the states
 // it was saving, never a torn file (torch.save is not atomic: Lightning issue #688; SG writes
-// straight to the final path, spec 1.5). Leftover temporaries must be recognized as stale and
-// removed.
+// straight to the final path, docs/supergradients.md §1). Leftover temporaries must be recognized as stale
+// and removed.
 #include <doctest/doctest.h>
 
 #include <signal.h>

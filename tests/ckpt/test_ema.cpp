@@ -185,8 +185,8 @@ TEST_CASE("EMA decay schedules follow SG's formulas") {
       CHECK(exp4.at(step, total) == 0.999 * (1.0 - std::exp(-x * 4.0)));
     }
   }
-  // Spot values (spec 5): threshold at step 1 is 2/11; exp starts at 0 and reaches ~95% of D
-  // after 3/beta of the training.
+  // Spot values (docs/supergradients.md §5): threshold at step 1 is 2/11; exp starts at 0 and reaches ~95% of
+  // D after 3/beta of the training.
   CHECK(threshold.at(1, 100) == doctest::Approx(2.0 / 11.0).epsilon(1e-15));
   CHECK(threshold.at(1000000, 100) == 0.9999);
   CHECK(exp15.at(0, 100) == 0.0);

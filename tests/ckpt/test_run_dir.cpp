@@ -1,5 +1,5 @@
 // Run directories, latest-run discovery and resume resolution (sgckpt/ckpt/run_dir.hpp),
-// checked against SuperGradients' rules (spec sections 2.2-2.5, 9).
+// checked against SuperGradients' rules (docs/supergradients.md §2, §7).
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>

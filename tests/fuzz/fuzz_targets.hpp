@@ -3,7 +3,7 @@
 // driver (fuzz_replay.cpp; any compiler), so that every normal build runs exactly the code
 // the fuzzers ran.
 //
-// Contract under test (spec/engineering-notes.md 2.4): for ANY input the reader either
+// Contract under test (docs/security.md): for ANY input the reader either
 // returns a value or throws sgckpt::Error. Only sgckpt::Error is caught here: anything else
 // (std::bad_alloc, std::length_error, std::out_of_range, ...) escapes, and libFuzzer (or the
 // replay driver) reports it as a bug. Crashes, sanitizer reports, timeouts and memory past

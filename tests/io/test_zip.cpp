@@ -46,7 +46,7 @@ std::vector<std::filesystem::path> zip_fixtures() {
   return out;
 }
 
-// torch's naming rule (spec 1.1): the file name minus its last extension; "archive" for a
+// torch's naming rule (docs/pth-format.md): the file name minus its last extension; "archive" for a
 // file saved to a buffer.
 std::string expected_root(const std::filesystem::path& p) {
   return p.filename() == "from_buffer.pt" ? "archive" : p.stem().string();

@@ -2,7 +2,7 @@
 """SuperGradients' checkpoint lifecycle between torch and sgckpt, both ways.
 
 1. torch writes, sgckpt resolves: checkpoints laid out and filled the way SuperGradients 3.7
-   writes them (plain torch: the keys, nesting and types of spec section 1.3, an SGD state and
+   writes them (plain torch: the keys, nesting and types of docs/supergradients.md §1, an SGD state and
    a MultiStepLR state) in <root>/<exp>/RUN_*/. `sgckpt resolve --json` must pick SG's
    directory and file in each mode (resume = newest run holding ckpt_latest.pth, run_id,
    resume_path = a NEW run dir, ckpt_name), fail cleanly naming the path, and create nothing;
@@ -73,7 +73,7 @@ def run_json(tool, args):
 
 
 def sg_checkpoint(seed, epoch, acc, best_acc):
-    """The dict SG's Trainer._save_checkpoint builds (spec 1.3), from real torch objects."""
+    """The dict SG's Trainer._save_checkpoint builds (docs/supergradients.md §1), from real torch objects."""
     torch.manual_seed(seed)
     model = make_model()
     opt, sched = make_optim(model)

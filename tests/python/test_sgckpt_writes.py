@@ -10,7 +10,7 @@ pre-1.6 files) and of $SGCKPT_SHARED_DIR/fixtures/torch-1.13/:
      root folder = OUT's file name minus its last extension, stored (not compressed), every
      payload's data offset (from the local header) % 64 == 0, `version` is b"3\\n", only
      known records, every `data/<key>` referenced and sized numel x itemsize, no orphans;
-  3. OUT's data.pkl (pickletools.genops) uses only the weights_only-safe subset (spec 3.4):
+  3. OUT's data.pkl (pickletools.genops) uses only the weights_only-safe subset (docs/security.md):
      protocol 2, the listed opcodes, the listed GLOBALs (`collections Counter` only when the
      original holds a Counter, `_codecs encode`/`__builtin__ bytes` only when it holds bytes,
      BINFLOAT only when it holds a Python float), and every

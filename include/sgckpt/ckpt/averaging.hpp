@@ -1,5 +1,5 @@
 // sgckpt/ckpt/averaging.hpp: SuperGradients' model weight averaging ("average_model.pth",
-// spec section 4): keep the N best snapshots of the model by the watched metric and average
+// docs/supergradients.md §4): keep the N best snapshots of the model by the watched metric and average
 // them.
 //
 //   ModelAveraging avg(run_dir, /*greater_is_better=*/true);   // resumes from the run dir

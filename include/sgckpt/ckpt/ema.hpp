@@ -1,5 +1,5 @@
 // sgckpt/ckpt/ema.hpp: exponential moving average of a model's weights, SuperGradients'
-// way (spec section 5), as one fused pass over a state dict.
+// way (docs/supergradients.md §5), as one fused pass over a state dict.
 //
 //   EmaSchedule s{EmaDecayType::Exp, 0.9999, 15.0};
 //   ema_update(ema_state, model_state, s.at(global_step, total_steps));
@@ -94,7 +94,7 @@ inline EmaDecayType parse_ema_decay_type(std::string_view s) {
 
 // The decay for an update. SG calls it with step = the 1-based global step of the optimizer
 // step just taken, (batch_idx + 1) + len(train_loader) * epoch, and total_steps =
-// len(train_loader) * max_epochs (spec 5).
+// len(train_loader) * max_epochs (docs/supergradients.md §5).
 struct EmaSchedule {
   EmaDecayType type = EmaDecayType::Exp;
   double decay = 0.9999;  // D, the maximum decay

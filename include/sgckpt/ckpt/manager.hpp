@@ -2,7 +2,7 @@
 //
 // A training loop (any engine: the library never includes one) calls
 // CheckpointManager::on_epoch_end() after each validated epoch. The manager writes, into the
-// run directory (run_dir.hpp), in SG's order (spec 1.2):
+// run directory (run_dir.hpp), in SG's order (docs/supergradients.md §1):
 //
 //   ckpt_latest.pth      every call
 //   ckpt_epoch_{N}.pth   when N (= finished epochs) is in save_ckpt_epoch_list
@@ -10,13 +10,13 @@
 //   average_model.pth    when average_best_models: the top-N average of the EMA net (or the
 //                        net), without optimizer / scaler / EMA (like SG since PR #1718)
 //
-// with SG's keys (spec 1.3): net, acc, epoch, metrics, _best_ckpt_metrics,
+// with SG's keys (docs/supergradients.md §1): net, acc, epoch, metrics, _best_ckpt_metrics,
 // optimizer_state_dict, scaler_state_dict, ema_net, torch_scheduler_state_dict; plus ours:
 // best_metric_name, best_metric_value, architecture, num_classes, in_channels,
 // sgckpt_schema_version, and the caller's extra entries (rng_state, data_order, ...). SG's
 // `packages` dict is not written: it is large and nothing reads it (issue #2038).
 //
-// Deviations from SG, each fixing a reported problem (spec 11, 12):
+// Deviations from SG, each fixing a reported problem (docs/supergradients.md):
 //   - every file is written atomically and (by default) durably through sgckpt::save;
 //   - the best value and its metric name are stored explicitly and restored on resume (SG
 //     restores +inf, so ckpt_best.pth was never updated again after a resume);
@@ -27,7 +27,7 @@
 //   - when no snapshot could be averaged yet (every metric NaN), average_model.pth is not
 //     written (SG writes net=None, which fails to load at the end of training);
 //   - the averaging snapshots are kept at the end of training unless asked otherwise, so a
-//     finished run can be extended without losing them (SG deletes them, spec 4).
+//     finished run can be extended without losing them (SG deletes them, docs/supergradients.md §4).
 //
 // Background saving (async_save): on_epoch_end() snapshots the state first (a copy of every
 // storage the loop still holds, keeping shared storages shared: the loop mutates its tensors
@@ -519,8 +519,8 @@ class CheckpointManager {
     }
     if (averaging_) {
       job->averaging = &*averaging_;
-      // SG averages the EMA model when EMA is on (spec 4). ModelAveraging::update deep-copies
-      // what it keeps, so the loop's live tensors may be handed to it in sync mode.
+      // SG averages the EMA model when EMA is on (docs/supergradients.md §4). ModelAveraging::update
+      // deep-copies what it keeps, so the loop's live tensors may be handed to it in sync mode.
       job->use_ema = ck.contains("ema_net");
     }
     // The loop mutates its tensors right after this returns: what it still holds is copied.

@@ -1,12 +1,12 @@
 // sgckpt/ckpt/run_dir.hpp: SuperGradients' run directories and resume resolution.
 //
 // Layout (SG >= 3.2): <ckpt_root_dir>/<experiment_name>/RUN_YYYYMMDD_HHMMSS_ffffff/, the run
-// id being the local start time with microseconds (spec section 2.2). This header answers
+// id being the local start time with microseconds (docs/supergradients.md §2). This header answers
 // "where does a run live, which run is the latest one, and which directory and file does a
-// resume use" (spec 2.3, 2.4) with SG's semantics and these deliberate differences:
+// resume use" (docs/supergradients.md §2) with SG's semantics and these deliberate differences:
 //
 //   - Looking something up never creates a directory (SG's get_checkpoints_dir_path does,
-//     spec 2.1). Only create_run_dir() creates, and the CheckpointManager calls it when a
+//     docs/supergradients.md §2). Only create_run_dir() creates, and the CheckpointManager calls it when a
 //     run starts.
 //   - Run ids are unique even when two runs start in the same microsecond, in one process or
 //     in two: the directory is made with mkdir(2), which fails with EEXIST for the loser, who
@@ -20,7 +20,7 @@
 //   - Every error names the path it looked for and the directory it searched (SG's "This
 //     should be an absolute path" message, issue #1604, misled users).
 //   - evaluate_checkpoint_path() returns exactly the file asked for (SG ignores ckpt_name
-//     and evaluates random weights when the file is missing, spec 9).
+//     and evaluates random weights when the file is missing, docs/supergradients.md §7).
 //   - A run (or experiment) directory must lie inside the checkpoint root once its symbolic
 //     links are resolved: a RUN_ link to elsewhere would have a resume write checkpoints and
 //     delete "stale temporaries" there. Latest-run selection skips such a link with a
@@ -384,7 +384,8 @@ inline std::size_t remove_stale_temporaries_in(const std::filesystem::path& dir)
   return removed;
 }
 
-// ---- Resume resolution (spec 2.4) ------------------------------------------------------------
+// ---- Resume resolution (docs/supergradients.md §2)
+// ------------------------------------------------------------
 
 struct ResumeRequest {
   bool resume = false;                                         // resume the latest run (or run_id)
@@ -462,7 +463,7 @@ inline std::filesystem::path require_checkpoint_file(const std::filesystem::path
 }  // namespace detail
 
 // Which run directory and which checkpoint file a training start uses, with exactly SG's
-// modes (spec 2.4):
+// modes (docs/supergradients.md §2):
 //   run_id given        -> that run (validated), same directory; file = resume_path if
 //                          given, else <run>/<ckpt_name>
 //   resume, no run_id,  -> the latest resumable run, same directory; file <run>/<ckpt_name>
@@ -560,7 +561,7 @@ inline ExperimentResume resume_experiment(const std::filesystem::path& ckpt_root
 
 // SG's evaluate_checkpoint, fixed: exactly <run>/<ckpt_name> (run = run_id, else the latest
 // resumable run), or an Error naming the file and the directory searched. SG ignores
-// ckpt_name and evaluates an unloaded model when the file is missing (spec 9).
+// ckpt_name and evaluates an unloaded model when the file is missing (docs/supergradients.md §7).
 inline std::filesystem::path evaluate_checkpoint_path(
     const std::filesystem::path& ckpt_root_dir, std::string_view experiment_name, std::string_view ckpt_name,
     const std::optional<std::string>& run_id = std::nullopt) {

@@ -7,7 +7,7 @@
 // EOF" on resume). Truncating the final file instead would also corrupt any process that
 // has it mapped (safetensors issue #762): a rename leaves the old inode alive for them.
 // With `durable`, the file is fsync'ed before the rename and its directory after it, so a
-// checkpoint reported as saved survives a power loss (spec/engineering-notes.md 3.3).
+// checkpoint reported as saved survives a power loss (docs/security.md).
 #pragma once
 
 #include <dirent.h>

@@ -1,7 +1,7 @@
 // sgckpt/io/zip_reader.hpp: reads the zip container of a .pth file from memory (usually a
 // file mapping), treating every byte as hostile.
 //
-// The layout torch writes is described in spec/pth-format.md section 1. This reader accepts
+// The layout torch writes is described in docs/pth-format.md. This reader accepts
 // any well-formed single-disk zip with stored or deflated entries, and refuses everything it
 // cannot check: each offset and size is bounds-checked with overflow-checked arithmetic
 // before it is used, counts and sizes are capped by Limits before anything is allocated, and

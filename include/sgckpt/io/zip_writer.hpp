@@ -1,8 +1,8 @@
 // sgckpt/io/zip_writer.hpp: writes the zip container exactly as torch.save (miniz) does.
 //
 // Byte-for-byte equality with torch matters beyond tidiness: torch 2.7+ predicts record
-// offsets from this very layout (spec/pth-format.md 6.3), mmap loads rely on the 64-byte
-// alignment, and the fixture tests can compare whole files. The layout (spec 1.4, 1.6):
+// offsets from this very layout (docs/pth-format.md), mmap loads rely on the 64-byte
+// alignment, and the fixture tests can compare whole files. The layout (docs/pth-format.md):
 //   per record: local header (version 0, flags 0x0808, or 0x0800 when empty; zero CRC and
 //               sizes) + [zip64 extra] + "FB" extra padding the payload to a multiple of 64,
 //               payload, data descriptor (16 bytes, 24 with zip64; none when empty);

@@ -194,7 +194,7 @@ class Trainer {
         scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
         scaler_.update();
         if (ema_) {  // every batch, stepped or not, as SG does
-          // SG: step = (batch_idx + 1) + len(train_loader) * epoch (spec 5).
+          // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
           const std::int64_t step = (b + 1) + batches * epoch;
           ema_update(*ema_, live, cfg_.ema_params.at(step, total_steps));
         }
