@@ -140,7 +140,7 @@ void parallel(std::size_t threads, const std::vector<std::size_t>& counts, std::
               const std::function<void(std::size_t item, std::size_t begin, std::size_t end)>& f) {
   const auto plan =
       sgckpt::detail::split_by_bytes(counts, std::vector<std::size_t>(counts.size(), weight), threads);
-  sgckpt::detail::run_parts(plan.size(), [&](std::size_t p) {
+  sgckpt::detail::thread_pool().run(plan.size(), [&](std::size_t p) {
     for (const auto& piece : plan[p]) f(piece.item, piece.begin, piece.end);
   });
 }

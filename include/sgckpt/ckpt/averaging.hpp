@@ -253,7 +253,7 @@ inline Value average_states(std::span<const Value> states, unsigned threads) {
     out.set(k, TensorValue<Tensor>{std::move(result), tv.requires_grad, tv.parameter});
   }
   const auto plan = detail::split_by_bytes(counts, weights, detail::choose_threads(threads, bytes));
-  detail::run_parts(plan.size(), [&](std::size_t p) {
+  detail::thread_pool().run(plan.size(), [&](std::size_t p) {
     for (const auto& piece : plan[p]) detail::run_average_piece(items[piece.item], piece.begin, piece.end);
   });
   return Value(std::move(out));

@@ -166,13 +166,6 @@ inline std::vector<std::vector<WorkPiece>> split_by_bytes(const std::vector<std:
   return out;
 }
 
-// Runs f(part) for each part: part 0 on the calling thread, the others on the persistent
-// pool's workers (sgckpt/detail/thread_pool.hpp).
-template <class F>
-void run_parts(std::size_t parts, F&& f) {
-  thread_pool().run(parts, f);
-}
-
 // Threads to use for `bytes` of streaming work: 0 = automatic (the process's thread setting,
 // sgckpt::num_threads(), at most 8, and at least 2 MiB per thread: below that, starting a
 // thread costs more than it saves).
@@ -502,7 +495,7 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
   const std::size_t parts = detail::choose_threads(threads, bytes);
   const auto plan = detail::split_by_bytes(counts, weights, parts);
   const ew::EmaCoefficients c = ew::ema_coefficients(decay);
-  detail::run_parts(plan.size(), [&](std::size_t p) {
+  detail::thread_pool().run(plan.size(), [&](std::size_t p) {
     for (const auto& piece : plan[p]) detail::run_ema_piece(items[piece.item], piece.begin, piece.end, c);
   });
 }

@@ -50,6 +50,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -395,6 +396,45 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint,
 
 }  // namespace detail
 
+namespace detail {
+
+// The memory of a set of tensors' storages as disjoint sorted byte ranges, so that whether
+// another tensor overlaps any of them is a binary search (a model has thousands of tensors).
+class MemoryRanges {
+ public:
+  explicit MemoryRanges(const std::vector<const Tensor*>& tensors) {
+    std::vector<Range> all;
+    for (const Tensor* t : tensors)
+      if (t->defined()) all.push_back(range_of(*t));
+    std::sort(all.begin(), all.end());
+    for (const Range& r : all) {
+      if (!ranges_.empty() && r.first <= ranges_.back().second)
+        ranges_.back().second = std::max(ranges_.back().second, r.second);
+      else
+        ranges_.push_back(r);
+    }
+  }
+  // Whether t's storage shares a byte with the storage of any of the tensors.
+  bool overlaps(const Tensor& t) const {
+    if (!t.defined()) return false;
+    const auto [b, e] = range_of(t);
+    auto next = std::upper_bound(ranges_.begin(), ranges_.end(), b,
+                                 [](const std::byte* v, const Range& r) { return v < r.first; });
+    if (next != ranges_.begin() && std::prev(next)->second > b && b < e) return true;
+    return next != ranges_.end() && next->first < e && next->first < next->second;
+  }
+
+ private:
+  using Range = std::pair<const std::byte*, const std::byte*>;
+  static Range range_of(const Tensor& t) {
+    const std::byte* b = t.storage()->data();
+    return {b, b + t.storage()->nbytes()};
+  }
+  std::vector<Range> ranges_;
+};
+
+}  // namespace detail
+
 // ---- The API ------------------------------------------------------------------------------------
 
 // A dry run: what load_checkpoint_to_model would do. Mismatches are reported (ok = false),
@@ -419,15 +459,13 @@ inline LoadReport load_checkpoint_to_model(Value& model_state, const Value& chec
   };
   // A source that shares memory with a model tensor (the checkpoint is, or views, the model
   // itself) is read in full before anything is written; every other source is copied once.
+  std::vector<const Tensor*> targets;
+  for (const auto& [mi, unused] : plan.copies) targets.push_back(&target(mi));
+  const detail::MemoryRanges model_memory(targets);
   std::vector<Tensor> staged(plan.copies.size());
-  for (std::size_t c = 0; c < plan.copies.size(); ++c) {
-    const Tensor& src = *plan.copies[c].second;
-    for (const auto& [mi, unused] : plan.copies)
-      if (detail::storages_overlap(target(mi), src)) {
-        staged[c] = cast(src, target(plan.copies[c].first).dtype());
-        break;
-      }
-  }
+  for (std::size_t c = 0; c < plan.copies.size(); ++c)
+    if (model_memory.overlaps(*plan.copies[c].second))
+      staged[c] = cast(*plan.copies[c].second, target(plan.copies[c].first).dtype());
   for (std::size_t c = 0; c < plan.copies.size(); ++c) {
     Tensor& dst = target(plan.copies[c].first);
     if (dst.storage()->read_only()) dst = Tensor::empty(dst.dtype(), dst.shape());

@@ -194,23 +194,22 @@ inline std::uint64_t snapshot_tensors(Value& ck) {
   ck.visit_tensors([&](const std::string&, const auto& tv) {
     if (tv.tensor.defined()) ++held_by_ck[tv.tensor.storage().get()];
   });
-  std::unordered_map<const Storage*, std::shared_ptr<Storage>> copies;  // null: kept as it is
-  for (const auto& [storage, count] : held_by_ck) copies.emplace(storage, nullptr);
+  std::unordered_map<const Storage*, std::shared_ptr<Storage>> copies;
   std::uint64_t copied = 0;
-  bool any = false;
   ck.visit_tensors([&](const std::string&, const auto& tv) {
     const std::shared_ptr<Storage>& s = tv.tensor.storage();
-    if (!s || copies[s.get()] || (!s->borrowed() && (s->read_only() || s.use_count() <= held_by_ck[s.get()])))
+    if (!s || copies.count(s.get()) ||
+        (!s->borrowed() && (s->read_only() || s.use_count() <= held_by_ck[s.get()])))
       return;
-    copies[s.get()] = Storage::copy_of(s->bytes());
+    copies.emplace(s.get(), Storage::copy_of(s->bytes()));
     copied += s->nbytes();
-    any = true;
   });
-  if (!any) return 0;
+  if (copies.empty()) return 0;
   ck = map_tensors<Tensor>(ck, [&](const Tensor& t) -> Tensor {
-    if (!t.defined()) return t;
-    const std::shared_ptr<Storage>& c = copies[t.storage().get()];
-    return c ? Tensor::view_of(c, t.dtype(), t.storage_offset(), t.shape(), t.strides()) : t;
+    const auto it = t.defined() ? copies.find(t.storage().get()) : copies.end();
+    return it == copies.end()
+               ? t
+               : Tensor::view_of(it->second, t.dtype(), t.storage_offset(), t.shape(), t.strides());
   });
   return copied;
 }

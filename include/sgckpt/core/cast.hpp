@@ -271,19 +271,23 @@ inline void write_num(DType d, std::byte* p, const Num& n) {
   }
 }
 
+// Writes src's elements, converted to `to`, in row-major order to `out` (room for numel items).
+inline void convert_elements(std::byte* out, DType to, const Tensor& src) {
+  const std::size_t osz = itemsize(to);
+  const DType from = src.dtype();
+  src.for_each_element([&](const std::byte* p) {
+    write_num(to, out, read_num(from, p));
+    out += osz;
+  });
+}
+
 // The elements of `src` in row-major order, as contiguous bytes of dtype `to`.
 inline std::vector<std::byte> converted_bytes(const Tensor& src, DType to) {
   if (src.dtype() == to) return src.contiguous_bytes();
   if (!can_cast(src.dtype(), to))
     throw Error("cannot cast " + std::string(name(src.dtype())) + " to " + std::string(name(to)));
   std::vector<std::byte> out(src.numel() * itemsize(to));
-  std::byte* o = out.data();
-  const std::size_t osz = itemsize(to);
-  const DType from = src.dtype();
-  src.for_each_element([&](const std::byte* p) {
-    write_num(to, o, read_num(from, p));
-    o += osz;
-  });
+  convert_elements(out.data(), to, src);
   return out;
 }
 
@@ -327,17 +331,6 @@ inline bool storages_overlap(const Tensor& a, const Tensor& b) noexcept {
   return a0 < b0 + b.storage()->nbytes() && b0 < a0 + a.storage()->nbytes();
 }
 
-// Converts src's elements straight into a contiguous dst (no staging buffer).
-inline void convert_into_contiguous(Tensor& dst, const Tensor& src) {
-  std::byte* o = dst.mutable_raw_data();
-  const std::size_t osz = dst.itemsize();
-  const DType from = src.dtype(), to = dst.dtype();
-  src.for_each_element([&](const std::byte* p) {
-    write_num(to, o, read_num(from, p));
-    o += osz;
-  });
-}
-
 }  // namespace detail
 
 // dst <- src, converted to dst's dtype and written in dst's layout (dst.copy_(src) in torch,
@@ -355,7 +348,7 @@ inline void copy_into(Tensor& dst, const Tensor& src) {
     if (src.dtype() == dst.dtype() && src.is_contiguous())
       std::memcpy(dst.mutable_raw_data(), src.raw_data(), dst.nbytes());
     else
-      detail::convert_into_contiguous(dst, src);
+      detail::convert_elements(dst.mutable_raw_data(), dst.dtype(), src);
     return;
   }
   detail::scatter_into(dst, detail::converted_bytes(src, dst.dtype()));

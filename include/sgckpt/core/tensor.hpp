@@ -43,9 +43,6 @@ inline bool add_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) 
 template <class E>
 constexpr bool element_type_fits(DType d) {
   using T = std::remove_cv_t<E>;
-  const bool integer_dtype = d == DType::Int8 || d == DType::Int16 || d == DType::Int32 ||
-                             d == DType::Int64 || d == DType::UInt8 || d == DType::UInt16 ||
-                             d == DType::UInt32 || d == DType::UInt64;
   const bool signed_dtype = d == DType::Int8 || d == DType::Int16 || d == DType::Int32 || d == DType::Int64;
   if constexpr (std::is_same_v<T, float>)
     return d == DType::Float32;
@@ -66,7 +63,7 @@ constexpr bool element_type_fits(DType d) {
   else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>)
     return signed_dtype && itemsize(d) == sizeof(T);
   else if constexpr (std::is_integral_v<T>)
-    return itemsize(d) == sizeof(T) && (!integer_dtype || !signed_dtype);
+    return itemsize(d) == sizeof(T) && !signed_dtype;  // its own unsigned dtype, or raw bits
   else
     return false;
 }
