@@ -52,10 +52,10 @@ void run_avx512(const Case& c, const float* A, std::int64_t lda, const float* B,
   run_packed<8, 32>(c, A, lda, B, ldb, C, ldc, gemm_detail::kernel_avx512_8x32);
 }
 bool has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return sgckpt::detail::cpu_features().avx2_fma;
 }
 bool has_avx512() {
-  return has_avx2() && __builtin_cpu_supports("avx512f");
+  return sgckpt::detail::cpu_features().avx512f;
 }
 #endif
 

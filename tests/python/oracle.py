@@ -238,6 +238,23 @@ def require_example(*programs):
     fatal("%s not found in %s: build the examples and set SGCKPT_EXAMPLES_DIR" % (", ".join(programs), candidates))
 
 
+def require_driver(*programs):
+    """The directory of the built test drivers (tests/drivers/*.cpp) that holds every one of
+    `programs` (fatal if none): SGCKPT_DRIVERS_DIR when set; else $SGCKPT_BINARY_DIR/tests/drivers
+    and <repo>/build*/tests/drivers."""
+    candidates = []
+    if os.environ.get("SGCKPT_DRIVERS_DIR"):
+        candidates.append(os.environ["SGCKPT_DRIVERS_DIR"])
+    else:
+        if os.environ.get("SGCKPT_BINARY_DIR"):
+            candidates.append(os.path.join(os.environ["SGCKPT_BINARY_DIR"], "tests", "drivers"))
+        candidates += sorted(glob.glob(str(REPO / "build*" / "tests" / "drivers")))
+    for d in candidates:
+        if all(os.path.isfile(os.path.join(d, p)) and os.access(os.path.join(d, p), os.X_OK) for p in programs):
+            return os.path.normpath(os.path.abspath(d))
+    fatal("%s not found in %s: build the tests and set SGCKPT_DRIVERS_DIR" % (", ".join(programs), candidates))
+
+
 def require_tool():
     tool = find_tool()
     if tool is None:

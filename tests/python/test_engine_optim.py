@@ -3,7 +3,7 @@
 and, with scripts/torch2-python, 2.x: the engine writes torch 1.13's state_dict layout, which
 later torch loads by filling in the options it added).
 
-Runs examples/optim_steps on parameters + per-step gradients written by torch.save and compares
+Runs tests/drivers/optim_steps on parameters + per-step gradients written by torch.save and compares
 with torch.optim doing the same:
   * SGD (momentum, nesterov, weight decay, dampening, maximize, momentum 0, two param groups,
     a param without grad, SG's zero weight decay on bias/BN), Adam / AdamW (amsgrad on/off,
@@ -15,9 +15,9 @@ with torch.optim doing the same:
   * SuperGradients' step / cosine / poly modes with linear epoch warm-up against a transcription
     of SG's callbacks (LRCallbackBase phases, per-epoch granularity).
 
-Environment: SGCKPT_EXAMPLES_DIR (the built examples), else $SGCKPT_BINARY_DIR/examples, else
-<dir of $SGCKPT_TOOL>/../examples, else <repo>/build*/examples.
-Run: SGCKPT_EXAMPLES_DIR=build/examples /usr/bin/python3 tests/python/test_engine_optim.py
+Environment: SGCKPT_DRIVERS_DIR (the built test drivers), else $SGCKPT_BINARY_DIR/tests/drivers,
+else <repo>/build*/tests/drivers.
+Run: SGCKPT_DRIVERS_DIR=build/tests/drivers /usr/bin/python3 tests/python/test_engine_optim.py
 
 Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
 python-torch2/engine_optim, with torch 2.x.)
@@ -45,7 +45,7 @@ warnings.filterwarnings("ignore")
 PROGRAM = "optim_steps"
 
 
-EXAMPLES = oracle.require_example(PROGRAM)
+DRIVERS = oracle.require_driver(PROGRAM)
 TMP = tempfile.mkdtemp(prefix="sgckpt_optim_")
 WORST = {}
 
@@ -59,7 +59,7 @@ def run_engine(cfg):
     inp = os.path.join(TMP, "in%d.pth" % n)
     out = os.path.join(TMP, "out%d.pth" % n)
     torch.save(cfg, inp)
-    p = subprocess.run(oracle.host_argv([os.path.join(EXAMPLES, PROGRAM), inp, out]), capture_output=True, timeout=120)
+    p = subprocess.run(oracle.host_argv([os.path.join(DRIVERS, PROGRAM), inp, out]), capture_output=True, timeout=120)
     if p.returncode != 0:
         raise AssertionError("optim_steps: exit %d: %s" % (p.returncode, p.stderr.decode(errors="replace")))
     return torch.load(out)

@@ -4,7 +4,7 @@
 Builds SuperGradients' ResNet18-CIFAR in torch (CifarResNet + BasicResNetBlock, the same module
 names: conv1, bn1, layer1..4, shortcut, drop_path, avgpool, linear), at reduced width, with
 random weights and non-trivial BatchNorm running statistics, writes them with torch.save, and
-runs the engine through examples/resnet18_forward and examples/resnet18_init:
+runs the engine through tests/drivers/resnet18_forward and tests/drivers/resnet18_init:
 
   * eval mode: logits (relative error < 1e-4);
   * training mode: logits, loss (< 1e-5), the gradient of every parameter (< 1e-4 relative to
@@ -15,9 +15,9 @@ runs the engine through examples/resnet18_forward and examples/resnet18_init:
     torch's key order, shapes, dtypes and _metadata; its initialization follows torch's rules;
   * a state_dict with wrong keys or shapes is refused with every problem listed.
 
-Environment: SGCKPT_EXAMPLES_DIR (the built examples), else $SGCKPT_BINARY_DIR/examples, else
-<dir of $SGCKPT_TOOL>/../examples, else <repo>/build*/examples.
-Run: SGCKPT_EXAMPLES_DIR=build/examples /usr/bin/python3 tests/python/test_engine_resnet18.py
+Environment: SGCKPT_DRIVERS_DIR (the built test drivers), else $SGCKPT_BINARY_DIR/tests/drivers,
+else <repo>/build*/tests/drivers.
+Run: SGCKPT_DRIVERS_DIR=build/tests/drivers /usr/bin/python3 tests/python/test_engine_resnet18.py
 
 Runs under every torch oracle. (tests/CMakeLists.txt registers it once more as
 python-torch2/engine_resnet18, with torch 2.x.)
@@ -132,11 +132,11 @@ def randomize(model, seed):
 # The engine's programs
 
 
-EXAMPLES = oracle.require_example("resnet18_forward", "resnet18_init")
+DRIVERS = oracle.require_driver("resnet18_forward", "resnet18_init")
 
 
 def run(program, args, expect_ok=True):
-    p = subprocess.run(oracle.host_argv([os.path.join(EXAMPLES, program)] + list(args)), capture_output=True, timeout=120)
+    p = subprocess.run(oracle.host_argv([os.path.join(DRIVERS, program)] + list(args)), capture_output=True, timeout=120)
     if expect_ok and p.returncode != 0:
         raise AssertionError("%s %s: exit %d: %s" % (program, " ".join(map(str, args)), p.returncode, p.stderr.decode(errors="replace")))
     return p

@@ -17,7 +17,7 @@
     generator);
   * a recipe with an unknown key is refused, naming the key.
 
-Environment: as test_engine_resnet18.py (SGCKPT_EXAMPLES_DIR ...); SGCKPT_FASHION_MNIST_DIR
+Environment: SGCKPT_EXAMPLES_DIR (the built examples; see oracle.require_example); SGCKPT_FASHION_MNIST_DIR
 (default /usr/share/datasets/fashion-mnist).
 Run: SGCKPT_EXAMPLES_DIR=build/examples /usr/bin/python3 tests/python/test_engine_train.py
 
@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 
 import oracle  # noqa: E402
 from oracle import torch  # noqa: E402
-from test_engine_resnet18 import EXAMPLES, CifarResNet  # noqa: E402
+from test_engine_resnet18 import CifarResNet  # noqa: E402
 
-TRAIN = os.path.join(EXAMPLES, "train_resnet18")
+TRAIN = os.path.join(oracle.require_example("train_resnet18"), "train_resnet18")
 RECIPE = str(oracle.REPO / "examples" / "recipes" / "fashion_mnist_resnet18.yaml")
 FMNIST = os.environ.get("SGCKPT_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 ENV = dict(os.environ, SGCKPT_NUM_THREADS="2")

@@ -37,9 +37,7 @@ import tempfile  # noqa: E402
 
 import oracle  # noqa: E402
 from oracle import torch  # noqa: E402
-from test_engine_resnet18 import EXAMPLES  # noqa: E402
-
-TRAIN = os.path.join(EXAMPLES, "train_resnet18")
+TRAIN = os.path.join(oracle.require_example("train_resnet18"), "train_resnet18")
 RECIPE = str(oracle.REPO / "examples" / "recipes" / "fashion_mnist_resnet18.yaml")
 FMNIST = os.environ.get("SGCKPT_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 ENV = dict(os.environ, SGCKPT_NUM_THREADS="2")

@@ -2,20 +2,14 @@
 // for the host loops (ema.hpp, averaging.hpp) and the CUDA kernels (kernels/ema_average.cu).
 //
 // Every function here is SGCKPT_HD: plain inline on the host, __host__ __device__ under nvcc,
-// so the CPU loop and the GPU kernel compute bit-identical results (ARCHITECTURE rule 3).
+// so the CPU loop and the GPU kernel compute bit-identical results (docs/engine.md, "Bit parity").
 // Only scalar math lives here; loops, threads, dtype dispatch and vectorization stay with the
 // callers.
 #pragma once
 
 #include <math.h>  // fma/fmaf in the global namespace: the spelling nvcc's device code knows
 
-#ifndef SGCKPT_HD
-#ifdef __CUDACC__
-#define SGCKPT_HD __host__ __device__
-#else
-#define SGCKPT_HD
-#endif
-#endif
+#include "sgckpt/detail/host_device.hpp"
 
 namespace sgckpt::ew {
 

@@ -53,6 +53,7 @@
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
+#include "sgckpt/detail/cpu_features.hpp"
 #include "sgckpt/detail/thread_pool.hpp"
 
 // The AVX2 loops need GCC or Clang on x86; nvcc (whose device side should include only
@@ -236,15 +237,12 @@ __attribute__((target("avx2,fma"))) void ema_loop_16_avx2(std::byte* e, const st
     std::memcpy(e + 2 * i, &r, 2);
   }
 }
+// Compiled with -mavx2 -mfma the answer is known; otherwise the CPU is asked once.
 inline bool cpu_has_avx2_fma() {
 #if defined(__AVX2__) && defined(__FMA__)
   return true;
 #else
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
+  return cpu_features().avx2_fma;
 #endif
 }
 #endif

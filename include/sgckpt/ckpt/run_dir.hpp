@@ -389,8 +389,8 @@ inline std::size_t remove_stale_temporaries_in(const std::filesystem::path& dir)
 
 struct ResumeRequest {
   bool resume = false;                                         // resume the latest run (or run_id)
-  std::optional<std::string> run_id;                           // resume this run, in its own directory
-  std::optional<std::filesystem::path> resume_path;            // load this file, start a NEW run directory
+  std::optional<std::string> run_id{};                         // resume this run, in its own directory
+  std::optional<std::filesystem::path> resume_path{};          // load this file, start a NEW run directory
   std::string ckpt_name = std::string(kLatestCheckpointName);  // file inside the chosen run directory
 };
 

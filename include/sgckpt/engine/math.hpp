@@ -6,15 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-// __host__ __device__ under nvcc, nothing elsewhere. Other headers (ckpt/elementwise.hpp)
-// define the same macro the same way; whichever comes first wins.
-#ifndef SGCKPT_HD
-#if defined(__CUDACC__)
-#define SGCKPT_HD __host__ __device__
-#else
-#define SGCKPT_HD
-#endif
-#endif
+#include "sgckpt/detail/host_device.hpp"
 
 namespace sgckpt::engine::math {
 

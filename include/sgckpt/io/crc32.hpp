@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <span>
 
+#include "sgckpt/detail/cpu_features.hpp"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SGCKPT_CRC32_PCLMUL 1
 #include <immintrin.h>
@@ -77,10 +79,6 @@ __attribute__((target("pclmul,sse4.1"))) inline std::uint32_t crc32_pclmul(std::
   return crc32_zlib(0xFFFFFFFFu, rest, 16);
 }
 
-inline bool cpu_has_pclmul() {
-  static const bool has = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-  return has;
-}
 #endif
 
 }  // namespace detail
@@ -91,7 +89,7 @@ inline std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> data) {
   std::size_t n = data.size();
 #ifdef SGCKPT_CRC32_PCLMUL
   // Below 64 bytes (one fold step) the table-driven zlib code is as fast.
-  if (n >= 64 && detail::cpu_has_pclmul()) {
+  if (n >= 64 && detail::cpu_features().pclmul) {
     const std::size_t body = n & ~std::size_t{15};
     crc = detail::crc32_pclmul(crc, p, body);
     p += body;

@@ -62,33 +62,22 @@ class BasicBlock : public Module {
     f("shortcut", shortcut);
   }
 
+  // The main path conv1 -> bn1+relu -> conv2 -> bn2 (-> drop_path, the identity) ends in one
+  // fused op with the residual: relu(bn2(.) + shortcut(x)).
   Tensor forward(const Tensor& x) {
-    // main path: conv1 -> bn1 -> relu -> conv2 -> bn2 (-> drop_path, the identity)
-    Tensor h = bn1.forward(conv1.forward(x));
-    functional::relu_(h);
-    Tensor out = bn2.forward(conv2.forward(h));
-    // residual: + shortcut(x), then relu
-    functional::add_(out, shortcut.forward(x));
-    functional::relu_(out);
-    if (grad_enabled()) {
-      h_ = h;
-      out_ = out;
-    }
-    return out;
+    const Tensor h = bn1.forward(conv1.forward(x), ops::BnActivation::Relu);
+    return bn2.forward(conv2.forward(h), ops::BnActivation::AddRelu, shortcut.forward(x));
   }
 
   // dL/dx from dL/dout; accumulates the gradients of every parameter of the block.
   Tensor backward(const Tensor& dout) {
-    if (!out_.defined()) throw Error("BasicResNetBlock.backward without a forward that kept its activations");
-    // through the final relu
-    Tensor d = functional::relu_backward(dout, out_);
-    // main path, in reverse: bn2 -> conv2 -> relu -> bn1 -> conv1
-    Tensor dh = conv2.backward(bn2.backward(d));
-    functional::relu_backward_(dh, h_);
+    // main path, in reverse: bn2 (+ add + relu) -> conv2 -> bn1 (+ relu) -> conv1; the fused
+    // bn2 backward also gives the residual's gradient d, which the shortcut receives.
+    Tensor d;
+    const Tensor dh = conv2.backward(bn2.backward(dout, true, &d));
     Tensor dx = conv1.backward(bn1.backward(dh));
-    // the shortcut path receives the same d; x fed both paths, so their gradients add up
+    // x fed both paths, so their gradients add up
     functional::add_(dx, shortcut.backward(d));
-    h_ = out_ = Tensor();
     return dx;
   }
 
@@ -98,9 +87,6 @@ class BasicBlock : public Module {
   BatchNorm2d bn2;
   Placeholder drop_path;
   Shortcut shortcut;
-
- private:
-  Tensor h_, out_;  // relu outputs kept for backward (their masks)
 };
 
 }  // namespace sgckpt::engine::nn

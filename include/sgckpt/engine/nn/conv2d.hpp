@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <string>
 
+#include "sgckpt/engine/dispatch.hpp"
 #include "sgckpt/engine/grad_mode.hpp"
 #include "sgckpt/engine/nn/init.hpp"
 #include "sgckpt/engine/nn/module.hpp"
-#include "sgckpt/engine/ops/conv2d.hpp"
 
 namespace sgckpt::engine::nn {
 
@@ -47,9 +47,10 @@ class Conv2d : public Module {
   // y [N, out, P, Q] from x [N, in, H, W]. Keeps x for backward (unless grad is disabled).
   Tensor forward(const Tensor& x) {
     const ops::Conv2dShape s = shape_of(x);
-    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-    ops::conv2d_forward(y.data<float>(), x.data<float>(), weight.data<float>(),
-                        bias.defined() ? bias.data<float>() : nullptr, s);
+    Backend& be = backend_for("Conv2d", {&x, &weight, &bias});
+    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::Float32, x.device());
+    be.conv2d_forward(y.data_ptr<float>(), x.data_ptr<float>(), weight.data_ptr<float>(),
+                      bias.defined() ? bias.data_ptr<float>() : nullptr, s);
     input_ = grad_enabled() ? x : Tensor();
     return y;
   }
@@ -62,10 +63,11 @@ class Conv2d : public Module {
     if (dy.dtype() != DType::Float32 || dy.shape() != Shape{s.N, s.K, s.P(), s.Q()})
       throw Error("Conv2d.backward: gradient of shape " + shape_text(dy.shape()) + ", output was " +
                   shape_text({s.N, s.K, s.P(), s.Q()}));
-    Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
-    ops::conv2d_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
-                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),
-                         input_.data<float>(), weight.data<float>(), s);
+    Backend& be = backend_for("Conv2d.backward", {&dy, &input_, &weight, &weight_grad});
+    Tensor dx = need_input_grad ? Tensor::empty(input_.shape(), DType::Float32, dy.device()) : Tensor();
+    be.conv2d_backward(need_input_grad ? dx.data_ptr<float>() : nullptr, weight_grad.data_ptr<float>(),
+                       bias.defined() ? bias_grad.data_ptr<float>() : nullptr, dy.data_ptr<float>(),
+                       input_.data_ptr<float>(), weight.data_ptr<float>(), s);
     input_ = Tensor();
     return dx;
   }

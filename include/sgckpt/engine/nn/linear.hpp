@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <string>
 
+#include "sgckpt/engine/dispatch.hpp"
 #include "sgckpt/engine/grad_mode.hpp"
 #include "sgckpt/engine/nn/init.hpp"
 #include "sgckpt/engine/nn/module.hpp"
-#include "sgckpt/engine/ops/linear.hpp"
 
 namespace sgckpt::engine::nn {
 
@@ -44,9 +44,10 @@ class Linear : public Module {
                   "): expected a float32 input [N, " + std::to_string(in_features) + "], got " +
                   std::string(sgckpt::name(x.dtype())) + shape_text(x.shape()));
     const std::int64_t N = x.shape()[0];
-    Tensor y = Tensor::empty({N, out_features});
-    ops::linear_forward(y.data<float>(), x.data<float>(), weight.data<float>(),
-                        bias.defined() ? bias.data<float>() : nullptr, N, in_features, out_features);
+    Backend& be = backend_for("Linear", {&x, &weight, &bias});
+    Tensor y = Tensor::empty({N, out_features}, DType::Float32, x.device());
+    be.linear_forward(y.data_ptr<float>(), x.data_ptr<float>(), weight.data_ptr<float>(),
+                      bias.defined() ? bias.data_ptr<float>() : nullptr, N, in_features, out_features);
     input_ = grad_enabled() ? x : Tensor();
     return y;
   }
@@ -58,10 +59,11 @@ class Linear : public Module {
     if (dy.dtype() != DType::Float32 || dy.shape() != Shape{N, out_features})
       throw Error("Linear.backward: gradient of shape " + shape_text(dy.shape()) + ", output was " +
                   shape_text({N, out_features}));
-    Tensor dx = need_input_grad ? Tensor::empty(input_.shape()) : Tensor();
-    ops::linear_backward(need_input_grad ? dx.data<float>() : nullptr, weight_grad.data<float>(),
-                         bias.defined() ? bias_grad.data<float>() : nullptr, dy.data<float>(),
-                         input_.data<float>(), weight.data<float>(), N, in_features, out_features);
+    Backend& be = backend_for("Linear.backward", {&dy, &input_, &weight, &weight_grad});
+    Tensor dx = need_input_grad ? Tensor::empty(input_.shape(), DType::Float32, dy.device()) : Tensor();
+    be.linear_backward(need_input_grad ? dx.data_ptr<float>() : nullptr, weight_grad.data_ptr<float>(),
+                       bias.defined() ? bias_grad.data_ptr<float>() : nullptr, dy.data_ptr<float>(),
+                       input_.data_ptr<float>(), weight.data_ptr<float>(), N, in_features, out_features);
     input_ = Tensor();
     return dx;
   }

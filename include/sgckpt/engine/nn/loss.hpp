@@ -3,12 +3,15 @@
 //   CrossEntropyLoss ce(0.1f);
 //   float loss = ce.forward(logits, labels);   // logits [N, C] float32, labels [N] int64
 //   Tensor dlogits = ce.backward();            // d(loss)/d(logits)
+//
+// The labels are checked in host memory (an out-of-range label is an error naming the
+// sample), then copied to the logits' device. Returning the loss is a host synchronization.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "sgckpt/engine/ops/loss.hpp"
+#include "sgckpt/engine/dispatch.hpp"
 #include "sgckpt/engine/tensor.hpp"
 
 namespace sgckpt::engine::nn {
@@ -26,26 +29,30 @@ class CrossEntropyLoss {
       throw Error("CrossEntropyLoss: expected float32 logits [N, C] with N > 0, got " +
                   std::string(sgckpt::name(logits.dtype())) + shape_text(logits.shape()));
     const std::int64_t N = logits.shape()[0], C = logits.shape()[1];
-    if (labels.dtype() != DType::Int64 || labels.shape() != Shape{N})
-      throw Error("CrossEntropyLoss: expected int64 labels [" + std::to_string(N) + "], got " +
-                  std::string(sgckpt::name(labels.dtype())) + shape_text(labels.shape()));
+    if (labels.dtype() != DType::Int64 || labels.shape() != Shape{N} || labels.device() != Device::CPU)
+      throw Error("CrossEntropyLoss: expected int64 labels [" + std::to_string(N) + "] in host memory, got " +
+                  std::string(sgckpt::name(labels.dtype())) + shape_text(labels.shape()) + " on " +
+                  device_name(labels.device()));
     const std::int64_t* y = labels.data<std::int64_t>();
     for (std::int64_t i = 0; i < N; ++i)
       if (y[i] < 0 || y[i] >= C)
         throw Error("CrossEntropyLoss: label " + std::to_string(y[i]) + " of sample " + std::to_string(i) +
                     " is outside [0, " + std::to_string(C) + ")");
-    probs_ = Tensor::empty({N, C});
-    labels_ = labels;
-    return ops::cross_entropy_forward(probs_.data<float>(), logits.data<float>(), y, N, C, label_smoothing);
+    labels_ = labels.to(logits.device());
+    Backend& be = backend_for("CrossEntropyLoss", {&logits, &labels_});
+    probs_ = Tensor::empty({N, C}, DType::Float32, logits.device());
+    return be.cross_entropy_forward(probs_.data_ptr<float>(), logits.data_ptr<float>(),
+                                    labels_.data_ptr<std::int64_t>(), N, C, label_smoothing);
   }
 
   // d(dloss * loss)/d(logits) for the last forward.
   Tensor backward(float dloss = 1.0f) {
     if (!probs_.defined()) throw Error("CrossEntropyLoss.backward without a forward");
     const std::int64_t N = probs_.shape()[0], C = probs_.shape()[1];
-    Tensor dlogits = Tensor::empty({N, C});
-    ops::cross_entropy_backward(dlogits.data<float>(), probs_.data<float>(), labels_.data<std::int64_t>(), N,
-                                C, label_smoothing, dloss);
+    Backend& be = backend_for("CrossEntropyLoss.backward", {&probs_, &labels_});
+    Tensor dlogits = Tensor::empty({N, C}, DType::Float32, probs_.device());
+    be.cross_entropy_backward(dlogits.data_ptr<float>(), probs_.data_ptr<float>(),
+                              labels_.data_ptr<std::int64_t>(), N, C, label_smoothing, dloss);
     return dlogits;
   }
 

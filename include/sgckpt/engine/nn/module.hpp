@@ -9,9 +9,9 @@
 // zero_grad, train) is derived from them here, walking the tree like torch: a module's
 // parameters, then its buffers, then each child recursively.
 //
-// Tensors are allocated once, at construction, and never replaced (load_state_dict copies
-// into them through views of their buffers), so the Tensors handed out by named_parameters() stay valid and
-// share memory with the model for its whole life: an optimizer may keep them.
+// Tensors are allocated at construction and replaced only by to(device) (load_state_dict
+// copies into them through views of their buffers), so the Tensors handed out by
+// named_parameters() after the last to() share memory with the model: an optimizer may keep them.
 #pragma once
 
 #include <sgckpt/sgckpt.hpp>
@@ -94,6 +94,19 @@ class Module {
     for (auto& p : named_parameters()) p.grad.zero_();
   }
 
+  // ---- device ----
+  // Moves every float parameter, gradient and buffer to `device`. Integer buffers
+  // (BatchNorm's num_batches_tracked) stay in host memory: they are counters the host keeps
+  // and no kernel reads. The tensors are replaced: take named_parameters() afterwards.
+  void to(Device device) {
+    walk(*this, "", [&](const std::string&, Tensor& v, Tensor* g) {
+      if (v.dtype() != DType::Int64) v = v.to(device);
+      if (g != nullptr) *g = g->to(device);
+    });
+    device_ = device;
+  }
+  Device device() const noexcept { return device_; }
+
   // ---- state_dict ----
   // An OrderedDict name -> host tensor (copies: a snapshot), parameters and buffers in torch's
   // order, with torch's `_metadata` attribute ({module prefix: {'version': v}}).
@@ -117,16 +130,26 @@ class Module {
   // strict modes, one error listing every problem and nothing modified then, dtypes converted
   // as torch's copy_ does). Each tensor is copied once, from the (possibly memory-mapped)
   // checkpoint tensor straight into the module's buffer.
+  // A tensor on another device is loaded into a host copy of it, then copied back.
   sgckpt::LoadReport load_state_dict(const sgckpt::Value& sd, const sgckpt::ModelLoadOptions& options = {}) {
     sgckpt::Value targets = sgckpt::Value::make_ordered_dict();
+    std::vector<std::pair<Tensor*, Tensor>> staged;  // device tensor, its host copy
     walk(*this, "", [&](const std::string& name, Tensor& v, Tensor*) {
-      targets.dict().set(name, sgckpt::Value(v.host_view()));
+      if (v.device() == Device::CPU) {
+        targets.dict().set(name, sgckpt::Value(v.host_view()));
+      } else {
+        staged.emplace_back(&v, v.to(Device::CPU));
+        targets.dict().set(name, sgckpt::Value(staged.back().second.host_view()));
+      }
     });
-    return sgckpt::load_checkpoint_to_model(targets, sd, options);
+    sgckpt::LoadReport report = sgckpt::load_checkpoint_to_model(targets, sd, options);
+    for (auto& [device_tensor, host] : staged) device_tensor->copy_(host);
+    return report;
   }
 
  protected:
   bool training_ = true;
+  Device device_ = Device::CPU;
 
  private:
   // f(full name, value, grad or null for buffers) for every tensor, in state_dict order.

@@ -122,9 +122,8 @@ class ResNet18 : public Module {
   // logits [N, num_classes] from images [N, in_channels, H, W] (32x32 for CIFAR).
   Tensor forward(const Tensor& x) {
     // stem: conv1 -> bn1 -> relu
-    Tensor h = bn1.forward(conv1.forward(x));
-    functional::relu_(h);
-    if (grad_enabled()) stem_ = h;
+    Tensor h = bn1.forward(conv1.forward(x), ops::BnActivation::Relu);
+    stem_kept_ = grad_enabled();
     // the four stages
     h = layer1.forward(h);
     h = layer2.forward(h);
@@ -138,15 +137,14 @@ class ResNet18 : public Module {
   // Backpropagates dL/dlogits through the network, accumulating every parameter's gradient
   // (call zero_grad() first). Returns dL/dx when need_input_grad, else an undefined tensor.
   Tensor backward(const Tensor& dlogits, bool need_input_grad = false) {
-    if (!stem_.defined()) throw Error("ResNet18.backward without a forward that kept its activations");
+    if (!stem_kept_) throw Error("ResNet18.backward without a forward that kept its activations");
     Tensor d = functional::global_avgpool_backward(linear.backward(dlogits), features_shape_);
     d = layer4.backward(d);
     d = layer3.backward(d);
     d = layer2.backward(d);
     d = layer1.backward(d);
-    functional::relu_backward_(d, stem_);
     Tensor dx = conv1.backward(bn1.backward(d), need_input_grad);
-    stem_ = Tensor();
+    stem_kept_ = false;
     return dx;
   }
 
@@ -170,7 +168,7 @@ class ResNet18 : public Module {
   // The temporary lives until the delegated-to constructor returns.
   static Generator& as_lvalue(Generator&& gen) { return gen; }
 
-  Tensor stem_;  // relu output of the stem, kept for backward
+  bool stem_kept_ = false;  // the last forward kept its activations for backward
   Shape features_shape_;
 };
 

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "sgckpt/engine/ops/gemm.hpp"
+#include "sgckpt/engine/ops/kernel_args.hpp"
 #include "sgckpt/engine/parallel.hpp"
 
 #if defined(__SSE2__)
@@ -36,20 +37,6 @@
 #endif
 
 namespace sgckpt::engine::ops {
-
-struct Conv2dShape {
-  std::int64_t N = 1, C = 1, H = 1, W = 1;  // input [N, C, H, W]
-  std::int64_t K = 1;                       // output channels
-  std::int64_t R = 1, S = 1;                // kernel height and width
-  std::int64_t stride = 1, pad = 0;
-  std::int64_t images_per_gemm = 0;  // G; 0: chosen automatically
-
-  std::int64_t P() const { return (H + 2 * pad - R) / stride + 1; }  // output height
-  std::int64_t Q() const { return (W + 2 * pad - S) / stride + 1; }  // output width
-  std::int64_t CRS() const { return C * R * S; }
-  // 1x1, stride 1, no padding: the column matrix of one image is the image itself.
-  bool is_pointwise() const { return R == 1 && S == 1 && stride == 1 && pad == 0; }
-};
 
 namespace detail {
 
@@ -82,36 +69,6 @@ inline std::unique_ptr<float[]> scratch(std::int64_t n) {
 }
 
 }  // namespace detail
-
-// col[(c*R + r)*S + t][p*Q + q] = x[c][p*stride - pad + r][q*stride - pad + t] (0 outside),
-// for one image x[C,H,W]; rows of col are ld floats apart.
-inline void im2col(const float* x, float* col, std::int64_t ld, const Conv2dShape& s) {
-  const std::int64_t P = s.P(), Q = s.Q();
-  for (std::int64_t c = 0; c < s.C; ++c)
-    for (std::int64_t r = 0; r < s.R; ++r) {
-      std::int64_t p_lo, p_hi;
-      detail::valid_range(P, s.H, s.stride, s.pad, r, p_lo, p_hi);
-      for (std::int64_t t = 0; t < s.S; ++t) {
-        std::int64_t q_lo, q_hi;
-        detail::valid_range(Q, s.W, s.stride, s.pad, t, q_lo, q_hi);
-        float* row = col + ((c * s.R + r) * s.S + t) * ld;
-        std::fill(row, row + p_lo * Q, 0.0f);
-        for (std::int64_t p = p_lo; p < p_hi; ++p) {
-          const float* src = x + (c * s.H + p * s.stride - s.pad + r) * s.W;  // input row
-          float* dst = row + p * Q;
-          std::fill(dst, dst + q_lo, 0.0f);
-          if (s.stride == 1) {  // a contiguous run: lets the compiler vectorize
-            const std::int64_t off = t - s.pad;
-            for (std::int64_t q = q_lo; q < q_hi; ++q) dst[q] = src[q + off];
-          } else {
-            for (std::int64_t q = q_lo; q < q_hi; ++q) dst[q] = src[q * s.stride - s.pad + t];
-          }
-          std::fill(dst + q_hi, dst + Q, 0.0f);
-        }
-        std::fill(row + p_hi * Q, row + P * Q, 0.0f);
-      }
-    }
-}
 
 namespace detail {
 

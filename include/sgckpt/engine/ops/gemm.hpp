@@ -33,6 +33,8 @@
 #include <memory>
 #include <new>
 
+#include "sgckpt/detail/cpu_features.hpp"
+
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(__CUDACC__) && !defined(SGCKPT_NO_X86_KERNELS)
 #define SGCKPT_GEMM_X86 1
@@ -55,23 +57,10 @@ namespace gemm_detail {
 
 enum class Isa { Eigen, Avx2, Avx512 };
 
-inline const char* isa_name(Isa i) {
-  switch (i) {
-    case Isa::Avx512:
-      return "avx512";
-    case Isa::Avx2:
-      return "avx2";
-    default:
-      return "eigen";
-  }
-}
-
 inline Isa detect_isa() {
 #if SGCKPT_GEMM_X86
-  __builtin_cpu_init();
-  // libgcc / compiler-rt also check that the OS saves the wider registers (XCR0).
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  const bool avx2 = sgckpt::detail::cpu_features().avx2_fma;
+  const bool avx512 = sgckpt::detail::cpu_features().avx512f;
   Isa best = avx512 ? Isa::Avx512 : avx2 ? Isa::Avx2 : Isa::Eigen;
   if (const char* env = std::getenv("SGCKPT_GEMM"); env && *env) {
     if (std::strcmp(env, "eigen") == 0) return Isa::Eigen;

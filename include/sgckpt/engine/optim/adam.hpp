@@ -172,6 +172,7 @@ class Adam : public Optimizer {
  protected:
   Adam(std::vector<ParamRef> params, std::vector<GroupSpec> groups, const Value& options, bool decoupled)
       : decoupled_(decoupled) {
+    require_host_params(params, decoupled ? "AdamW" : "Adam");
     params_ = std::move(params);
     const Value d = defaults(options, decoupled);
     if (groups.empty()) groups.push_back({optim_detail::iota(params_.size()), Value::make_dict()});

@@ -76,6 +76,7 @@ class GradScaler {
   }
   // The same on ParamRefs: their `grad` buffers must be writable (the engine's are).
   void unscale(const std::vector<ParamRef>& params) {
+    if (enabled_) require_host_params(params, "GradScaler");
     std::vector<GradBuffer> g;
     for (const auto& p : params)
       if (p.grad) g.push_back({const_cast<float*>(p.grad), p.numel});

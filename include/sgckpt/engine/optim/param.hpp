@@ -10,6 +10,8 @@
 #include <sgckpt/core/state.hpp>
 #include <sgckpt/core/tensor.hpp>
 #include <sgckpt/core/value.hpp>
+#include <sgckpt/detail/host_device.hpp>
+#include <sgckpt/engine/device.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -18,25 +20,27 @@
 #include <utility>
 #include <vector>
 
-#ifndef SGCKPT_HD
-#ifdef __CUDACC__
-#define SGCKPT_HD __host__ __device__
-#else
-#define SGCKPT_HD
-#endif
-#endif
-
 namespace sgckpt::engine {
 
 // One trainable parameter: `numel` float32 values at `data` (updated in place) with the gradient
-// at `grad` (read; nullptr = no gradient this step, skipped like torch's `p.grad is None`).
+// at `grad` (read; nullptr = no gradient this step, skipped like torch's `p.grad is None`),
+// both in the memory of `device`.
 struct ParamRef {
   std::string name;
   float* data = nullptr;
   const float* grad = nullptr;
   std::size_t numel = 0;
   sgckpt::Shape shape;
+  Device device = Device::CPU;
 };
+
+// Optimizers whose step runs only on host memory refuse device parameters up front.
+inline void require_host_params(const std::vector<ParamRef>& params, const char* who) {
+  for (const auto& p : params)
+    if (p.device != Device::CPU)
+      throw Error(std::string(who) + ": parameter " + p.name + " is on " + device_name(p.device) + "; " +
+                  who + " supports host memory only so far");
+}
 
 // A param group: indices into the optimizer's parameter list plus the hyper-parameters as an
 // insertion-ordered dict (torch's group keys, in torch's order; `params` is appended by

@@ -3,10 +3,10 @@
 // torch 1.6 .. 2.x write.
 #pragma once
 
+#include <sgckpt/engine/dispatch.hpp>
+#include <sgckpt/engine/ops/sgd.hpp>
 #include <sgckpt/engine/optim/param.hpp>
-#include <sgckpt/engine/parallel.hpp>
-
-#include <math.h>
+#include <sgckpt/engine/tensor.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -15,88 +15,6 @@
 #include <vector>
 
 namespace sgckpt::engine {
-
-namespace optim_math {
-
-// d_p = (maximize ? -g : g) + weight_decay * p   (torch: d_p.add(param, alpha=weight_decay))
-SGCKPT_HD inline float sgd_direction(float g, float p, float weight_decay, bool maximize) {
-  const float d = maximize ? -g : g;
-  return weight_decay != 0.0f ? fmaf(p, weight_decay, d) : d;
-}
-// buf = buf * momentum + (1 - dampening) * d_p   (buf.mul_(momentum).add_(d_p, alpha=1-dampening))
-SGCKPT_HD inline float sgd_momentum(float buf, float d, float momentum, float one_minus_dampening) {
-  return fmaf(d, one_minus_dampening, buf * momentum);
-}
-// nesterov: d_p + momentum * buf; else buf
-SGCKPT_HD inline float sgd_step_dir(float d, float buf, float momentum, bool nesterov) {
-  return nesterov ? fmaf(buf, momentum, d) : buf;
-}
-// param.add_(d_p, alpha=-lr)
-SGCKPT_HD inline float sgd_apply(float p, float d, float neg_lr) {
-  return fmaf(d, neg_lr, p);
-}
-
-}  // namespace optim_math
-
-namespace optim_detail {
-
-// One SGD update of elements [begin, end) of a parameter with a momentum buffer (first: the
-// buffer is new and takes d_p as torch's clone does).
-struct SgdMomentumArgs {
-  float* data;
-  const float* grad;
-  float* buf;
-  bool first, nesterov, maximize;
-  float wd, momentum, one_minus_dampening, neg_lr;
-};
-inline void sgd_momentum_range(const SgdMomentumArgs& a, std::size_t begin, std::size_t end) {
-  for (std::size_t k = begin; k < end; ++k) {
-    const float d = optim_math::sgd_direction(a.grad[k], a.data[k], a.wd, a.maximize);
-    const float b = a.first ? d : optim_math::sgd_momentum(a.buf[k], d, a.momentum, a.one_minus_dampening);
-    a.buf[k] = b;
-    a.data[k] =
-        optim_math::sgd_apply(a.data[k], optim_math::sgd_step_dir(d, b, a.momentum, a.nesterov), a.neg_lr);
-  }
-}
-
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(__CUDACC__)
-// The same loop compiled for FMA hardware: a portable build (no -mfma) calls libm's fmaf,
-// emulated in software, three times per element (ResNet18: 170 ms per step, torch 30 ms).
-// fmaf is correctly rounded either way, so both give the same bits.
-__attribute__((target("avx2,fma"), flatten)) inline void sgd_momentum_range_fma(const SgdMomentumArgs& a,
-                                                                                std::size_t begin,
-                                                                                std::size_t end) {
-  sgd_momentum_range(a, begin, end);
-}
-inline bool cpu_has_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-#endif
-
-// Elementwise, so splitting over threads does not change any result.
-inline void sgd_momentum_update(const SgdMomentumArgs& a, std::size_t n) {
-  constexpr std::size_t kMinPerThread = std::size_t{1} << 15;  // below: threads cost more than they save
-  auto run = [&](std::size_t b, std::size_t e) {
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(__CUDACC__)
-    if (cpu_has_fma()) return sgd_momentum_range_fma(a, b, e);
-#endif
-    sgd_momentum_range(a, b, e);
-  };
-  if (n < 2 * kMinPerThread) return run(0, n);
-  const std::int64_t chunks = static_cast<std::int64_t>(n / kMinPerThread);
-  parallel_for(chunks, [&](std::int64_t c0, std::int64_t c1, int) {
-    run(static_cast<std::size_t>(c0) * n / static_cast<std::size_t>(chunks),
-        static_cast<std::size_t>(c1) * n / static_cast<std::size_t>(chunks));
-  });
-}
-
-}  // namespace optim_detail
 
 // One param group for the constructors: parameter indices and the group's own options
 // (any SGD key; the rest come from the defaults).
@@ -167,17 +85,21 @@ class SGD : public Optimizer {
         const ParamRef& p = params_[i];
         if (!p.grad) continue;
         touch(i);
-        if (momentum == 0.0) {
-          for (std::size_t k = 0; k < p.numel; ++k)
-            p.data[k] = optim_math::sgd_apply(
-                p.data[k], optim_math::sgd_direction(p.grad[k], p.data[k], f_wd, maximize), f_neg_lr);
-          continue;
+        ops::SgdStep a{.data = p.data,
+                       .grad = p.grad,
+                       .nesterov = nesterov,
+                       .maximize = maximize,
+                       .wd = f_wd,
+                       .momentum = f_mom,
+                       .one_minus_dampening = f_1md,
+                       .neg_lr = f_neg_lr};
+        if (momentum != 0.0) {  // the buffer lives on the parameter's device
+          Tensor& buf = buf_[i];
+          a.first = !buf.defined();
+          if (a.first) buf = Tensor::empty(p.shape, DType::Float32, p.device);
+          a.buf = buf.data_ptr<float>();
         }
-        auto& buf = buf_[i];
-        const bool first = buf.empty();
-        if (first) buf.resize(p.numel);
-        optim_detail::sgd_momentum_update(
-            {p.data, p.grad, buf.data(), first, nesterov, maximize, f_wd, f_mom, f_1md, f_neg_lr}, p.numel);
+        backend(p.device).sgd_step(a, p.numel);
       }
     }
   }
@@ -190,10 +112,7 @@ class SGD : public Optimizer {
     const auto tid = torch_ids();
     for (auto i : order_) {
       Value s = Value::make_dict();
-      if (buf_[i].empty())
-        s["momentum_buffer"] = Value();
-      else
-        s["momentum_buffer"] = optim_detail::to_tensor(buf_[i], params_[i].shape);
+      s["momentum_buffer"] = buf_[i].defined() ? Value(buf_[i].to_host()) : Value();
       state.dict().set(Key(tid[i]), std::move(s));
     }
     sd["state"] = std::move(state);
@@ -215,14 +134,18 @@ class SGD : public Optimizer {
         touch(idx);
         const Value* mb = v.is_dict() ? v.dict().find("momentum_buffer") : nullptr;
         if (mb && mb->is_tensor())
-          buf_[idx] = optim_detail::from_tensor(*mb, params_[idx].numel,
-                                                "SGD momentum_buffer of " + params_[idx].name);
+          buf_[idx] =
+              Tensor::from_vector(params_[idx].shape,
+                                  optim_detail::from_tensor(*mb, params_[idx].numel,
+                                                            "SGD momentum_buffer of " + params_[idx].name))
+                  .to(params_[idx].device);
       }
     }
   }
 
-  // The momentum buffer of parameter i (empty before its first step or with momentum 0).
-  const std::vector<float>& momentum_buffer(std::size_t i) const { return buf_.at(i); }
+  // The momentum buffer of parameter i, on its device (undefined before its first step or
+  // with momentum 0).
+  const Tensor& momentum_buffer(std::size_t i) const { return buf_.at(i); }
 
  private:
   static void validate(const ParamGroup& g) {
@@ -233,7 +156,7 @@ class SGD : public Optimizer {
       throw Error("SGD: nesterov momentum requires a momentum and zero dampening");
   }
   void reset_state() {
-    buf_.assign(params_.size(), {});
+    buf_.assign(params_.size(), Tensor());
     has_state_.assign(params_.size(), false);
     order_.clear();
   }
@@ -245,7 +168,7 @@ class SGD : public Optimizer {
   }
 
   Value defaults_;
-  std::vector<std::vector<float>> buf_;
+  std::vector<Tensor> buf_;
   std::vector<bool> has_state_;
   std::vector<std::size_t> order_;
 };

@@ -40,9 +40,9 @@
 #include "sgckpt/engine/data/dataset.hpp"
 #include "sgckpt/engine/data/loader.hpp"
 #include "sgckpt/engine/grad_mode.hpp"
+#include "sgckpt/engine/nn/functional.hpp"
 #include "sgckpt/engine/nn/loss.hpp"
 #include "sgckpt/engine/nn/resnet.hpp"
-#include "sgckpt/engine/ops/metrics.hpp"
 #include "sgckpt/engine/optim/adam.hpp"
 #include "sgckpt/engine/optim/grad_scaler.hpp"
 #include "sgckpt/engine/optim/lr_schedule.hpp"
@@ -74,6 +74,9 @@ struct TrainConfig {
   bool shuffle = true;
   bool drop_last = false;
   data::Augment augment;
+  // Where the model trains: the CPU, or the device of a registered backend (engine/backend.hpp).
+  // Batches are made in host memory and copied there; checkpoints are written from host copies.
+  Device device = Device::CPU;
 };
 
 // Progress of one training step, for a caller's log.
@@ -132,6 +135,7 @@ class Trainer {
     ckpt_.num_classes = arch_.num_classes;
     ckpt_.in_channels = arch_.in_channels;
     model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+    model_->to(cfg_.device);
     GradScalerOptions so = cfg_.scaler;
     so.enabled = cfg_.mixed_precision;
     scaler_ = GradScaler(so);
@@ -171,7 +175,9 @@ class Trainer {
     const std::int64_t total_steps = batches * cfg_.max_epochs;
     SGLRSchedule schedule(cfg_.lr);
     nn::CrossEntropyLoss criterion(cfg_.label_smoothing);
-    const Value live = live_state_view(*model_);
+    // On the CPU the EMA reads the live weights; elsewhere a host copy after each step.
+    const bool on_host = cfg_.device == Device::CPU;
+    const Value live = on_host ? live_state_view(*model_) : Value();
 
     for (int epoch = result.start_epoch; epoch < cfg_.max_epochs; ++epoch) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -184,7 +190,7 @@ class Trainer {
       for (std::int64_t b = 0; b < batches; ++b) {
         const data::Batch batch = loader.batch(b, data_gen_);
         model_->zero_grad();
-        const Tensor logits = model_->forward(batch.x);
+        const Tensor logits = model_->forward(batch.x.to(cfg_.device));
         const float loss = criterion.forward(logits, batch.y);
         if (!std::isfinite(loss))
           throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
@@ -196,12 +202,11 @@ class Trainer {
         if (ema_) {  // every batch, stepped or not, as SG does
           // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
           const std::int64_t step = (b + 1) + batches * epoch;
-          ema_update(*ema_, live, cfg_.ema_params.at(step, total_steps));
+          ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
         }
         const std::int64_t n = batch.y.shape()[0];
         loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-        correct +=
-            ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, logits.shape()[1], 1);
+        correct += nn::functional::topk_correct(logits, batch.y, 1);
         seen += n;
         if (on_step) on_step({epoch, b, batches, loss, lr});
       }
@@ -210,7 +215,10 @@ class Trainer {
       metrics.train = {{"CrossEntropyLoss", loss_sum / static_cast<double>(seen)},
                        {"Accuracy", static_cast<double>(correct) / static_cast<double>(seen)}};
       if (ema_) {
-        if (!ema_model_) ema_model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+        if (!ema_model_) {
+          ema_model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
+          ema_model_->to(cfg_.device);
+        }
         ema_model_->load_state_dict(*ema_);
         metrics.valid = evaluate(*ema_model_, valid);
       } else {
@@ -249,12 +257,11 @@ class Trainer {
     std::int64_t top1 = 0, top5 = 0, seen = 0;
     for (std::int64_t b = 0; b < loader.num_batches(); ++b) {
       const data::Batch batch = loader.batch(b, unused);
-      const Tensor logits = m.forward(batch.x);
+      const Tensor logits = m.forward(batch.x.to(m.device()));
       const std::int64_t n = batch.y.shape()[0], C = logits.shape()[1];
       loss_sum += static_cast<double>(criterion.forward(logits, batch.y)) * static_cast<double>(n);
-      top1 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C, 1);
-      top5 += ops::topk_correct(logits.data<float>(), batch.y.data<std::int64_t>(), n, C,
-                                std::min<std::int64_t>(5, C));
+      top1 += nn::functional::topk_correct(logits, batch.y, 1);
+      top5 += nn::functional::topk_correct(logits, batch.y, std::min<std::int64_t>(5, C));
       seen += n;
     }
     m.train(was_training);
@@ -266,8 +273,8 @@ class Trainer {
   void build_optimizer() {
     refs_.clear();
     for (auto& p : model_->named_parameters())
-      refs_.push_back(
-          {p.name, p.value.data<float>(), p.grad.data<float>(), p.value.numel(), p.value.shape()});
+      refs_.push_back({p.name, p.value.data_ptr<float>(), p.grad.data_ptr<float>(), p.value.numel(),
+                       p.value.shape(), p.value.device()});
     Value options = Value::make_dict();
     options["lr"] = cfg_.lr.initial_lr;  // SG passes initial_lr to the optimizer's constructor
     if (cfg_.optimizer_params.is_dict())

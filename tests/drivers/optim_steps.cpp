@@ -31,7 +31,7 @@ const Value* find(const Value& d, const char* k) {
   return d.is_dict() ? d.dict().find(k) : nullptr;
 }
 
-std::vector<float> floats(const Tensor& t) {
+std::vector<float> floats(const sgckpt::Tensor& t) {
   std::vector<float> v(t.numel());
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(t.element_as_double(i));
   return v;
@@ -149,7 +149,7 @@ int run(const std::string& in_path, const std::string& out_path) {
   Value out = Value::make_dict();
   Value po = Value::make_dict();
   for (std::size_t i = 0; i < names.size(); ++i)
-    po[names[i]] = Tensor::from_values(DType::Float32, shapes[i], std::span<const float>(data[i]));
+    po[names[i]] = sgckpt::Tensor::from_values(DType::Float32, shapes[i], std::span<const float>(data[i]));
   out["params"] = std::move(po);
   out["optimizer"] = opt->state_dict();
   out["lrs"] = std::move(lrs);
