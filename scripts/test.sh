@@ -65,7 +65,10 @@ if [ "${SGCKPT_ASAN:-1}" != "0" ]; then
   asan_build="${SGCKPT_ASAN_BUILD_DIR:-$repo/build-asan}"
   asan_start=$(date +%s)
   stage="asan-configure"
+  # Built with clang (the first stage is GCC): the library, tool and tests compile warning-free
+  # under both compilers, and the sanitizers run on clang's code.
   asan_args=(-S "$repo" -B "$asan_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGCKPT_SANITIZE=ON -DSGCKPT_WERROR=ON
+             -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14
              -DSGCKPT_CUDA=OFF -DSGCKPT_BUILD_EXAMPLES=OFF -DSGCKPT_BUILD_BENCH=OFF "-DSGCKPT_PYTHON=$python")
   if [ -n "${SGCKPT_SHARED_DIR:-}" ]; then asan_args+=("-DSGCKPT_SHARED_DIR=$SGCKPT_SHARED_DIR"); fi
   cmake "${asan_args[@]}"

@@ -164,11 +164,11 @@ bool same_bytes(const sgckpt::Tensor& a, const sgckpt::Tensor& b) {
 void check_same_state(const Value& a, const Value& b) {
   REQUIRE(a.size() == b.size());
   auto ib = b.dict().begin();
-  for (const auto& [k, va] : a.dict()) {
+  for (const auto& entry : a.dict()) {
     const auto& [kb, vb] = *ib++;
-    INFO(k.str());
-    REQUIRE(k == kb);
-    CHECK(same_bytes(va.tensor(), vb.tensor()));
+    INFO(entry.first.str());
+    REQUIRE(entry.first == kb);
+    CHECK(same_bytes(entry.second.tensor(), vb.tensor()));
   }
 }
 

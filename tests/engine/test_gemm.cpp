@@ -103,8 +103,8 @@ TEST_SUITE("engine/gemm") {
           CAPTURE(c.K);
           CAPTURE(c.ta);
           CAPTURE(c.tb);
-          CAPTURE(alpha);
-          CAPTURE(beta);
+          CAPTURE(c.alpha);  // c's copies: clang 14 cannot capture structured bindings
+          CAPTURE(c.beta);
           const std::int64_t lda = (c.ta ? c.M : c.K) + 3, ldb = (c.tb ? c.K : c.N) + 5, ldc = c.N + 2;
           std::vector<float> A(static_cast<std::size_t>((c.ta ? c.K : c.M) * lda));
           std::vector<float> B(static_cast<std::size_t>((c.tb ? c.N : c.K) * ldb));
@@ -117,7 +117,8 @@ TEST_SUITE("engine/gemm") {
           auto b = [&](std::int64_t p, std::int64_t j) { return c.tb ? B[j * ldb + p] : B[p * ldb + j]; };
           std::vector<float> packed_result;
           for (const auto& [name, impl] : impls) {
-            CAPTURE(name);
+            const std::string& implementation = name;  // CAPTURE's lambda cannot capture a binding (clang 14)
+            CAPTURE(implementation);
             const auto C = run_case(impl, c, A, B, C0);
             double worst = 0;
             for (std::int64_t i = 0; i < c.M; ++i)

@@ -7,8 +7,10 @@
 Every file is generated here from make_corpus.py's pickle assembler and torch/miniz-exact zip
 writer (nothing is hand-edited), deterministically. MANIFEST.tsv has one line per file:
 
-    file<TAB>refuse<TAB>phrase     loading must throw sgckpt::Error whose message contains the
-                                   phrase (case-insensitive); the CLI exits 1 with one line
+    file<TAB>refuse<TAB>kind<TAB>phrase
+                                   loading must throw sgckpt::Error of that kind (docs/errors.md)
+                                   whose message contains the phrase (case-insensitive); the CLI
+                                   exits 1 with one line
     file<TAB>accept                loading must succeed in bounded time and memory (the tools
                                    may still refuse an output they cannot bound, cleanly);
                                    tests/python/test_differential.py compares it with torch
@@ -40,10 +42,14 @@ G6 = struct.pack("<6f", *range(100, 106))  # storage '1': 100 ... 105
 entries = []  # (file name, bytes, expectation: ("refuse", phrase) or ("accept",))
 
 
-def refuse(name, data, phrase):
+KINDS = ("io", "truncated", "corrupt", "refused", "limit", "schema", "mismatch", "usage")  # docs/errors.md
+
+
+def refuse(name, data, phrase, kind):
     assert isinstance(data, (bytes, bytearray)), name
     assert "\t" not in phrase and "\n" not in phrase
-    entries.append((name, bytes(data), ("refuse", phrase)))
+    assert kind in KINDS, (name, kind)
+    entries.append((name, bytes(data), ("refuse", kind, phrase)))
 
 
 def accept(name, data):
@@ -114,13 +120,13 @@ def build():
     body = levels + innermost + b"}t" * (depth - 2)
     outer_args = b"(" + b"h\x00" + G("torch", "Tensor") + b"q\x01" + body + b"}" + b"t"
     pkl = PROTO2 + b"}" + S("w") + REBUILD_FROM_TYPE + b"q\x00" + outer_args + b"R" + b"s" + STOP
-    refuse("rec_rebuild_from_type_nested.pt", ckpt(pkl), "tensor rebuild function")
+    refuse("rec_rebuild_from_type_nested.pt", ckpt(pkl), "tensor rebuild function", "refused")
 
     # _rebuild_from_type_v2(collections.OrderedDict, torch.Tensor, (), {}): the "tensor" is a dict.
     # torch 1.13: refuses (Unsupported class torch._tensor._rebuild_from_type_v2).
     pkl = PROTO2 + b"}" + S("w") + REBUILD_FROM_TYPE + b"(" + G("collections", "OrderedDict") + G("torch", "Tensor") \
         + b")" + b"}" + b"tR" + b"s" + STOP
-    refuse("rec_rebuild_from_type_yields_dict.pt", ckpt(pkl), "tensor rebuild function")
+    refuse("rec_rebuild_from_type_yields_dict.pt", ckpt(pkl), "tensor rebuild function", "refused")
 
     # ================================================================== 2. numel * itemsize wraps 2**64
     # float32, storage of 1 element, shape (2**62,) stride (0,): numel * 4 = 2**64 = 0 (mod 2**64).
@@ -128,16 +134,16 @@ def build():
     # over the 1-element storage (set_ only needs offset + sum((size-1)*stride) + 1 = 1 element).
     f1 = struct.pack("<f", 1.5)
     refuse("size_stride0_wraps.pt",
-           ckpt(state_dict(("w", tensor6(numel=1, size=(2**62,), stride=(0,)))), {"0": f1}), "too large")
+           ckpt(state_dict(("w", tensor6(numel=1, size=(2**62,), stride=(0,)))), {"0": f1}), "too large", "limit")
     # shape (2**31, 2**31) strides (0, 0): numel 2**62, * 4 wraps to 0.
     # torch 1.13: reads it (shape (2147483648, 2147483648), strides (0, 0)).
     refuse("size_stride0_2d_wraps.pt",
-           ckpt(state_dict(("w", tensor6(numel=1, size=(2**31, 2**31), stride=(0, 0)))), {"0": f1}), "too large")
+           ckpt(state_dict(("w", tensor6(numel=1, size=(2**31, 2**31), stride=(0, 0)))), {"0": f1}), "too large", "limit")
     # float64 shape (2**61,) stride (0,): numel fits in 63 bits, numel * 8 = 2**64 wraps to 0.
     # torch 1.13: reads it (float64, shape (2305843009213693952,), stride (0,)).
     refuse("size_numel_times_itemsize_63bits.pt",
            ckpt(state_dict(("w", tensor6(numel=1, size=(2**61,), stride=(0,), cls="DoubleStorage"))),
-                {"0": struct.pack("<d", 2.5)}), "too large")
+                {"0": struct.pack("<d", 2.5)}), "too large", "limit")
 
     # ================================================================== 3. differentials with torch
     # {"w": t} then BUILD on t with the legacy 4-tuple state (storage '1', 0, (6,), (1,)).
@@ -145,36 +151,36 @@ def build():
     # the weights are silently replaced by storage '1').
     pkl = PROTO2 + b"}" + S("w") + tensor6(size=(2, 3), stride=(3, 1)) + T4(pid("1", 6), I(0), T(I(6)), T(I(1))) + b"b" \
         + b"s" + STOP
-    refuse("diff_build_on_tensor.pt", ckpt(pkl, {"0": F6, "1": G6}), "BUILD on a tensor")
+    refuse("diff_build_on_tensor.pt", ckpt(pkl, {"0": F6, "1": G6}), "BUILD on a tensor", "refused")
     # BUILD with state {} on a tensor.
     # torch 1.13: reads {"w": tensor([])} (inst.set_(*{}) is set_() with no arguments: the
     # tensor becomes empty, float32 shape (0,)).
     pkl = PROTO2 + b"}" + S("w") + tensor6() + b"}" + b"b" + b"s" + STOP
-    refuse("diff_build_on_tensor_dict_state.pt", ckpt(pkl), "BUILD on a tensor")
+    refuse("diff_build_on_tensor_dict_state.pt", ckpt(pkl), "BUILD on a tensor", "refused")
     # BUILD on a Parameter (torch._utils._rebuild_parameter(t, False, OrderedDict())) with the
     # legacy 4-tuple state (storage '1', 0, (6,), (1,)).
     # torch 1.13: reads {"w": Parameter([100., ..., 105.])} (Parameter.__setstate__ is
     # Tensor.__setstate__: a 4-tuple is passed to set_).
     param = G("torch._utils", "_rebuild_parameter") + b"(" + tensor6(size=(2, 3), stride=(3, 1)) + FALSE + ODICT + b"tR"
     pkl = PROTO2 + b"}" + S("w") + param + T4(pid("1", 6), I(0), T(I(6)), T(I(1))) + b"b" + b"s" + STOP
-    refuse("diff_build_on_parameter.pt", ckpt(pkl, {"0": F6, "1": G6}), "BUILD on a tensor")
+    refuse("diff_build_on_parameter.pt", ckpt(pkl, {"0": F6, "1": G6}), "BUILD on a tensor", "refused")
     # The same with a dict state {"requires_grad": True}.
     # torch 1.13: refuses (Tensor.__setstate__ unpacks the 1-entry dict into 3 names: ValueError).
     pkl = PROTO2 + b"}" + S("w") + param + b"}" + S("requires_grad") + b"\x88" + b"s" + b"b" + b"s" + STOP
-    refuse("diff_build_on_parameter_dict_state.pt", ckpt(pkl), "BUILD on a tensor")
+    refuse("diff_build_on_parameter_dict_state.pt", ckpt(pkl), "BUILD on a tensor", "refused")
     # _rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, (args), {"data": other_tensor}).
     # torch 1.13: refuses (Unsupported class torch._tensor._rebuild_from_type_v2; 1.13's
     # _rebuild_from_type_v2 itself returns func(*args) for new_type Tensor, ignoring the state,
     # and applies it with setattr (t.data = other_tensor) for other types).
     pkl = PROTO2 + b"}" + S("w") + REBUILD_FROM_TYPE + b"(" + REBUILD_V2 + G("torch", "Tensor") + rebuild_args() \
         + b"}" + S("data") + tensor6(key="1") + b"s" + b"tR" + b"s" + STOP
-    refuse("diff_from_type_state.pt", ckpt(pkl, {"0": F6, "1": G6}), "non-empty state")
+    refuse("diff_from_type_state.pt", ckpt(pkl, {"0": F6, "1": G6}), "non-empty state", "refused")
     # torch._utils._rebuild_parameter_with_state(t, False, OrderedDict(), {"data": other_tensor}).
     # torch 1.13: refuses (Unsupported class torch._utils._rebuild_parameter_with_state: 1.13's
     # torch._utils has no such function).
     pkl = PROTO2 + b"}" + S("w") + G("torch._utils", "_rebuild_parameter_with_state") + b"(" + tensor6() + FALSE + ODICT \
         + b"}" + S("data") + tensor6(key="1") + b"s" + b"tR" + b"s" + STOP
-    refuse("diff_param_with_state.pt", ckpt(pkl, {"0": F6, "1": G6}), "non-empty state")
+    refuse("diff_param_with_state.pt", ckpt(pkl, {"0": F6, "1": G6}), "non-empty state", "refused")
 
     # Names that differ only in letter case: miniz (torch's zip reader) looks names up
     # case-insensitively, so which record torch reads depends on its sorted directory.
@@ -186,36 +192,36 @@ def build():
     # search over its case-insensitively sorted directory lands on).
     recs = [Rec("archive/data.pkl", pkl_a), Rec("archive/Data.pkl", pkl_b), Rec("archive/data/0", F6),
             Rec("archive/data/1", G6), Rec("archive/version", b"3\n")]
-    refuse("diff_zip_case_data_pkl.pt", archive(recs), "letter case")
+    refuse("diff_zip_case_data_pkl.pt", archive(recs), "letter case", "refused")
     # archive/data/0 (0..5) and archive/DATA/0 (100..105).
     # torch 1.13: reads {"w": [100., ..., 105.]}: archive/DATA/0 (the second record).
     recs = [Rec("archive/data.pkl", pkl_a), Rec("archive/data/0", F6), Rec("archive/DATA/0", G6),
             Rec("archive/version", b"3\n")]
-    refuse("diff_zip_case_storage.pt", archive(recs), "letter case")
+    refuse("diff_zip_case_storage.pt", archive(recs), "letter case", "refused")
     # archive/byteorder = "little" and archive/BYTEORDER = "big".
     # torch 1.13: reads {"w": [0., ..., 5.]} (1.13's torch.load never looks at a byteorder record).
     refuse("diff_zip_case_byteorder.pt",
-           ckpt(pkl_a, extra=[("byteorder", b"little"), ("BYTEORDER", b"big")]), "letter case")
+           ckpt(pkl_a, extra=[("byteorder", b"little"), ("BYTEORDER", b"big")]), "letter case", "refused")
     # archive/version = "3\n" and archive/VERSION = "99\n" (a version torch does not support).
     # torch 1.13: reads {"w": [0., ..., 5.]}: it read archive/version, the FIRST record here
     # (with VERSION written first it reads VERSION and refuses: "Attempted to read a PyTorch
     # file with version 99, but the maximum supported version for reading is 10").
-    refuse("diff_zip_case_version.pt", ckpt(pkl_a, extra=[("VERSION", b"99\n")]), "letter case")
+    refuse("diff_zip_case_version.pt", ckpt(pkl_a, extra=[("VERSION", b"99\n")]), "letter case", "refused")
     # archive/version = "3\n", archive/.data/version = "2\n".
     # torch 1.13: reads {"w": [0., ..., 5.]}: it uses .data/version when present and ignores
     # version (checked: version 3 + .data/version 99 is refused for version 99; version 99 +
     # .data/version 3 reads).
-    refuse("diff_two_version_records.pt", ckpt(pkl_a, extra=[(".data/version", b"2\n")]), "disagree")
+    refuse("diff_two_version_records.pt", ckpt(pkl_a, extra=[(".data/version", b"2\n")]), "disagree", "refused")
 
     # Dict keys with bytes that are not UTF-8.
     # SHORT_BINSTRING b"w\xff".
     # torch 1.13: refuses (UnicodeDecodeError: torch.load decodes BINSTRINGs as utf-8, strict).
     pkl = PROTO2 + b"}" + b"U\x02w\xff" + tensor6() + b"s" + STOP
-    refuse("diff_binstring_invalid_utf8.pt", ckpt(pkl), "UTF-8")
+    refuse("diff_binstring_invalid_utf8.pt", ckpt(pkl), "UTF-8", "refused")
     # BINUNICODE b"\xc3\x28".
     # torch 1.13: refuses (UnicodeDecodeError, "invalid continuation byte").
     pkl = PROTO2 + b"}" + b"X" + u32(2) + b"\xc3\x28" + tensor6() + b"s" + STOP
-    refuse("diff_binunicode_invalid_utf8.pt", ckpt(pkl), "UTF-8")
+    refuse("diff_binunicode_invalid_utf8.pt", ckpt(pkl), "UTF-8", "corrupt")
     # {"é" (SHORT_BINSTRING c3 a9): tensor A, "é" (BINUNICODE): tensor B}: one key.
     # torch 1.13: reads {"é": [100., ..., 105.]} (B; one key: both decode to the same str).
     pkl = PROTO2 + b"}" + b"U\x02\xc3\xa9" + tensor6() + b"s" + S("\u00e9") + tensor6(key="1") + b"s" + STOP
@@ -275,7 +281,7 @@ def build():
     # makes 5 million nodes.
     # torch 1.13: reads it (a list of 5,000,000 empty dicts; several seconds).
     pkl = PROTO2 + b"}" + S("w") + tensor6() + b"s" + S("x") + b"](" + b"}" * 5_000_000 + b"e" + b"s" + STOP
-    refuse("amp_nodes_deflated.pt", ckpt(pkl, deflate_pkl=True), "memory")
+    refuse("amp_nodes_deflated.pt", ckpt(pkl, deflate_pkl=True), "memory", "limit")
 
     # A 1000-byte key (memoized) at each of 900 nesting levels, and at the bottom a list of 1200
     # Nones: `inspect` prints one line per node with its full key path: 900 * 1200 * 1001 bytes
@@ -300,10 +306,10 @@ def build():
     # ================================================================== 7. what newer torch refuses
     # A normal checkpoint plus archive/.storage_alignment = "abc".
     # torch 1.13: reads {"w": [0., ..., 5.]} (it never looks at a .storage_alignment record).
-    refuse("torch_refuses_storage_alignment.pt", ckpt(pkl_a, extra=[(".storage_alignment", b"abc")]), "storage_alignment")
+    refuse("torch_refuses_storage_alignment.pt", ckpt(pkl_a, extra=[(".storage_alignment", b"abc")]), "storage_alignment", "corrupt")
     # archive/.data/version = "6\n" while archive/version = "3\n".
     # torch 1.13: reads {"w": [0., ..., 5.]} (it uses .data/version, 6, which is <= 10).
-    refuse("torch_refuses_data_version_disagrees.pt", ckpt(pkl_a, extra=[(".data/version", b"6\n")]), "disagree")
+    refuse("torch_refuses_data_version_disagrees.pt", ckpt(pkl_a, extra=[(".data/version", b"6\n")]), "disagree", "refused")
 
 
 def write(out_dir):
@@ -320,8 +326,8 @@ def write(out_dir):
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)
     with open(os.path.join(out_dir, "MANIFEST.tsv"), "w") as f:
-        f.write("# file\trefuse\tphrase (sgckpt::Error containing it, case-insensitive) | file\taccept;"
-                " generated by make_round2.py\n")
+        f.write("# file\trefuse\tkind\tphrase (sgckpt::Error of that kind containing it, case-insensitive)"
+                " | file\taccept; generated by make_round2.py\n")
         for name, _, exp in entries:
             f.write("%s\t%s\n" % (name, "\t".join(exp)))
     total = sum(len(d) for _, d, _ in entries)

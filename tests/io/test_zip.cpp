@@ -626,8 +626,9 @@ TEST_CASE("ZipWriter aligns every payload to 64 bytes, whatever the name length 
   writer.finish();
   const ZipReader reader(out);
   REQUIRE(reader.entries().size() == records.size());
-  for (const auto& [name, data] : records) {
-    INFO(name);
+  for (const auto& record : records) {
+    const auto& [name, data] = record;
+    INFO(record.first);
     const ZipEntry* e = reader.find(name);
     REQUIRE(e != nullptr);
     CHECK(reader.data_offset(*e) % 64 == 0);

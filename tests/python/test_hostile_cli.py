@@ -14,6 +14,7 @@ and 3x the memory, and no RLIMIT_AS (ASan reserves terabytes of address space).
 Run: SGCKPT_TOOL=build/tools/sgckpt/sgckpt /usr/bin/python3 tests/python/test_hostile_cli.py
 """
 import os
+import re
 import sys
 
 sys.dont_write_bytecode = True
@@ -47,6 +48,8 @@ def check(tool, name, phrase, rlimit):
     res = oracle.run_tool(tool, ["inspect", path], timeout=TIMEOUT, rlimit_as=rlimit)
     assert not os.path.exists(MARKER), "a shell command embedded in the file was EXECUTED: " + res.describe()
     oracle.assert_clean_refusal(res, [phrase], MAX_RSS_MIB)
+    # A fault of the input, never of the caller or the system (docs/errors.md).
+    assert re.match(r"sgckpt: error \[(truncated|corrupt|refused|limit)\]: ", res.stderr_text), res.describe()
 
 
 def main():

@@ -10,8 +10,9 @@ For every file of round2/MANIFEST.tsv it runs
 and requires, from each run: no hang (2 s wall), peak RSS (ru_maxrss from wait4) under
 512 MiB, at most 16 MiB on stdout (read through a pipe and counted; the tool is killed past
 it), and
-  * `refuse F phrase`: exit status exactly 1 with exactly one stderr line, without crash or
-    traceback markers, that contains the phrase (case-insensitive);
+  * `refuse F kind phrase`: exit status exactly 1 with exactly one stderr line, without crash
+    or traceback markers, that says the error's kind (`sgckpt: error [kind]: `, docs/errors.md)
+    and contains the phrase (case-insensitive);
   * `accept F`: exit 0, or a clean refusal (exit 1, one stderr line): the loader must accept
     the file (tests/security and tests/python/test_differential.py check that, and compare
     with torch), but a command may refuse an output it cannot bound. A `convert` that exits 0
@@ -49,6 +50,10 @@ def max_converted(path):
     return (16 << 20) + 64 * os.path.getsize(path)
 
 
+# The kinds of sgckpt::Error (docs/errors.md), as the tool prints them.
+KINDS = ("io", "truncated", "corrupt", "refused", "limit", "schema", "mismatch", "usage")
+
+
 def manifest():
     out = []
     with open(os.path.join(ROUND2, "MANIFEST.tsv"), encoding="utf-8") as f:
@@ -59,8 +64,8 @@ def manifest():
             fields = line.split("\t")
             assert fields[1] in ("refuse", "accept"), "bad MANIFEST line %r" % line
             if fields[1] == "refuse":
-                assert len(fields) == 3 and fields[2], "bad MANIFEST line %r" % line
-                out.append((fields[0], fields[2]))
+                assert len(fields) == 4 and fields[2] in KINDS and fields[3], "bad MANIFEST line %r" % line
+                out.append((fields[0], (fields[2], fields[3])))
             else:
                 assert len(fields) == 2, "bad MANIFEST line %r" % line
                 out.append((fields[0], None))
@@ -77,7 +82,7 @@ def commands(path, work):
     ]
 
 
-def check(tool, name, phrase, argv, out, rlimit):
+def check(tool, name, expected, argv, out, rlimit):
     path = argv[-1]
     if out and os.path.exists(out):
         os.unlink(out)
@@ -86,8 +91,10 @@ def check(tool, name, phrase, argv, out, rlimit):
     assert not res.timed_out, "took more than %.0f s (killed): %s" % (TIMEOUT, res.describe())
     assert res.maxrss_kib < MAX_RSS_MIB * 1024, "peak RSS %.1f MiB >= %d MiB: %s" % (res.maxrss_kib / 1024.0, MAX_RSS_MIB,
                                                                                    res.describe())
-    if phrase is not None:
+    if expected is not None:
+        kind, phrase = expected
         oracle.assert_clean_refusal(res, [phrase])
+        assert "sgckpt: error [%s]: " % kind in res.stderr_text, "expected a %s error: %s" % (kind, res.describe())
         if out:
             assert not os.path.exists(out), "refused, but left %s behind" % out
         return

@@ -18,8 +18,10 @@
 namespace {
 
 // The message on one line: line breaks and other control characters become spaces.
-void report_error(std::string_view what) {
-  std::string line = "sgckpt: error: ";
+// One line on stderr: "sgckpt: error: what", or "sgckpt: error [kind]: what" for the
+// library's errors (docs/errors.md).
+void report_error(std::string_view what, const char* kind = nullptr) {
+  std::string line = kind != nullptr ? std::string("sgckpt: error [") + kind + "]: " : "sgckpt: error: ";
   for (char c : what) line += (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) ? ' ' : c;
   line += '\n';
   std::fflush(stdout);
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
       return code == 0 ? 0 : 2;
     }
   } catch (const sgckpt::Error& e) {
-    report_error(e.what());
+    report_error(e.what(), sgckpt::kind_name(e.kind()));
     return 1;
   } catch (const std::exception& e) {
     report_error(e.what());

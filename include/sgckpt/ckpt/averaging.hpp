@@ -67,7 +67,8 @@ inline bool averages(DType d) {
 // Throws unless `other` has exactly the keys of `ref` (any order), each with the same kind,
 // and tensors with the same dtype and shape. `what` names `other` in the message.
 inline void check_same_structure(const Value& ref, const Value& other, const std::string& what) {
-  if (!other.is_dict()) throw Error(what + " is a " + kind_name(other.kind()) + ", not a state dict");
+  if (!other.is_dict())
+    throw Error(ErrorKind::Schema, what + " is a " + kind_name(other.kind()) + ", not a state dict");
   const Dict& r = ref.dict();
   const Dict& o = other.dict();
   std::vector<std::string> missing, extra;
@@ -84,24 +85,27 @@ inline void check_same_structure(const Value& ref, const Value& other, const std
     std::string msg = what + " does not have the keys of the other states:";
     if (!missing.empty()) msg += " missing [" + list(missing) + "]";
     if (!extra.empty()) msg += std::string(missing.empty() ? "" : ";") + " extra [" + list(extra) + "]";
-    throw Error(msg);
+    throw Error(ErrorKind::Mismatch, msg);
   }
   for (const auto& [k, rv] : r) {
     const Value& ov = *o.find(k);
     const std::string key = k.to_string();
     if (rv.is_tensor() != ov.is_tensor())
-      throw Error(what + ": entry '" + key + "' is a " + kind_name(ov.kind()) + ", expected a " +
+      throw Error(ErrorKind::Mismatch,
+                  what + ": entry '" + key + "' is a " + kind_name(ov.kind()) + ", expected a " +
                       kind_name(rv.kind()),
                   ErrorContext::at_key(key));
     if (!rv.is_tensor()) continue;
     const Tensor& rt = rv.tensor();
     const Tensor& ot = ov.tensor();
     if (rt.dtype() != ot.dtype())
-      throw Error(what + ": entry '" + key + "' is " + std::string(name(ot.dtype())) + ", expected " +
+      throw Error(ErrorKind::Mismatch,
+                  what + ": entry '" + key + "' is " + std::string(name(ot.dtype())) + ", expected " +
                       std::string(name(rt.dtype())),
                   ErrorContext::at_key(key));
     if (rt.shape() != ot.shape())
-      throw Error(what + ": entry '" + key + "' has shape " + shape_text(ot.shape()) + ", expected " +
+      throw Error(ErrorKind::Mismatch,
+                  what + ": entry '" + key + "' has shape " + shape_text(ot.shape()) + ", expected " +
                       shape_text(rt.shape()),
                   ErrorContext::at_key(key));
   }
@@ -205,7 +209,8 @@ inline Value average_states(std::span<const Value> states, unsigned threads) {
   if (states.empty()) throw Error("average_states needs at least one state dict");
   const Value& first = states[0];
   if (!first.is_dict())
-    throw Error(std::string("state 0 is a ") + kind_name(first.kind()) + ", not a state dict");
+    throw Error(ErrorKind::Schema,
+                std::string("state 0 is a ") + kind_name(first.kind()) + ", not a state dict");
   for (std::size_t s = 1; s < states.size(); ++s)
     detail::check_same_structure(first, states[s], "state " + std::to_string(s));
   for (const auto& [k, v] : first.dict()) {
@@ -213,6 +218,7 @@ inline Value average_states(std::span<const Value> states, unsigned threads) {
     const DType d = v.tensor().dtype();
     if ((is_floating(d) || is_complex(d)) && !detail::averages(d))
       throw Error(
+          ErrorKind::Refused,
           "entry '" + k.to_string() + "': averaging " + std::string(name(d)) + " tensors is not supported",
           ErrorContext::at_key(k.to_string()));
   }
@@ -290,8 +296,8 @@ class ModelAveraging {
   // the file cannot be written.
   bool update(const Value& net_state, double metric) {
     if (!net_state.is_dict())
-      throw Error(std::string("weight averaging: the model state is a ") + kind_name(net_state.kind()) +
-                  ", not a state dict");
+      throw Error(ErrorKind::Schema, std::string("weight averaging: the model state is a ") +
+                                         kind_name(net_state.kind()) + ", not a state dict");
     for (const auto& s : slots_)
       if (s) {
         detail::check_same_structure(*s, net_state, "weight averaging: the model state");
@@ -347,7 +353,7 @@ class ModelAveraging {
   void remove_snapshot_file() {
     std::error_code ec;
     std::filesystem::remove(snapshot_path(), ec);
-    if (ec) throw Error("cannot remove " + snapshot_path().string() + ": " + ec.message());
+    if (ec) throw Error(ErrorKind::Io, "cannot remove " + snapshot_path().string() + ": " + ec.message());
   }
 
   std::size_t capacity() const { return n_; }
@@ -385,66 +391,72 @@ class ModelAveraging {
     return root;
   }
 
-  [[noreturn]] static void fail_resume(const std::string& file, const std::string& msg) {
-    throw Error("cannot resume the weight averaging: " + msg).with_file(file);
+  [[noreturn]] static void fail_resume(ErrorKind kind, const std::string& file, const std::string& msg) {
+    throw Error(kind, "cannot resume the weight averaging: " + msg).with_file(file);
   }
 
   void load_file() {
     const std::string file = snapshot_path().string();
-    auto fail = [&](const std::string& msg) { fail_resume(file, msg); };
+    auto fail = [&](ErrorKind kind, const std::string& msg) { fail_resume(kind, file, msg); };
     Value root;
     try {
       root = load(snapshot_path());
     } catch (const Error& e) {
-      throw Error("cannot resume the weight averaging: " + e.message(), e.context()).with_file(file);
+      throw Error(e.kind(), "cannot resume the weight averaging: " + e.message(), e.context())
+          .with_file(file);
     }
-    if (!root.is_dict()) fail(std::string("the file holds a ") + kind_name(root.kind()) + ", not a dict");
+    if (!root.is_dict())
+      fail(ErrorKind::Schema, std::string("the file holds a ") + kind_name(root.kind()) + ", not a dict");
     std::size_t slots_in_file = 0;
     for (const auto& [k, v] : root.dict())
       if (k.is_str() && k.str().rfind("snapshot", 0) == 0 && k.str() != "snapshots_metric") ++slots_in_file;
     if (slots_in_file != n_)
-      fail("the file holds " + std::to_string(slots_in_file) + " snapshot slots, this averaging keeps " +
-           std::to_string(n_));
+      fail(ErrorKind::Mismatch, "the file holds " + std::to_string(slots_in_file) +
+                                    " snapshot slots, this averaging keeps " + std::to_string(n_));
     const Value* mv = root.dict().find("snapshots_metric");
-    if (mv == nullptr) fail_resume(file, "the file has no 'snapshots_metric'");
+    if (mv == nullptr) fail_resume(ErrorKind::Schema, file, "the file has no 'snapshots_metric'");
     std::vector<double> metrics;
     if (mv->is_tensor() && is_floating(mv->tensor().dtype()) && mv->tensor().dim() == 1) {
       for (std::size_t i = 0; i < mv->tensor().numel(); ++i)
         metrics.push_back(mv->tensor().element_as_double(i));
     } else if (mv->is_list() || mv->is_tuple()) {
       for (const auto& x : mv->items()) {
-        if (!x.is_number()) fail("'snapshots_metric' holds a " + std::string(kind_name(x.kind())));
+        if (!x.is_number())
+          fail(ErrorKind::Schema, "'snapshots_metric' holds a " + std::string(kind_name(x.kind())));
         metrics.push_back(x.as_number());
       }
     } else {
-      fail("'snapshots_metric' is not a 1-d float tensor");
+      fail(ErrorKind::Schema, "'snapshots_metric' is not a 1-d float tensor");
     }
     if (metrics.size() != n_)
-      fail("'snapshots_metric' has " + std::to_string(metrics.size()) + " values for " + std::to_string(n_) +
-           " slots");
+      fail(ErrorKind::Schema, "'snapshots_metric' has " + std::to_string(metrics.size()) + " values for " +
+                                  std::to_string(n_) + " slots");
     std::vector<std::optional<Value>> slots(n_);
     const Value* ref = nullptr;
     for (std::size_t i = 0; i < n_; ++i) {
       const std::string key = "snapshot" + std::to_string(i);
       const Value* s = root.dict().find(key);
-      if (s == nullptr) fail_resume(file, "the file has no '" + key + "'");
+      if (s == nullptr) fail_resume(ErrorKind::Schema, file, "the file has no '" + key + "'");
       if (s->is_none()) {
         // SG initializes every slot to the worst value for its direction: another infinity
         // here means the run was started with the opposite metric direction.
         if (metrics[i] != empty_metric())
-          fail("empty slot " + std::to_string(i) + " has metric " + std::to_string(metrics[i]) +
-               " (expected " + std::to_string(empty_metric()) +
-               "): was it written with greater_is_better=" + (greater_ ? "false" : "true") + "?");
+          fail(ErrorKind::Mismatch,
+               "empty slot " + std::to_string(i) + " has metric " + std::to_string(metrics[i]) +
+                   " (expected " + std::to_string(empty_metric()) +
+                   "): was it written with greater_is_better=" + (greater_ ? "false" : "true") + "?");
         continue;
       }
-      if (!s->is_dict()) fail("'" + key + "' is a " + kind_name(s->kind()) + ", not a state dict");
+      if (!s->is_dict())
+        fail(ErrorKind::Schema, "'" + key + "' is a " + kind_name(s->kind()) + ", not a state dict");
       if (!std::isfinite(metrics[i]))
-        fail("slot " + std::to_string(i) + " holds a snapshot but its metric is not finite");
+        fail(ErrorKind::Schema,
+             "slot " + std::to_string(i) + " holds a snapshot but its metric is not finite");
       if (ref) {
         try {
           detail::check_same_structure(*ref, *s, "'" + key + "'");
         } catch (const Error& e) {
-          fail(e.message());
+          fail(e.kind(), e.message());
         }
       }
       ref = s;

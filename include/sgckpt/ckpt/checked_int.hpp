@@ -51,7 +51,7 @@ inline std::string_view key_name(std::string_view key_path) {
 }
 
 inline Error int_range_error(std::string_view key_path, const std::string& value, const std::string& why) {
-  return Error("'" + std::string(key_name(key_path)) + "' = " + value + " " + why,
+  return Error(ErrorKind::Schema, "'" + std::string(key_name(key_path)) + "' = " + value + " " + why,
                ErrorContext::at_key(std::string(key_path)));
 }
 
@@ -91,6 +91,7 @@ T int_in_range(const Value& v, std::string_view key_path, T lo = std::numeric_li
                T hi = std::numeric_limits<T>::max()) {
   if (!v.is_int())
     throw Error(
+        ErrorKind::Schema,
         "'" + std::string(detail::key_name(key_path)) + "' is a " + kind_name(v.kind()) + ", not an int",
         ErrorContext::at_key(std::string(key_path)));
   const Int& i = v.as_big_int();
@@ -129,6 +130,7 @@ inline double number_in_range(const Value& v, std::string_view key_path,
   }
   if (!v.is_number())
     throw Error(
+        ErrorKind::Schema,
         "'" + std::string(detail::key_name(key_path)) + "' is a " + kind_name(v.kind()) + ", not a number",
         ErrorContext::at_key(std::string(key_path)));
   return number_in_range(v.as_number(), key_path, lo, hi);

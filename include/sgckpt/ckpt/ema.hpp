@@ -370,8 +370,9 @@ inline std::vector<std::size_t> find_tied(const std::vector<const Tensor*>& ts,
       const std::size_t idx = ranges[k].index;
       if (idx == first_index) continue;
       if (!same_view(*ts[idx], *ts[first_index]))
-        throw Error("EMA state entries '" + keys[first_index] + "' and '" + keys[idx] +
-                    "' overlap in memory without being the same tensor; cannot update them consistently");
+        throw Error(ErrorKind::Refused,
+                    "EMA state entries '" + keys[first_index] + "' and '" + keys[idx] +
+                        "' overlap in memory without being the same tensor; cannot update them consistently");
       tied[idx] = first_index;
     }
     i = j;
@@ -392,9 +393,11 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
   if (!(decay >= 0.0 && decay <= 1.0))
     throw Error("EMA decay must be in [0, 1], got " + std::to_string(decay));
   if (!ema_state.is_dict())
-    throw Error(std::string("EMA state must be a dict, found a ") + kind_name(ema_state.kind()));
+    throw Error(ErrorKind::Schema,
+                std::string("EMA state must be a dict, found a ") + kind_name(ema_state.kind()));
   if (!model_state.is_dict())
-    throw Error(std::string("model state must be a dict, found a ") + kind_name(model_state.kind()));
+    throw Error(ErrorKind::Schema,
+                std::string("model state must be a dict, found a ") + kind_name(model_state.kind()));
   const Dict& ed = ema_state.dict();
   const Dict& md = model_state.dict();
 
@@ -415,7 +418,7 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
     list("only in the EMA:", only_ema);
     list("only in the model:", only_model);
     msg.pop_back();
-    throw Error(msg);
+    throw Error(ErrorKind::Mismatch, msg);
   }
   std::vector<std::size_t> idx;  // entries of ed that hold tensors
   std::vector<const Tensor*> ema_ts, model_ts;
@@ -425,24 +428,29 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
     const Value& mv = *md.find(k);
     const std::string key = k.to_string();
     if (ev.is_tensor() != mv.is_tensor())
-      throw Error("entry '" + key + "' is a " + kind_name(ev.kind()) + " in the EMA state but a " +
+      throw Error(ErrorKind::Mismatch,
+                  "entry '" + key + "' is a " + kind_name(ev.kind()) + " in the EMA state but a " +
                       kind_name(mv.kind()) + " in the model state",
                   ErrorContext::at_key(key));
     if (!ev.is_tensor()) continue;
     const Tensor& et = ev.tensor();
     const Tensor& mt = mv.tensor();
     if (!et.defined() || !mt.defined())
-      throw Error("entry '" + key + "' is a tensor without storage", ErrorContext::at_key(key));
+      throw Error(ErrorKind::Schema, "entry '" + key + "' is a tensor without storage",
+                  ErrorContext::at_key(key));
     if (et.dtype() != mt.dtype())
-      throw Error("entry '" + key + "' is " + std::string(name(et.dtype())) + " in the EMA state but " +
+      throw Error(ErrorKind::Mismatch,
+                  "entry '" + key + "' is " + std::string(name(et.dtype())) + " in the EMA state but " +
                       std::string(name(mt.dtype())) + " in the model state",
                   ErrorContext::at_key(key));
     if (et.shape() != mt.shape())
-      throw Error("entry '" + key + "' has shape " + shape_text(et.shape()) + " in the EMA state but " +
+      throw Error(ErrorKind::Mismatch,
+                  "entry '" + key + "' has shape " + shape_text(et.shape()) + " in the EMA state but " +
                       shape_text(mt.shape()) + " in the model state",
                   ErrorContext::at_key(key));
     if (is_floating(et.dtype()) && !detail::ema_blends(et.dtype()))
       throw Error(
+          ErrorKind::Refused,
           "entry '" + key + "': EMA of " + std::string(name(et.dtype())) + " tensors is not supported",
           ErrorContext::at_key(key));
     if (et.numel() > 0 && et.storage() == mt.storage())

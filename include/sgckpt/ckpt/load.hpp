@@ -122,15 +122,17 @@ enum class Weights {
 // weights (a missing ema_net, a None net, a net that is a list...).
 inline std::string_view checkpoint_state_dict_key(const Value& checkpoint, Weights which = Weights::Net) {
   if (!checkpoint.is_dict())
-    throw Error(std::string("the checkpoint is a ") + kind_name(checkpoint.kind()) +
-                ", not a dict or a state dict");
+    throw Error(ErrorKind::Schema, std::string("the checkpoint is a ") + kind_name(checkpoint.kind()) +
+                                       ", not a dict or a state dict");
   const Dict& d = checkpoint.dict();
   const Value* ema = d.find("ema_net");
   if (which == Weights::Ema || (which == Weights::PreferEma && ema != nullptr && !ema->is_none())) {
     if (ema == nullptr || ema->is_none())
-      throw Error("no EMA network stored in checkpoint (it has no 'ema_net'); load 'net' instead");
+      throw Error(ErrorKind::Schema,
+                  "no EMA network stored in checkpoint (it has no 'ema_net'); load 'net' instead");
     if (!ema->is_dict())
       throw Error(
+          ErrorKind::Schema,
           std::string("the checkpoint's 'ema_net' is a ") + kind_name(ema->kind()) + ", not a state dict",
           ErrorContext::at_key("ema_net"));
     return "ema_net";
@@ -138,12 +140,13 @@ inline std::string_view checkpoint_state_dict_key(const Value& checkpoint, Weigh
   // A `net` that is a tensor is a weight of a bare state dict (a module named "net").
   if (const Value* net = d.find("net"); net != nullptr && !net->is_tensor()) {
     if (net->is_none())
-      throw Error(
-          "the checkpoint's 'net' is None (no weights: an average_model.pth written before any "
-          "snapshot was averaged?)",
-          ErrorContext::at_key("net"));
+      throw Error(ErrorKind::Schema,
+                  "the checkpoint's 'net' is None (no weights: an average_model.pth written before any "
+                  "snapshot was averaged?)",
+                  ErrorContext::at_key("net"));
     if (!net->is_dict())
-      throw Error(std::string("the checkpoint's 'net' is a ") + kind_name(net->kind()) + ", not a state dict",
+      throw Error(ErrorKind::Schema,
+                  std::string("the checkpoint's 'net' is a ") + kind_name(net->kind()) + ", not a state dict",
                   ErrorContext::at_key("net"));
     return "net";
   }
@@ -241,12 +244,16 @@ inline std::vector<LoadEntry> entries_of(const Dict& d, const char* what) {
   std::size_t i = 0;
   for (const auto& [k, v] : d) {
     const std::string key = k.to_string();
-    if (!k.is_str()) throw Error(std::string(what) + " has a non-string key " + key + ": not a state dict");
+    if (!k.is_str())
+      throw Error(ErrorKind::Schema,
+                  std::string(what) + " has a non-string key " + key + ": not a state dict");
     if (!v.is_tensor())
-      throw Error(std::string(what) + " entry '" + key + "' is a " + kind_name(v.kind()) +
+      throw Error(ErrorKind::Schema,
+                  std::string(what) + " entry '" + key + "' is a " + kind_name(v.kind()) +
                       ", not a tensor: not a state dict",
                   ErrorContext::at_key(key));
-    if (!v.tensor().defined()) throw Error(std::string(what) + " entry '" + key + "' has no storage");
+    if (!v.tensor().defined())
+      throw Error(ErrorKind::Schema, std::string(what) + " entry '" + key + "' has no storage");
     out.push_back({key, key, &v.tensor(), i++});
   }
   return out;
@@ -257,7 +264,8 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint,
   const StrictLoad mode = options.strict;
   const std::string_view backbone_prefix = options.backbone_prefix;
   if (!model_state.is_dict())
-    throw Error(std::string("the model state is a ") + kind_name(model_state.kind()) + ", not a state dict");
+    throw Error(ErrorKind::Schema,
+                std::string("the model state is a ") + kind_name(model_state.kind()) + ", not a state dict");
   // The target: the model's tensors, or those under the backbone prefix.
   std::vector<LoadEntry> target;
   for (auto& e : entries_of(model_state.dict(), "the model state")) {
@@ -385,7 +393,8 @@ inline LoadPlan plan_load(const Value& model_state, const Value& checkpoint,
     for (const auto& [mi, src] : result.copies) {
       const Tensor& dst = md.items()[mi].second.tensor();
       if (!can_cast(src->dtype(), dst.dtype()))
-        throw Error("cannot copy a " + std::string(name(src->dtype())) + " checkpoint tensor into the " +
+        throw Error(ErrorKind::Mismatch,
+                    "cannot copy a " + std::string(name(src->dtype())) + " checkpoint tensor into the " +
                         std::string(name(dst.dtype())) + " model tensor '" +
                         md.items()[mi].first.to_string() + "'",
                     ErrorContext::at_key(md.items()[mi].first.to_string()));
@@ -451,7 +460,7 @@ inline LoadReport plan_checkpoint_load(const Value& model_state, const Value& ch
 inline LoadReport load_checkpoint_to_model(Value& model_state, const Value& checkpoint_or_state_dict,
                                            const ModelLoadOptions& options = {}) {
   detail::LoadPlan plan = detail::plan_load(model_state, checkpoint_or_state_dict, options);
-  if (!plan.report.ok) throw Error(plan.report.message());
+  if (!plan.report.ok) throw Error(ErrorKind::Mismatch, plan.report.message());
 
   Dict& md = model_state.dict();
   auto target = [&](std::size_t mi) -> Tensor& {

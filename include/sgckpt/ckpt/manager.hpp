@@ -337,7 +337,8 @@ class CheckpointManager {
             run_dir_.string() + "\"");
     } else {
       if (!detail::is_directory(plan.run_dir))
-        throw detail::path_error("cannot continue the run: its directory does not exist (any more)",
+        throw detail::path_error(ErrorKind::Usage,
+                                 "cannot continue the run: its directory does not exist (any more)",
                                  plan.run_dir);
       // Checked again here, where files are written and deleted: the plan may be older than a
       // link swapped in since, or made by hand. Its root is <root>/<experiment>/<run>'s.
@@ -389,10 +390,11 @@ class CheckpointManager {
       ErrorContext c;
       c.file = file.string();
       c.key_path = key;
-      return Error("checkpoint " + where + " has no '" + key + "' entry, which " + why, c);
+      return Error(ErrorKind::Schema, "checkpoint " + where + " has no '" + key + "' entry, which " + why, c);
     };
     if (!ck.is_dict())
-      throw detail::path_error("checkpoint " + where + " is not a dict of entries (found a " +
+      throw detail::path_error(ErrorKind::Schema,
+                               "checkpoint " + where + " is not a dict of entries (found a " +
                                    kind_name(ck.kind()) + "), so it cannot be resumed",
                                file);
     Dict& d = ck.dict();
@@ -619,10 +621,12 @@ class CheckpointManager {
         save(job.checkpoint, job.dir / std::string(kAverageModelName), job.options);
       }
     } catch (const Error& e) {
-      throw Error("saving the checkpoints of epoch " + std::to_string(job.epoch) + " failed: " + e.message(),
+      throw Error(e.kind(),
+                  "saving the checkpoints of epoch " + std::to_string(job.epoch) + " failed: " + e.message(),
                   e.context());
     } catch (const std::exception& e) {
-      throw Error("saving the checkpoints of epoch " + std::to_string(job.epoch) + " failed: " + e.what());
+      throw Error(ErrorKind::Io,
+                  "saving the checkpoints of epoch " + std::to_string(job.epoch) + " failed: " + e.what());
     }
   }
 
@@ -685,8 +689,8 @@ class CheckpointManager {
         if (matches.empty()) {
           std::string names;
           for (const auto& [n, v] : valid) names += (names.empty() ? "" : ", ") + n;
-          throw Error("No match found for metric_to_watch=" + config_.metric_to_watch +
-                      " among the validation metrics [" + names + "]");
+          throw Error(ErrorKind::Mismatch, "No match found for metric_to_watch=" + config_.metric_to_watch +
+                                               " among the validation metrics [" + names + "]");
         }
         found = matches[0];
         log("metric_to_watch=" + config_.metric_to_watch +
@@ -696,8 +700,9 @@ class CheckpointManager {
     }
     for (const auto& [n, v] : valid)
       if (n == *resolved_metric_) return *resolved_metric_;
-    throw Error("the validation metrics of this epoch do not include the watched metric " +
-                *resolved_metric_);
+    throw Error(
+        ErrorKind::Mismatch,
+        "the validation metrics of this epoch do not include the watched metric " + *resolved_metric_);
   }
 
   bool same_metric(std::string_view a) const {
@@ -791,7 +796,8 @@ class CheckpointManager {
   // the mismatch would otherwise surface later as missing keys or size mismatches.
   void check_identity(const Dict& d, const std::filesystem::path& file) const {
     auto mismatch = [&](const std::string& key, const std::string& in_file, const std::string& configured) {
-      return detail::path_error("checkpoint \"" + file.string() + "\" was written with " + key + "=" +
+      return detail::path_error(ErrorKind::Mismatch,
+                                "checkpoint \"" + file.string() + "\" was written with " + key + "=" +
                                     in_file + ", but this run is configured with " + key + "=" + configured,
                                 file);
     };

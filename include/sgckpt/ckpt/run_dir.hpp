@@ -63,10 +63,10 @@ inline constexpr std::string_view kRecipeFileName = "recipe.yaml";
 
 namespace detail {
 
-inline Error path_error(const std::string& message, const std::filesystem::path& p) {
+inline Error path_error(ErrorKind kind, const std::string& message, const std::filesystem::path& p) {
   ErrorContext c;
   c.file = p.string();
-  return Error(message, c);
+  return Error(kind, message, c);
 }
 
 inline bool all_digits(std::string_view s) {
@@ -88,7 +88,8 @@ inline std::string format_run_id(std::int64_t unix_us) {
   const std::time_t secs = static_cast<std::time_t>(unix_us / 1'000'000);
   const auto micros = static_cast<long>(unix_us % 1'000'000);
   std::tm tm{};
-  if (::localtime_r(&secs, &tm) == nullptr) throw Error("cannot convert the current time to local time");
+  if (::localtime_r(&secs, &tm) == nullptr)
+    throw Error(ErrorKind::Io, "cannot convert the current time to local time");
   char buf[64];
   const int n = std::snprintf(buf, sizeof buf, "RUN_%04d%02d%02d_%02d%02d%02d_%06ld", tm.tm_year + 1900,
                               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
@@ -170,9 +171,10 @@ inline void require_inside_root(const std::filesystem::path& dir, const std::fil
   const std::filesystem::path real_dir = std::filesystem::canonical(dir, ec);
   if (ec) return;
   const std::filesystem::path real_root = std::filesystem::canonical(root.empty() ? "." : root, ec);
-  if (ec) throw path_error("cannot resolve the checkpoint root: " + ec.message(), root);
+  if (ec) throw path_error(ErrorKind::Io, "cannot resolve the checkpoint root: " + ec.message(), root);
   if (is_within(real_dir, real_root)) return;
-  throw path_error("refusing to use the " + std::string(what) + " \"" + dir.string() +
+  throw path_error(ErrorKind::Refused,
+                   "refusing to use the " + std::string(what) + " \"" + dir.string() +
                        "\": it resolves to \"" + real_dir.string() + "\", outside the checkpoint root \"" +
                        real_root.string() + "\" (" + first_link_below(root.empty() ? "." : root, dir) +
                        "); checkpoints are never written or deleted through such a link",
@@ -222,7 +224,8 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& ckpt_ro
   const std::filesystem::path exp = experiment_dir(ckpt_root_dir, experiment_name);
   std::error_code ec;
   std::filesystem::create_directories(exp, ec);
-  if (ec) throw detail::path_error("cannot create the experiment directory: " + ec.message(), exp);
+  if (ec)
+    throw detail::path_error(ErrorKind::Io, "cannot create the experiment directory: " + ec.message(), exp);
   detail::require_inside_root(exp, ckpt_root_dir, "experiment directory");
   std::int64_t t = detail::claim_run_time(detail::now_us());
   for (int attempt = 0; attempt < 1'000'000; ++attempt) {
@@ -233,7 +236,8 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& ckpt_ro
     }
     t = detail::claim_run_time(t + 1);
   }
-  throw detail::path_error("cannot find a free run directory name (a million names are taken)", exp);
+  throw detail::path_error(ErrorKind::Limit,
+                           "cannot find a free run directory name (a million names are taken)", exp);
 }
 
 // Creates the run directory proposed earlier (propose_run_dir, ResumePlan::run_dir). If that
@@ -245,14 +249,16 @@ inline std::filesystem::path create_run_dir(const std::filesystem::path& propose
   detail::check_component(name, "run directory name");
   std::error_code ec;
   if (!exp.empty()) std::filesystem::create_directories(exp, ec);
-  if (ec) throw detail::path_error("cannot create the experiment directory: " + ec.message(), exp);
+  if (ec)
+    throw detail::path_error(ErrorKind::Io, "cannot create the experiment directory: " + ec.message(), exp);
   if (!exp.empty()) detail::require_inside_root(exp, exp.parent_path(), "experiment directory");
   if (detail::make_directory(proposed)) {
     if (durable) detail::sync_directory_best_effort(exp.empty() ? std::filesystem::path(".") : exp);
     return proposed;
   }
   if (!is_run_dir_name(name))
-    throw detail::path_error("the new run directory already exists and is not a RUN_ directory", proposed);
+    throw detail::path_error(ErrorKind::Usage,
+                             "the new run directory already exists and is not a RUN_ directory", proposed);
   return create_run_dir(exp.parent_path(), exp.filename().string(), durable);
 }
 
@@ -273,7 +279,7 @@ inline RunScan scan_runs(const std::filesystem::path& ckpt_root_dir, std::string
   std::filesystem::directory_iterator it(exp, ec);
   if (ec) {
     if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return scan;
-    throw path_error("cannot list the experiment directory: " + ec.message(), exp);
+    throw path_error(ErrorKind::Io, "cannot list the experiment directory: " + ec.message(), exp);
   }
   require_inside_root(exp, ckpt_root_dir, "experiment directory");
   for (const auto& entry : it) {
@@ -332,22 +338,22 @@ inline LatestRun latest_resumable_run(const std::filesystem::path& ckpt_root_dir
 inline std::filesystem::path validate_run_id(const std::filesystem::path& ckpt_root_dir,
                                              std::string_view experiment_name, std::string_view run_id) {
   const std::filesystem::path exp = experiment_dir(ckpt_root_dir, experiment_name);
-  const auto describe = [&](const std::filesystem::path& dir, const std::string& why) {
-    return Error("Invalid run directory \"" + dir.string() + "\" (ckpt_root_dir=" + ckpt_root_dir.string() +
-                 ", experiment_name=" + std::string(experiment_name) + ", run_id=" + std::string(run_id) +
-                 "): " + why);
+  const auto describe = [&](ErrorKind kind, const std::filesystem::path& dir, const std::string& why) {
+    return Error(kind, "Invalid run directory \"" + dir.string() + "\" (ckpt_root_dir=" +
+                           ckpt_root_dir.string() + ", experiment_name=" + std::string(experiment_name) +
+                           ", run_id=" + std::string(run_id) + "): " + why);
   };
   try {
     detail::check_component(run_id, "run_id");
   } catch (const Error& e) {
-    throw describe(exp / std::string(run_id), e.message());
+    throw describe(e.kind(), exp / std::string(run_id), e.message());
   }
   const std::filesystem::path dir = exp / std::string(run_id);
-  if (!detail::is_directory(dir)) throw describe(dir, "no such directory");
+  if (!detail::is_directory(dir)) throw describe(ErrorKind::Usage, dir, "no such directory");
   try {
     detail::require_inside_root(dir, ckpt_root_dir, "run directory");
   } catch (const Error& e) {
-    throw describe(dir, e.message());
+    throw describe(e.kind(), dir, e.message());
   }
   return dir;
 }
@@ -372,8 +378,8 @@ inline std::size_t remove_stale_temporaries_in(const std::filesystem::path& dir)
   std::filesystem::directory_iterator it(dir, ec);
   if (ec) {
     if (ec == std::errc::no_such_file_or_directory) return 0;
-    throw detail::path_error("cannot list the directory to remove stale temporary files: " + ec.message(),
-                             dir);
+    throw detail::path_error(
+        ErrorKind::Io, "cannot list the directory to remove stale temporary files: " + ec.message(), dir);
   }
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
@@ -452,11 +458,13 @@ inline std::filesystem::path require_checkpoint_file(const std::filesystem::path
     if (S_ISREG(st.st_mode)) return file;
     // A FIFO or device under a checkpoint's name: say so, rather than "not found".
     throw path_error(
+        ErrorKind::Refused,
         what + " \"" + file.string() + "\" is not a regular file (" + file_type_name(st.st_mode) + ")", file);
   }
   std::filesystem::path dir = file.parent_path();
   if (dir.empty()) dir = ".";
   throw path_error(
+      ErrorKind::Usage,
       what + " \"" + file.string() + "\" not found (searched the directory \"" + dir.string() + "\")", file);
 }
 
@@ -500,6 +508,7 @@ inline ResumePlan resolve_resume(const std::filesystem::path& ckpt_root_dir, std
     if (!latest.run_dir) {
       const std::size_t n = list_runs(ckpt_root_dir, experiment_name).size();
       throw detail::path_error(
+          ErrorKind::Usage,
           "Cannot resume experiment \"" + std::string(experiment_name) + "\": no run directory in \"" +
               exp.string() + "\" contains `" + std::string(kLatestCheckpointName) + "` (" +
               std::to_string(n) +
@@ -550,6 +559,7 @@ inline ExperimentResume resume_experiment(const std::filesystem::path& ckpt_root
   std::error_code ec;
   if (!std::filesystem::exists(recipe, ec))  // anything else present is read, or refused, below
     throw detail::path_error(
+        ErrorKind::Usage,
         "The run directory \"" + out.plan.run_dir.string() + "\" does not include " +
             std::string(kRecipeFileName) +
             ", so the experiment cannot be resumed from its recipe (only runs started with "
@@ -573,7 +583,8 @@ inline std::filesystem::path evaluate_checkpoint_path(
     const LatestRun latest = latest_resumable_run(ckpt_root_dir, experiment_name);
     if (!latest.run_dir) {
       const std::filesystem::path exp = experiment_dir(ckpt_root_dir, experiment_name);
-      throw detail::path_error("Cannot evaluate \"" + std::string(ckpt_name) + "\" of experiment \"" +
+      throw detail::path_error(ErrorKind::Usage,
+                               "Cannot evaluate \"" + std::string(ckpt_name) + "\" of experiment \"" +
                                    std::string(experiment_name) + "\": no run directory in \"" +
                                    exp.string() + "\" contains `" + std::string(kLatestCheckpointName) +
                                    "`; pass run_id",

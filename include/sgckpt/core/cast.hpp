@@ -84,7 +84,8 @@ inline float float8_to_float(DType d, std::uint8_t bits) {
 }
 
 inline std::uint8_t float_to_float8(DType d, float x) {
-  if (d == DType::Float8_e8m0fnu) throw Error("casting into float8_e8m0fnu is not supported");
+  if (d == DType::Float8_e8m0fnu)
+    throw Error(ErrorKind::Refused, "casting into float8_e8m0fnu is not supported");
   const Float8Format f = float8_format(d);
   const std::uint8_t sign = std::signbit(x) ? 0x80 : 0;
   const std::uint8_t nan = f.fnuz ? 0x80 : static_cast<std::uint8_t>(sign | 0x7F);
@@ -339,10 +340,11 @@ inline bool storages_overlap(const Tensor& a, const Tensor& b) noexcept {
 // checkpoint tensor -> model buffer); otherwise it is staged through one buffer.
 inline void copy_into(Tensor& dst, const Tensor& src) {
   if (dst.shape() != src.shape())
-    throw Error("copy_into: shapes differ (" + std::to_string(dst.dim()) + "-d and " +
-                std::to_string(src.dim()) + "-d, or different sizes)");
+    throw Error(ErrorKind::Mismatch, "copy_into: shapes differ (" + std::to_string(dst.dim()) + "-d and " +
+                                         std::to_string(src.dim()) + "-d, or different sizes)");
   if (!can_cast(src.dtype(), dst.dtype()))
-    throw Error("cannot cast " + std::string(name(src.dtype())) + " to " + std::string(name(dst.dtype())));
+    throw Error(ErrorKind::Mismatch,
+                "cannot cast " + std::string(name(src.dtype())) + " to " + std::string(name(dst.dtype())));
   if (dst.numel() == 0) return;
   if (dst.is_contiguous() && !detail::storages_overlap(dst, src)) {
     if (src.dtype() == dst.dtype() && src.is_contiguous())

@@ -76,7 +76,8 @@ class Storage {
     if (nbytes > 0) {
       void* p = ::operator new (nbytes, std::align_val_t{64}, std::nothrow);
       if (p == nullptr)
-        throw Error("cannot allocate " + std::to_string(nbytes) + " bytes for a tensor storage");
+        throw Error(ErrorKind::Limit,
+                    "cannot allocate " + std::to_string(nbytes) + " bytes for a tensor storage");
       s->owner_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete (q, std::align_val_t{64}); });
       s->data_ = static_cast<std::byte*>(p);
     }
@@ -168,7 +169,7 @@ inline std::uint64_t checked_numel(const Shape& shape) {
   for (auto d : shape) {
     if (d < 0) throw Error("negative dimension " + std::to_string(d) + " in tensor shape");
     if (detail::mul_overflows(n, static_cast<std::uint64_t>(d), n))
-      throw Error("tensor shape overflows 64 bits");
+      throw Error(ErrorKind::Limit, "tensor shape overflows 64 bits");
   }
   return n;
 }
@@ -182,8 +183,9 @@ inline std::uint64_t checked_nbytes(const Shape& shape, DType dtype) {
   std::uint64_t bytes;
   if (detail::mul_overflows(n, sgckpt::itemsize(dtype), bytes) ||
       bytes > static_cast<std::uint64_t>(INT64_MAX))
-    throw Error("tensor of " + std::to_string(n) + " elements of " + std::string(name(dtype)) +
-                " is too large: its size in bytes does not fit in 63 bits");
+    throw Error(ErrorKind::Limit, "tensor of " + std::to_string(n) + " elements of " +
+                                      std::string(name(dtype)) +
+                                      " is too large: its size in bytes does not fit in 63 bits");
   return bytes;
 }
 
@@ -366,7 +368,8 @@ class Tensor {
     try {
       out.resize(nbytes());
     } catch (const std::bad_alloc&) {
-      throw Error("cannot allocate " + std::to_string(nbytes()) + " bytes for a copy of a tensor");
+      throw Error(ErrorKind::Limit,
+                  "cannot allocate " + std::to_string(nbytes()) + " bytes for a copy of a tensor");
     }
     copy_elements_to(out.data());
     return out;

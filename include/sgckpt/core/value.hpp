@@ -58,7 +58,7 @@ class Int {
 
   bool fits_int64() const noexcept { return big_.empty(); }
   std::int64_t to_int64() const {
-    if (!fits_int64()) throw Error("integer " + to_string() + " does not fit in 64 bits");
+    if (!fits_int64()) throw Error(ErrorKind::Schema, "integer " + to_string() + " does not fit in 64 bits");
     return small_;
   }
   bool negative() const noexcept { return big_.empty() ? small_ < 0 : (big_.back() & 0x80) != 0; }
@@ -133,11 +133,11 @@ class Key {
   bool is_str() const noexcept { return std::holds_alternative<std::string>(v_); }
   bool is_int() const noexcept { return !is_str(); }
   const std::string& str() const {
-    if (!is_str()) throw Error("dict key " + to_string() + " is an int, not a str");
+    if (!is_str()) throw Error(ErrorKind::Schema, "dict key " + to_string() + " is an int, not a str");
     return std::get<std::string>(v_);
   }
   std::int64_t integer() const {
-    if (is_str()) throw Error("dict key '" + str() + "' is a str, not an int");
+    if (is_str()) throw Error(ErrorKind::Schema, "dict key '" + str() + "' is a str, not an int");
     return std::get<std::int64_t>(v_);
   }
   // The key as text: str keys verbatim, int keys in decimal (used in key paths and JSON).
@@ -207,7 +207,6 @@ class BasicDict {
   explicit BasicDict(DictKind kind = DictKind::Dict) : kind_(kind) {}
 
   DictKind kind() const noexcept { return kind_; }
-  void set_kind(DictKind k) noexcept { kind_ = k; }
 
   std::size_t size() const noexcept { return items_.size(); }
   bool empty() const noexcept { return items_.empty(); }
@@ -233,11 +232,13 @@ class BasicDict {
 
   BasicValue<T>& at(const Key& k) {
     if (auto* v = find(k)) return *v;
-    throw Error("missing key '" + k.to_string() + "'", ErrorContext::at_key(k.to_string()));
+    throw Error(ErrorKind::Schema, "missing key '" + k.to_string() + "'",
+                ErrorContext::at_key(k.to_string()));
   }
   const BasicValue<T>& at(const Key& k) const {
     if (auto* v = find(k)) return *v;
-    throw Error("missing key '" + k.to_string() + "'", ErrorContext::at_key(k.to_string()));
+    throw Error(ErrorKind::Schema, "missing key '" + k.to_string() + "'",
+                ErrorContext::at_key(k.to_string()));
   }
 
   // Python's d[k]: inserts None when missing.
@@ -491,13 +492,13 @@ class BasicValue {
     throw type_error(want);
   }
   Error type_error(const char* want) const {
-    return Error(std::string("expected a ") + want + ", found a " + kind_name(kind()));
+    return Error(ErrorKind::Schema, std::string("expected a ") + want + ", found a " + kind_name(kind()));
   }
   const BasicValue& at_index(std::size_t i) const {
     const auto& l = items();
     if (i >= l.size())
-      throw Error("index " + std::to_string(i) + " out of range for a " + kind_name(kind()) + " of " +
-                  std::to_string(l.size()) + " elements");
+      throw Error(ErrorKind::Schema, "index " + std::to_string(i) + " out of range for a " +
+                                         kind_name(kind()) + " of " + std::to_string(l.size()) + " elements");
     return l[i];
   }
 

@@ -44,7 +44,7 @@ inline std::string errno_text(int err) {
 inline Error file_error(const std::string& message, const std::filesystem::path& p, int err) {
   ErrorContext c;
   c.file = p.string();
-  return Error(message + ": " + errno_text(err), c);
+  return Error(ErrorKind::Io, message + ": " + errno_text(err), c);
 }
 
 // The names of the temporaries this process is writing right now (a process-wide counter
@@ -91,7 +91,8 @@ inline const char* file_type_name(mode_t mode) {
 inline Error not_regular_file_error(const std::filesystem::path& p, mode_t mode) {
   ErrorContext c;
   c.file = p.string();
-  return Error(std::string("not a regular file (") + file_type_name(mode) + "), so it cannot be read", c);
+  return Error(ErrorKind::Refused,
+               std::string("not a regular file (") + file_type_name(mode) + "), so it cannot be read", c);
 }
 
 struct FdCloser {
@@ -146,7 +147,8 @@ inline std::string read_regular_file(const std::filesystem::path& p, std::uint64
   auto too_large = [&](std::uint64_t size) {
     ErrorContext c;
     c.file = p.string();
-    return Error("the file is " + std::to_string(size) + " bytes, more than the " +
+    return Error(ErrorKind::Limit,
+                 "the file is " + std::to_string(size) + " bytes, more than the " +
                      std::to_string(max_bytes) + " bytes " + what + " may have",
                  c);
   };
@@ -184,7 +186,8 @@ class MappedFile {
       ::close(fd);
       ErrorContext c;
       c.file = m->path_;
-      throw Error("file of " + std::to_string(size) + " bytes is too large to map on this platform", c);
+      throw Error(ErrorKind::Limit,
+                  "file of " + std::to_string(size) + " bytes is too large to map on this platform", c);
     }
     // mmap refuses length 0; an empty file is simply an empty span.
     if (size > 0) {
@@ -262,7 +265,8 @@ class AtomicFile {
 
   // Writes all of `data` at the current position with as few system calls as possible.
   void write(std::span<const std::byte> data) {
-    if (fd_ < 0 || failed_) throw error_here("write() on a file that was already committed or failed");
+    if (fd_ < 0 || failed_)
+      throw error_here(ErrorKind::Usage, "write() on a file that was already committed or failed");
     // Linux writes at most 0x7ffff000 bytes per call; ask for 1 GiB at a time.
     constexpr std::size_t kMaxWrite = std::size_t{1} << 30;
     const std::byte* p = data.data();
@@ -276,7 +280,7 @@ class AtomicFile {
       }
       if (n == 0) {  // not expected from a regular file; do not spin on it
         failed_ = true;
-        throw error_here("write() made no progress while writing '" + final_.string() + "'");
+        throw error_here(ErrorKind::Io, "write() made no progress while writing '" + final_.string() + "'");
       }
       p += n;
       left -= static_cast<std::size_t>(n);
@@ -290,7 +294,8 @@ class AtomicFile {
 
   // Makes the written bytes the final file: [fsync] + close + rename + [fsync directory].
   void commit() {
-    if (fd_ < 0 || failed_) throw error_here("commit() on a file that was already committed or failed");
+    if (fd_ < 0 || failed_)
+      throw error_here(ErrorKind::Usage, "commit() on a file that was already committed or failed");
     // Errors of delayed writes (NFS, full disks) surface at fsync or close, not at write.
     // errno is saved before the message is built: the order in which function arguments are
     // evaluated is unspecified, and the allocations of the message may overwrite errno (an
@@ -316,11 +321,11 @@ class AtomicFile {
   }
 
  private:
-  Error error_here(const std::string& message) const {
+  Error error_here(ErrorKind kind, const std::string& message) const {
     ErrorContext c;
     c.file = final_.string();
     c.offset = position_;
-    return Error(message, c);
+    return Error(kind, message, c);
   }
 
   Error write_error(int err) const {
@@ -339,8 +344,8 @@ class AtomicFile {
         what = "write failed (" + detail::errno_text(err) + ")";
         break;
     }
-    return error_here(what + " while writing '" + final_.string() + "' (temporary file '" + temp_.string() +
-                      "') at byte offset " + std::to_string(position_));
+    return error_here(ErrorKind::Io, what + " while writing '" + final_.string() + "' (temporary file '" +
+                                         temp_.string() + "') at byte offset " + std::to_string(position_));
   }
 
   // The rename is only durable once the directory entry is on disk.

@@ -29,6 +29,7 @@
 
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
+#include "sgckpt/detail/little_endian.hpp"
 #include "sgckpt/detail/utf8.hpp"
 #include "sgckpt/io/options.hpp"
 #include "sgckpt/io/pickle_ops.hpp"
@@ -255,11 +256,12 @@ class Machine {
 
   Value run() {
     if (n_ > lim_.max_pickle_bytes)
-      throw Error("pickle of " + std::to_string(n_) + " bytes exceeds the limit of " +
-                  std::to_string(lim_.max_pickle_bytes) + " bytes");
+      throw Error(ErrorKind::Limit, "pickle of " + std::to_string(n_) + " bytes exceeds the limit of " +
+                                        std::to_string(lim_.max_pickle_bytes) + " bytes");
     execute();
     if (stack_.size() != 1 || !marks_.empty())
-      throw Error("malformed pickle: STOP with " + std::to_string(stack_.size()) + " values and " +
+      throw Error(ErrorKind::Corrupt,
+                  "malformed pickle: STOP with " + std::to_string(stack_.size()) + " values and " +
                       std::to_string(marks_.size()) + " open marks on the stack (expected exactly one value)",
                   ErrorContext::at_offset(op_start_));
     NodeP root = stack_.back();
@@ -271,14 +273,14 @@ class Machine {
 
  private:
   // ---- errors and input ------------------------------------------------------------------
-  [[noreturn]] void fail(const std::string& msg) const {
-    throw Error(msg, ErrorContext::at_offset(op_start_));
+  [[noreturn]] void fail(ErrorKind kind, const std::string& msg) const {
+    throw Error(kind, msg, ErrorContext::at_offset(op_start_));
   }
 
   void need(std::size_t k) const {
     if (n_ - pos_ < k)
-      fail("truncated pickle: opcode needs " + std::to_string(k) + " more bytes but only " +
-           std::to_string(n_ - pos_) + " remain");
+      fail(ErrorKind::Truncated, "truncated pickle: opcode needs " + std::to_string(k) +
+                                     " more bytes but only " + std::to_string(n_ - pos_) + " remain");
   }
   std::uint8_t u8() {
     need(1);
@@ -286,15 +288,15 @@ class Machine {
   }
   std::uint64_t uint_le(std::size_t k) {
     need(k);
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < k; ++i) v |= std::uint64_t{p_[pos_ + i]} << (8 * i);
+    const std::uint64_t v = sgckpt::detail::load_le(p_ + pos_, k);
     pos_ += k;
     return v;
   }
   std::string_view bytes(std::uint64_t k) {
     if (k > n_ - pos_)
-      fail("truncated pickle: a length of " + std::to_string(k) + " bytes runs past the end (" +
-           std::to_string(n_ - pos_) + " bytes remain)");
+      fail(ErrorKind::Truncated, "truncated pickle: a length of " + std::to_string(k) +
+                                     " bytes runs past the end (" + std::to_string(n_ - pos_) +
+                                     " bytes remain)");
     std::string_view s(reinterpret_cast<const char*>(p_ + pos_), static_cast<std::size_t>(k));
     pos_ += static_cast<std::size_t>(k);
     return s;
@@ -302,10 +304,10 @@ class Machine {
   std::string_view line() {
     const std::size_t start = pos_;
     while (pos_ < n_ && p_[pos_] != '\n') {
-      if (pos_ - start > 1024) fail("GLOBAL name longer than 1024 bytes");
+      if (pos_ - start > 1024) fail(ErrorKind::Limit, "GLOBAL name longer than 1024 bytes");
       ++pos_;
     }
-    if (pos_ >= n_) fail("truncated pickle: GLOBAL name without a newline");
+    if (pos_ >= n_) fail(ErrorKind::Truncated, "truncated pickle: GLOBAL name without a newline");
     std::string_view s(reinterpret_cast<const char*>(p_ + start), pos_ - start);
     ++pos_;
     return s;
@@ -315,7 +317,8 @@ class Machine {
   template <class X>
   NodeP make(X x) {
     if (++nodes_ + charged_ > lim_.max_values)
-      fail("pickle creates more than " + std::to_string(lim_.max_values) + " objects (limit)");
+      fail(ErrorKind::Limit,
+           "pickle creates more than " + std::to_string(lim_.max_values) + " objects (limit)");
     account(sizeof(Node) + (kBoxed<X> ? sizeof(X) : 0));
     NodeP n = arena_.make();
     if constexpr (kBoxed<X>)
@@ -331,10 +334,11 @@ class Machine {
   void account(std::uint64_t bytes) {
     memory_ += bytes;
     if (memory_ > memory_budget_)
-      fail("pickle needs more than " + std::to_string(memory_budget_) + " bytes of memory for its objects (" +
-           std::to_string(lim_.memory_per_input_byte) + " per byte of the " +
-           std::to_string(cfg_.input_bytes) + "-byte input plus " + std::to_string(lim_.memory_allowance) +
-           "; a memory amplification attack?)");
+      fail(ErrorKind::Limit, "pickle needs more than " + std::to_string(memory_budget_) +
+                                 " bytes of memory for its objects (" +
+                                 std::to_string(lim_.memory_per_input_byte) + " per byte of the " +
+                                 std::to_string(cfg_.input_bytes) + "-byte input plus " +
+                                 std::to_string(lim_.memory_allowance) + "; a memory amplification attack?)");
   }
   static std::uint64_t budget(const Limits& lim, std::uint64_t input_bytes) {
     std::uint64_t per_input;
@@ -370,12 +374,12 @@ class Machine {
   void charge(std::uint64_t values) {
     charged_ += values;
     if (nodes_ + charged_ > lim_.max_values)
-      fail("pickle creates more than " + std::to_string(lim_.max_values) +
-           " objects (limit; copies of strings, keys and shapes count by size)");
+      fail(ErrorKind::Limit, "pickle creates more than " + std::to_string(lim_.max_values) +
+                                 " objects (limit; copies of strings, keys and shapes count by size)");
     if (charged_ > copy_budget())
-      fail("pickle copies memoized data worth " + std::to_string(charged_) + " values, more than " +
-           std::to_string(kCopyFactor) + " times the " + std::to_string(nodes_) +
-           " objects it creates (an amplification attack?)");
+      fail(ErrorKind::Limit, "pickle copies memoized data worth " + std::to_string(charged_) +
+                                 " values, more than " + std::to_string(kCopyFactor) + " times the " +
+                                 std::to_string(nodes_) + " objects it creates (an amplification attack?)");
   }
   void push(NodeP n) {
     account(kSlotBytes);
@@ -383,18 +387,19 @@ class Machine {
   }
   NodeP pop() {
     if (stack_.size() <= floor())
-      fail(marks_.empty() ? "pickle stack underflow" : "pickle stack underflow: value expected above a MARK");
+      fail(ErrorKind::Corrupt,
+           marks_.empty() ? "pickle stack underflow" : "pickle stack underflow: value expected above a MARK");
     NodeP n = std::move(stack_.back());
     stack_.pop_back();
     return n;
   }
   NodeP& top() {
-    if (stack_.size() <= floor()) fail("pickle stack underflow");
+    if (stack_.size() <= floor()) fail(ErrorKind::Corrupt, "pickle stack underflow");
     return stack_.back();
   }
   std::size_t floor() const { return marks_.empty() ? 0 : marks_.back(); }
   std::vector<NodeP> pop_mark() {
-    if (marks_.empty()) fail("opcode needs a MARK but none is open");
+    if (marks_.empty()) fail(ErrorKind::Corrupt, "opcode needs a MARK but none is open");
     const std::size_t m = marks_.back();
     marks_.pop_back();
     std::vector<NodeP> items(stack_.begin() + static_cast<std::ptrdiff_t>(m), stack_.end());
@@ -412,26 +417,29 @@ class Machine {
       return Key(*s);
     }
     if (auto* i = as<Int>(k)) {
-      if (!i->fits_int64()) fail("dict key " + i->to_string() + " does not fit in 64 bits");
+      if (!i->fits_int64())
+        fail(ErrorKind::Refused, "dict key " + i->to_string() + " does not fit in 64 bits");
       return Key(i->to_int64());
     }
-    fail(std::string("unsupported dict key of type ") + node_kind(*k) +
-         " (only str and int keys are supported)");
+    fail(ErrorKind::Refused, std::string("unsupported dict key of type ") + node_kind(*k) +
+                                 " (only str and int keys are supported)");
   }
   std::int64_t int_of(const NodeP& n, const char* what) {
     auto* i = as<Int>(n);
-    if (!i) fail(std::string(what) + " must be an int, found a " + node_kind(*n));
-    if (!i->fits_int64()) fail(std::string(what) + " " + i->to_string() + " does not fit in 64 bits");
+    if (!i) fail(ErrorKind::Corrupt, std::string(what) + " must be an int, found a " + node_kind(*n));
+    if (!i->fits_int64())
+      fail(ErrorKind::Corrupt, std::string(what) + " " + i->to_string() + " does not fit in 64 bits");
     return i->to_int64();
   }
   bool bool_of(const NodeP& n, const char* what) {
     if (auto* b = as<bool>(n)) return *b;
     if (auto* i = as<Int>(n)) return i->fits_int64() && i->to_int64() != 0;  // old pickles used ints
-    fail(std::string(what) + " must be a bool, found a " + node_kind(*n));
+    fail(ErrorKind::Corrupt, std::string(what) + " must be a bool, found a " + node_kind(*n));
   }
   Shape int_tuple(const NodeP& n, const char* what) {
     auto* t = as<TupleObj>(n);
-    if (!t) fail(std::string(what) + " must be a tuple of ints, found a " + node_kind(*n));
+    if (!t)
+      fail(ErrorKind::Corrupt, std::string(what) + " must be a tuple of ints, found a " + node_kind(*n));
     charge(t->items.size());  // copied into a Shape, once per (memoized, reusable) tuple use
     Shape out;
     out.reserve(t->items.size());
@@ -456,15 +464,16 @@ class Machine {
     std::uint64_t ops = 0;
     while (true) {
       op_start_ = pos_;
-      if (pos_ >= n_) fail("truncated pickle: no STOP opcode");
+      if (pos_ >= n_) fail(ErrorKind::Truncated, "truncated pickle: no STOP opcode");
       if (++ops > lim_.max_opcodes)
-        fail("pickle executes more than " + std::to_string(lim_.max_opcodes) + " opcodes");
+        fail(ErrorKind::Limit, "pickle executes more than " + std::to_string(lim_.max_opcodes) + " opcodes");
       const std::uint8_t code = p_[pos_++];
       switch (code) {
         case op::PROTO: {
           const auto v = u8();
           if (v < 2 || v > 5)
-            fail("unsupported pickle protocol " + std::to_string(v) + " (2 to 5 are supported)");
+            fail(ErrorKind::Refused,
+                 "unsupported pickle protocol " + std::to_string(v) + " (2 to 5 are supported)");
           break;
         }
         case op::FRAME:
@@ -503,7 +512,8 @@ class Machine {
         case op::LONG4: {
           const std::uint64_t len = code == op::LONG1 ? uint_le(1) : uint_le(4);
           if (len > 4096)
-            fail("integer of " + std::to_string(len) + " bytes exceeds the limit of 4096 bytes");
+            fail(ErrorKind::Limit,
+                 "integer of " + std::to_string(len) + " bytes exceeds the limit of 4096 bytes");
           auto b = bytes(len);
           account(len);
           push(make(Int::from_le_bytes(reinterpret_cast<const std::uint8_t*>(b.data()), b.size())));
@@ -579,7 +589,9 @@ class Machine {
         case op::APPEND: {
           auto v = pop();
           auto* l = as<ListObj>(top());
-          if (!l) fail(std::string("APPEND onto a ") + node_kind(*top()) + " (only lists accept APPEND)");
+          if (!l)
+            fail(ErrorKind::Corrupt,
+                 std::string("APPEND onto a ") + node_kind(*top()) + " (only lists accept APPEND)");
           account(kSlotBytes);
           l->items.push_back(v);
           break;
@@ -587,7 +599,9 @@ class Machine {
         case op::APPENDS: {
           auto items = pop_mark();
           auto* l = as<ListObj>(top());
-          if (!l) fail(std::string("APPENDS onto a ") + node_kind(*top()) + " (only lists accept APPENDS)");
+          if (!l)
+            fail(ErrorKind::Corrupt,
+                 std::string("APPENDS onto a ") + node_kind(*top()) + " (only lists accept APPENDS)");
           account(kSlotBytes * items.size());
           l->items.insert(l->items.end(), items.begin(), items.end());
           break;
@@ -596,15 +610,19 @@ class Machine {
           auto v = pop();
           auto k = pop();
           auto* d = as<DictObj>(top());
-          if (!d) fail(std::string("SETITEM on a ") + node_kind(*top()) + " (only dicts accept SETITEM)");
+          if (!d)
+            fail(ErrorKind::Corrupt,
+                 std::string("SETITEM on a ") + node_kind(*top()) + " (only dicts accept SETITEM)");
           set_item(*d, k, v);
           break;
         }
         case op::SETITEMS: {
           auto items = pop_mark();
-          if (items.size() % 2) fail("SETITEMS with an odd number of stack items");
+          if (items.size() % 2) fail(ErrorKind::Corrupt, "SETITEMS with an odd number of stack items");
           auto* d = as<DictObj>(top());
-          if (!d) fail(std::string("SETITEMS on a ") + node_kind(*top()) + " (only dicts accept SETITEMS)");
+          if (!d)
+            fail(ErrorKind::Corrupt,
+                 std::string("SETITEMS on a ") + node_kind(*top()) + " (only dicts accept SETITEMS)");
           for (std::size_t i = 0; i < items.size(); i += 2) set_item(*d, items[i], items[i + 1]);
           break;
         }
@@ -634,7 +652,7 @@ class Machine {
           auto module = pop();
           auto* m = as<std::string>(module);
           auto* n = as<std::string>(name);
-          if (!m || !n) fail("STACK_GLOBAL needs two str operands");
+          if (!m || !n) fail(ErrorKind::Corrupt, "STACK_GLOBAL needs two str operands");
           push_global(*m, *n);
           break;
         }
@@ -649,11 +667,11 @@ class Machine {
           auto cls = pop();
           auto* g = as<Global>(cls);
           if (!g || g->id != G::ParameterClass)
-            fail("NEWOBJ is only allowed for torch.nn.Parameter, found " +
-                 (g ? "'" + g->name + "'" : std::string("a ") + node_kind(*cls)));
+            fail(ErrorKind::Refused, "NEWOBJ is only allowed for torch.nn.Parameter, found " +
+                                         (g ? "'" + g->name + "'" : std::string("a ") + node_kind(*cls)));
           auto* t = as<TupleObj>(args);
           if (!t || t->items.empty() || t->items.size() > 2 || !as<TensorObj>(t->items[0]))
-            fail("torch.nn.Parameter(...) needs (tensor[, requires_grad]) arguments");
+            fail(ErrorKind::Corrupt, "torch.nn.Parameter(...) needs (tensor[, requires_grad]) arguments");
           charge(2 * as<TensorObj>(t->items[0])->tensor.dim());  // shape and strides are copied
           TensorObj p = *as<TensorObj>(t->items[0]);
           p.parameter = true;
@@ -717,8 +735,8 @@ class Machine {
     }
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", code);
-    fail(std::string("refused pickle opcode ") + hex + (what.empty() ? "" : " " + what) +
-         ": not part of the checkpoint data subset");
+    fail(ErrorKind::Refused, std::string("refused pickle opcode ") + hex + (what.empty() ? "" : " " + what) +
+                                 ": not part of the checkpoint data subset");
   }
 
   // BINUNICODE is decoded as pickle does (UTF-8, surrogatepass); BINSTRING as torch.load
@@ -726,20 +744,21 @@ class Machine {
   // way, two spellings of one key would be two keys here and one in torch.
   void push_str(std::uint64_t len, bool binstring) {
     if (len > lim_.max_string_bytes)
-      fail("string of " + std::to_string(len) + " bytes exceeds the limit of " +
-           std::to_string(lim_.max_string_bytes) + " bytes");
+      fail(ErrorKind::Limit, "string of " + std::to_string(len) + " bytes exceeds the limit of " +
+                                 std::to_string(lim_.max_string_bytes) + " bytes");
     const auto b = bytes(len);
     if (const auto bad = sgckpt::detail::utf8_first_invalid(b, !binstring); bad != std::string_view::npos)
-      fail(std::string(binstring ? "BINSTRING" : "BINUNICODE") + " text is not valid UTF-8 (byte " +
-           std::to_string(bad) + " of " + std::to_string(len) + "); torch refuses it");
+      fail(binstring ? ErrorKind::Refused : ErrorKind::Corrupt,
+           std::string(binstring ? "BINSTRING" : "BINUNICODE") + " text is not valid UTF-8 (byte " +
+               std::to_string(bad) + " of " + std::to_string(len) + "); torch refuses it");
     account(len);
     push(make(std::string(b)));
   }
 
   void push_bytes(std::uint64_t len) {
     if (len > lim_.max_string_bytes)
-      fail("bytes of length " + std::to_string(len) + " exceed the limit of " +
-           std::to_string(lim_.max_string_bytes));
+      fail(ErrorKind::Limit, "bytes of length " + std::to_string(len) + " exceed the limit of " +
+                                 std::to_string(lim_.max_string_bytes));
     account(len);
     push(make(Bytes{std::string(bytes(len))}));
   }
@@ -749,22 +768,24 @@ class Machine {
     auto it = memo_.find(idx);
     if (it == memo_.end()) {
       if (memo_.size() >= lim_.max_memo)
-        fail("pickle memo exceeds " + std::to_string(lim_.max_memo) + " entries");
+        fail(ErrorKind::Limit, "pickle memo exceeds " + std::to_string(lim_.max_memo) + " entries");
       account(64);  // a hash table node
     }
     memo_[idx] = v;
   }
   void memo_get(std::uint64_t idx) {
     auto it = memo_.find(idx);
-    if (it == memo_.end()) fail("memo index " + std::to_string(idx) + " read before it was written");
+    if (it == memo_.end())
+      fail(ErrorKind::Corrupt, "memo index " + std::to_string(idx) + " read before it was written");
     push(it->second);
   }
 
   void push_global(const std::string& module, const std::string& name) {
     auto g = lookup_global(module, name);
     if (!g)
-      fail("refused global '" + module + "." + name +
-           "': only tensor, storage and container globals are allowed in checkpoint data");
+      fail(ErrorKind::Refused,
+           "refused global '" + module + "." + name +
+               "': only tensor, storage and container globals are allowed in checkpoint data");
     push(make(std::move(*g)));
   }
 
@@ -772,14 +793,18 @@ class Machine {
   NodeP reduce(const NodeP& callable, const NodeP& args_node) {
     auto* g = as<Global>(callable);
     if (!g)
-      fail(std::string("REDUCE of a ") + node_kind(*callable) + " (only allowed globals can be called)");
+      fail(ErrorKind::Refused,
+           std::string("REDUCE of a ") + node_kind(*callable) + " (only allowed globals can be called)");
     auto* t = as<TupleObj>(args_node);
-    if (!t) fail("REDUCE arguments for '" + g->name + "' must be a tuple, found a " + node_kind(*args_node));
+    if (!t)
+      fail(ErrorKind::Corrupt,
+           "REDUCE arguments for '" + g->name + "' must be a tuple, found a " + node_kind(*args_node));
     auto& a = t->items;
     auto argc = [&](std::size_t lo, std::size_t hi) {
       if (a.size() < lo || a.size() > hi)
-        fail("'" + g->name + "' called with " + std::to_string(a.size()) + " arguments (expects " +
-             std::to_string(lo) + (hi != lo ? " to " + std::to_string(hi) : "") + ")");
+        fail(ErrorKind::Corrupt, "'" + g->name + "' called with " + std::to_string(a.size()) +
+                                     " arguments (expects " + std::to_string(lo) +
+                                     (hi != lo ? " to " + std::to_string(hi) : "") + ")");
     };
     switch (g->id) {
       case G::OrderedDict: {
@@ -794,8 +819,8 @@ class Machine {
         if (a.size() == 1) {
           auto* src = as<DictObj>(a[0]);
           if (!src)
-            fail("collections.Counter(...) argument must be a dict, found a " +
-                 std::string(node_kind(*a[0])));
+            fail(ErrorKind::Corrupt, "collections.Counter(...) argument must be a dict, found a " +
+                                         std::string(node_kind(*a[0])));
           std::uint64_t key_bytes = 0;
           for (auto& kv : src->items) key_bytes += kv.first.is_str() ? kv.first.str().size() : 0;
           charge_reuse(*a[0],
@@ -812,9 +837,10 @@ class Machine {
         argc(2, 2);
         auto* text = as<std::string>(a[0]);
         auto* enc = as<std::string>(a[1]);
-        if (!text || !enc) fail("_codecs.encode needs (str, str) arguments");
+        if (!text || !enc) fail(ErrorKind::Corrupt, "_codecs.encode needs (str, str) arguments");
         if (*enc != "latin1" && *enc != "latin-1" && *enc != "iso-8859-1")
-          fail("_codecs.encode with encoding '" + *enc + "' (only latin1 is used for bytes)");
+          fail(ErrorKind::Refused,
+               "_codecs.encode with encoding '" + *enc + "' (only latin1 is used for bytes)");
         charge_reuse(*a[0], text->size() / kBytesPerValue);  // a new bytes object per call
         return make(Bytes{utf8_to_latin1(*text)});
       }
@@ -840,7 +866,8 @@ class Machine {
       case G::RebuildTensorV3: {
         argc(7, 8);
         auto* d = as<Global>(a[6]);
-        if (!d || d->id != G::DTypeObject) fail("_rebuild_tensor_v3 needs a dtype as its 7th argument");
+        if (!d || d->id != G::DTypeObject)
+          fail(ErrorKind::Corrupt, "_rebuild_tensor_v3 needs a dtype as its 7th argument");
         if (a.size() == 8) check_metadata(a[7]);
         return rebuild_tensor(a[0], a[1], a[2], a[3], d->dtype, bool_of(a[4], "requires_grad"));
       }
@@ -851,7 +878,9 @@ class Machine {
         else
           argc(4, 4);
         auto* data = as<TensorObj>(a[0]);
-        if (!data) fail("'" + g->name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
+        if (!data)
+          fail(ErrorKind::Corrupt,
+               "'" + g->name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
         if (a.size() == 4) require_empty_state(a[3], g->name);
         charge(2 * data->tensor.dim());  // shape and strides are copied
         TensorObj p = *data;
@@ -868,22 +897,22 @@ class Machine {
         argc(4, 4);
         auto* fn = as<Global>(a[0]);
         auto* cls = as<Global>(a[1]);
-        if (!fn || !cls) fail("_rebuild_from_type_v2 needs a function and a class");
+        if (!fn || !cls) fail(ErrorKind::Corrupt, "_rebuild_from_type_v2 needs a function and a class");
         if (fn->id != G::RebuildTensor && fn->id != G::RebuildTensorV2 && fn->id != G::RebuildTensorV3)
-          fail(
-              "_rebuild_from_type_v2 must call a tensor rebuild function (torch._utils._rebuild_tensor*), "
-              "not '" +
-              fn->name + "'");
+          fail(ErrorKind::Refused,
+               "_rebuild_from_type_v2 must call a tensor rebuild function (torch._utils._rebuild_tensor*), "
+               "not '" +
+                   fn->name + "'");
         if (cls->id != G::TensorClass && cls->id != G::ParameterClass)
-          fail("_rebuild_from_type_v2 of class '" + cls->name +
-               "' (only torch.Tensor and torch.nn.Parameter)");
+          fail(ErrorKind::Refused, "_rebuild_from_type_v2 of class '" + cls->name +
+                                       "' (only torch.Tensor and torch.nn.Parameter)");
         require_empty_state(a[3], "_rebuild_from_type_v2");
         NodeP r = reduce(a[0], a[2]);
         if (cls->id == G::ParameterClass) as<TensorObj>(r)->parameter = true;
         return r;
       }
       default:
-        fail("'" + g->name + "' cannot be called");
+        fail(ErrorKind::Refused, "'" + g->name + "' cannot be called");
     }
   }
 
@@ -900,7 +929,7 @@ class Machine {
         out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3F)));
         ++i;
       } else {
-        fail("_codecs.encode text is not latin1");
+        fail(ErrorKind::Corrupt, "_codecs.encode text is not latin1");
       }
     }
     return out;
@@ -918,28 +947,33 @@ class Machine {
     if (empty(state)) return;
     if (auto* t = as<TupleObj>(state); t && t->items.size() == 2 && empty(t->items[0]) && empty(t->items[1]))
       return;
-    fail("'" + who +
-         "' with a non-empty state (torch would set it as attributes of the tensor, which can replace "
-         "its data): refused");
+    fail(ErrorKind::Refused,
+         "'" + who +
+             "' with a non-empty state (torch would set it as attributes of the tensor, which can replace "
+             "its data): refused");
   }
 
   void check_metadata(const NodeP& m) {
     if (as<std::monostate>(m)) return;
     auto* d = as<DictObj>(m);
-    if (!d) fail("tensor metadata must be a dict");
+    if (!d) fail(ErrorKind::Corrupt, "tensor metadata must be a dict");
     for (auto& [k, v] : d->items) {
       auto* b = as<bool>(v);
       if (b && !*b) continue;
-      fail("tensor metadata '" + k.to_string() + "' (conjugate/negative views) is not supported");
+      fail(ErrorKind::Refused,
+           "tensor metadata '" + k.to_string() + "' (conjugate/negative views) is not supported");
     }
   }
 
   NodeP rebuild_tensor(const NodeP& storage, const NodeP& offset, const NodeP& size, const NodeP& stride,
                        std::optional<DType> dtype, bool requires_grad) {
     auto* s = as<StorageObj>(storage);
-    if (!s) fail(std::string("tensor rebuild needs a storage, found a ") + node_kind(*storage));
+    if (!s)
+      fail(ErrorKind::Corrupt, std::string("tensor rebuild needs a storage, found a ") + node_kind(*storage));
     if (!dtype) {
-      if (!s->dtype) fail("tensor rebuild from an UntypedStorage needs _rebuild_tensor_v3 and a dtype");
+      if (!s->dtype)
+        fail(ErrorKind::Corrupt,
+             "tensor rebuild from an UntypedStorage needs _rebuild_tensor_v3 and a dtype");
       dtype = s->dtype;
     }
     const std::int64_t off = int_of(offset, "storage offset");
@@ -950,22 +984,24 @@ class Machine {
                   false};
       return make(std::move(t));
     } catch (const Error& e) {
-      fail(e.message() + " (storage '" + s->key + "')");
+      fail(e.kind() == ErrorKind::Usage ? ErrorKind::Corrupt : e.kind(),
+           e.message() + " (storage '" + s->key + "')");
     }
   }
 
   void build(const NodeP& target, const NodeP& state) {
     if (auto* d = as<DictObj>(target)) {
-      if (d->kind != DictKind::OrderedDict) fail("BUILD on a plain dict is not allowed");
+      if (d->kind != DictKind::OrderedDict) fail(ErrorKind::Refused, "BUILD on a plain dict is not allowed");
       auto* st = as<DictObj>(state);
       if (!st)
-        fail(std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
+        fail(ErrorKind::Corrupt,
+             std::string("BUILD state for an OrderedDict must be a dict, found a ") + node_kind(*state));
       // Indexed by name: a linear search per item made one BUILD of n attributes O(n^2)
       // (100k names in a 1.2 MB file ran for minutes). Each BUILD is charged its items, as a
       // memoized state dict can be BUILT again and again for 2 bytes each.
       charge_reuse(*state, st->items.size());
       for (auto& [k, v] : st->items) {
-        if (!k.is_str()) fail("OrderedDict attribute names must be str");
+        if (!k.is_str()) fail(ErrorKind::Corrupt, "OrderedDict attribute names must be str");
         auto [it, inserted] = d->attr_index.try_emplace(k.str(), d->attrs.size());
         if (inserted) {
           charge(2 * k.str().size() / kBytesPerValue);
@@ -981,54 +1017,56 @@ class Machine {
       // torch's loaders call tensor.set_(*state) or Parameter.__setstate__(state), which replace
       // the data: this reader would keep other weights than torch shows. torch itself never
       // writes it (tensors and Parameters rebuild through torch._utils).
-      fail("BUILD on a tensor (torch would replace its data with the state): refused");
-    fail(std::string("BUILD on a ") + node_kind(*target) + " is not allowed");
+      fail(ErrorKind::Refused, "BUILD on a tensor (torch would replace its data with the state): refused");
+    fail(ErrorKind::Refused, std::string("BUILD on a ") + node_kind(*target) + " is not allowed");
   }
 
   NodeP persistent(const NodeP& pid) {
     auto* t = as<TupleObj>(pid);
-    if (!t) fail(std::string("persistent id must be a tuple, found a ") + node_kind(*pid));
+    if (!t)
+      fail(ErrorKind::Corrupt, std::string("persistent id must be a tuple, found a ") + node_kind(*pid));
     auto& a = t->items;
     const std::size_t arity = cfg_.legacy ? 6 : 5;
     if (a.empty() || !as<std::string>(a[0]) || *as<std::string>(a[0]) != "storage") {
       if (!a.empty() && as<std::string>(a[0]) && *as<std::string>(a[0]) == "module")
-        fail(
-            "the checkpoint pickles a whole nn.Module (persistent id 'module'); only state_dicts can be "
-            "read");
-      fail("persistent id is not a ('storage', ...) tuple");
+        fail(ErrorKind::Refused,
+             "the checkpoint pickles a whole nn.Module (persistent id 'module'); only state_dicts can be "
+             "read");
+      fail(ErrorKind::Corrupt, "persistent id is not a ('storage', ...) tuple");
     }
     if (a.size() != arity)
-      fail("storage persistent id has " + std::to_string(a.size()) + " fields (expected " +
-           std::to_string(arity) + ")");
+      fail(ErrorKind::Corrupt, "storage persistent id has " + std::to_string(a.size()) +
+                                   " fields (expected " + std::to_string(arity) + ")");
     auto* cls = as<Global>(a[1]);
     if (!cls || (cls->id != G::StorageClass && cls->id != G::UntypedStorage))
-      fail("storage persistent id names no storage class");
+      fail(ErrorKind::Corrupt, "storage persistent id names no storage class");
     auto* key = as<std::string>(a[2]);
     if (!key) {
       if (auto* ik = as<Int>(a[2])) {  // tolerate int keys: treat them as their decimal text
         a[2] = make(ik->to_string());
         key = as<std::string>(a[2]);
       } else {
-        fail("storage key must be a str");
+        fail(ErrorKind::Corrupt, "storage key must be a str");
       }
     }
     auto* loc = as<std::string>(a[3]);
-    if (!loc) fail("storage location must be a str");
+    if (!loc) fail(ErrorKind::Corrupt, "storage location must be a str");
     const std::int64_t numel = int_of(a[4], "storage size");
-    if (numel < 0) fail("negative storage size " + std::to_string(numel));
+    if (numel < 0) fail(ErrorKind::Corrupt, "negative storage size " + std::to_string(numel));
     std::optional<DType> dtype;
     if (cls->id == G::StorageClass) dtype = cls->dtype;
     const std::size_t isz = dtype ? itemsize(*dtype) : 1;
     std::uint64_t nbytes;
     if (sgckpt::detail::mul_overflows(static_cast<std::uint64_t>(numel), isz, nbytes))
-      fail("storage '" + *key + "' size overflows 64 bits");
+      fail(ErrorKind::Limit, "storage '" + *key + "' size overflows 64 bits");
 
     NodeP base;
     if (auto it = storages_.find(*key); it != storages_.end()) {
       auto& s = *as<StorageObj>(it->second);
       if (s.dtype != dtype || s.numel != static_cast<std::uint64_t>(numel))
-        fail("storage '" + *key + "' is declared twice with different types or sizes (" +
-             describe(s.dtype, s.numel) + " and " + describe(dtype, static_cast<std::uint64_t>(numel)) + ")");
+        fail(ErrorKind::Refused, "storage '" + *key + "' is declared twice with different types or sizes (" +
+                                     describe(s.dtype, s.numel) + " and " +
+                                     describe(dtype, static_cast<std::uint64_t>(numel)) + ")");
       base = it->second;
     } else {
       StorageRequest req{*key, dtype, static_cast<std::uint64_t>(numel), nbytes, *loc};
@@ -1036,9 +1074,11 @@ class Machine {
       try {
         st = resolver_(req);
       } catch (const Error& e) {
-        throw Error(e.message(), ErrorContext::at_offset(op_start_)).with_record(e.context().record);
+        throw Error(e.kind(), e.message(), ErrorContext::at_offset(op_start_))
+            .with_record(e.context().record);
       }
-      if (!st || st->nbytes() != nbytes) fail("storage '" + *key + "' has the wrong size");
+      if (!st || st->nbytes() != nbytes)
+        fail(ErrorKind::Corrupt, "storage '" + *key + "' has the wrong size");
       base = make(StorageObj{std::move(st), dtype, static_cast<std::uint64_t>(numel), *key});
       storages_.emplace(*key, base);
     }
@@ -1047,7 +1087,7 @@ class Machine {
     // Legacy view metadata: (view_key, offset, size) selects a slice of the storage.
     auto* vm = as<TupleObj>(a[5]);
     if (!vm || vm->items.size() != 3 || !as<std::string>(vm->items[0]))
-      fail("legacy storage view metadata must be (str, int, int)");
+      fail(ErrorKind::Corrupt, "legacy storage view metadata must be (str, int, int)");
     const std::string& vkey = *as<std::string>(vm->items[0]);
     const std::int64_t voff = int_of(vm->items[1], "storage view offset");
     const std::int64_t vsize = int_of(vm->items[2], "storage view size");
@@ -1055,8 +1095,9 @@ class Machine {
     auto& bs = *as<StorageObj>(base);
     if (voff < 0 || vsize < 0 || static_cast<std::uint64_t>(voff) > bs.numel ||
         static_cast<std::uint64_t>(vsize) > bs.numel - static_cast<std::uint64_t>(voff))
-      fail("legacy storage view [" + std::to_string(voff) + ", +" + std::to_string(vsize) +
-           ") lies outside storage '" + *key + "' of " + std::to_string(bs.numel) + " elements");
+      fail(ErrorKind::Corrupt, "legacy storage view [" + std::to_string(voff) + ", +" +
+                                   std::to_string(vsize) + ") lies outside storage '" + *key + "' of " +
+                                   std::to_string(bs.numel) + " elements");
     auto view = Storage::view(bs.storage, bs.storage->data() + static_cast<std::size_t>(voff) * isz,
                               static_cast<std::size_t>(vsize) * isz);
     NodeP vn = make(StorageObj{std::move(view), dtype, static_cast<std::uint64_t>(vsize), vkey});
@@ -1076,7 +1117,8 @@ class Machine {
   Value convert(Node& n, std::uint32_t depth) {
     const std::string& path = path_.str();
     if (depth > lim_.max_depth)
-      throw Error("containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
+      throw Error(ErrorKind::Limit,
+                  "containers nested deeper than " + std::to_string(lim_.max_depth) + " levels",
                   ErrorContext::at_key(path));
     // A shared node is converted each time it is reached. Every value, and its key path by
     // length, counts toward max_values. Copies count toward the amplification budget
@@ -1103,17 +1145,21 @@ class Machine {
     }
     out_values_ += base + size_cost;
     if (out_values_ > lim_.max_values)
-      throw Error("checkpoint expands to more than " + std::to_string(lim_.max_values) +
+      throw Error(ErrorKind::Limit,
+                  "checkpoint expands to more than " + std::to_string(lim_.max_values) +
                       " values (limit; shared containers are copied, strings count by size)",
                   ErrorContext::at_key(path));
     const bool copy_starts = again && container;
     copies_ += size_cost + (in_copy_ > 0 || copy_starts ? base : 0);
     if (copies_ > copy_budget())
-      throw Error("checkpoint expands to " + std::to_string(out_values_) + " values, " +
+      throw Error(ErrorKind::Limit,
+                  "checkpoint expands to " + std::to_string(out_values_) + " values, " +
                       std::to_string(copies_) + " of them copies of shared data, from only " +
                       std::to_string(nodes_) + " pickled objects (a billion-laughs amplification attack?)",
                   ErrorContext::at_key(path));
-    if (n.on_path) throw Error("the object contains itself (reference cycle)", ErrorContext::at_key(path));
+    if (n.on_path)
+      throw Error(ErrorKind::Refused, "the object contains itself (reference cycle)",
+                  ErrorContext::at_key(path));
     struct Guard {
       Node& n;
       std::uint32_t& in_copy;
@@ -1180,7 +1226,8 @@ class Machine {
       case NodeKind::Global:
         break;
     }
-    throw Error("a bare global '" + as<Global>(&n)->name + "' cannot be represented as checkpoint data",
+    throw Error(ErrorKind::Refused,
+                "a bare global '" + as<Global>(&n)->name + "' cannot be represented as checkpoint data",
                 ErrorContext::at_key(path));
   }
 

@@ -27,6 +27,7 @@
 
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
+#include "sgckpt/detail/little_endian.hpp"
 #include "sgckpt/io/pickle_ops.hpp"
 
 namespace sgckpt::pickle {
@@ -58,16 +59,14 @@ class Writer {
 
  private:
   void emit(std::uint8_t b) { out_.push_back(b); }
-  void emit_le(std::uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-  }
+  void emit_le(std::uint64_t v, int n) { sgckpt::detail::append_le(out_, v, static_cast<std::size_t>(n)); }
   void emit_bytes(const void* p, std::size_t n) {
     auto* b = static_cast<const std::uint8_t*>(p);
     out_.insert(out_.end(), b, b + n);
   }
 
   void str(std::string_view s) {
-    if (s.size() > 0xFFFFFFFFu) throw Error("string longer than 4 GiB cannot be pickled");
+    if (s.size() > 0xFFFFFFFFu) throw Error(ErrorKind::Limit, "string longer than 4 GiB cannot be pickled");
     if (memo_get(str_memo_, s)) return;
     emit(op::BINUNICODE);
     emit_le(s.size(), 4);
@@ -132,7 +131,8 @@ class Writer {
     }
     const auto bytes = i.to_le_bytes();
     if (bytes.size() > 255)
-      throw Error("integer of " + std::to_string(bytes.size()) + " bytes is too large to write", at_path());
+      throw Error(ErrorKind::Limit,
+                  "integer of " + std::to_string(bytes.size()) + " bytes is too large to write", at_path());
     emit(op::LONG1);
     emit(static_cast<std::uint8_t>(bytes.size()));
     emit_bytes(bytes.data(), bytes.size());
@@ -173,7 +173,8 @@ class Writer {
     if (auto it = keys_.find(storage.get()); it != keys_.end()) {
       const auto& rec = storages_[it->second];
       if (rec.dtype != t.dtype())
-        throw Error("cannot save tensors that view the same storage as different dtypes (" +
+        throw Error(ErrorKind::Refused,
+                    "cannot save tensors that view the same storage as different dtypes (" +
                         std::string(name(rec.dtype)) + " and " + std::string(di.name) + ")",
                     at_path());
       key = rec.key;
@@ -277,7 +278,8 @@ class Writer {
   }
 
   void value(const Value& v) {
-    if (++depth_ > 1000) throw Error("containers nested deeper than 1000 levels", at_path());
+    if (++depth_ > 1000)
+      throw Error(ErrorKind::Limit, "containers nested deeper than 1000 levels", at_path());
     switch (v.kind()) {
       case Kind::None:
         emit(op::NONE);

@@ -102,7 +102,7 @@ inline std::uint64_t parse_version(std::span<const std::byte> rec) {
     if (c < '0' || c > '9') break;
     v = v * 10 + (c - '0');
   }
-  if (i == 0) throw Error("the version record does not start with a number");
+  if (i == 0) throw Error(ErrorKind::Corrupt, "the version record does not start with a number");
   return v;
 }
 
@@ -113,24 +113,28 @@ inline void check_version(const ZipReader& zip, const std::string& prefix, const
                           const std::string& label) {
   auto read_version = [&](const ZipEntry& e) {
     if (e.size > 64)
-      throw Error("the version record is " + std::to_string(e.size) + " bytes long", {label, e.name, {}, {}});
+      throw Error(ErrorKind::Corrupt, "the version record is " + std::to_string(e.size) + " bytes long",
+                  {label, e.name, {}, {}});
     try {
       return parse_version(zip.read(e, opt.verify_crc));
     } catch (const Error& err) {
-      throw Error(err.message(), {label, e.name, 0, {}});
+      throw Error(err.kind(), err.message(), {label, e.name, 0, {}});
     }
   };
   const ZipEntry* top = zip.find(prefix + "version");
   const ZipEntry* data = zip.find(prefix + ".data/version");
   if (!top && !data)
-    throw Error("the archive has no version record ('" + prefix + "version')", {label, {}, {}, {}});
+    throw Error(ErrorKind::Corrupt, "the archive has no version record ('" + prefix + "version')",
+                {label, {}, {}, {}});
   const ZipEntry* used = data ? data : top;
   const std::uint64_t v = read_version(*used);
   if (top && data && read_version(*top) != v)
-    throw Error("the version records '" + top->name + "' and '" + data->name + "' disagree",
+    throw Error(ErrorKind::Refused,
+                "the version records '" + top->name + "' and '" + data->name + "' disagree",
                 {label, data->name, 0, {}});
   if (v < 1 || v > 10)
-    throw Error("unsupported file format version " + std::to_string(v) + " (torch reads 1 to 10)",
+    throw Error(ErrorKind::Refused,
+                "unsupported file format version " + std::to_string(v) + " (torch reads 1 to 10)",
                 {label, used->name, 0, {}});
 }
 
@@ -142,7 +146,8 @@ inline void check_storage_alignment(const ZipReader& zip, const std::string& pre
   const ZipEntry* e = zip.find(prefix + ".storage_alignment");
   if (!e) return;
   if (e->size > 20)
-    throw Error("the .storage_alignment record is " + std::to_string(e->size) + " bytes long",
+    throw Error(ErrorKind::Corrupt,
+                "the .storage_alignment record is " + std::to_string(e->size) + " bytes long",
                 {label, e->name, 0, {}});
   const auto rec = zip.read(*e, opt.verify_crc);
   // What Python's int() takes from torch's str(alignment): digits, maybe with surrounding space.
@@ -153,7 +158,8 @@ inline void check_storage_alignment(const ZipReader& zip, const std::string& pre
   std::size_t digits = i;
   while (digits < end && std::isdigit(at(digits))) ++digits;
   if (i == end || digits != end)
-    throw Error("the .storage_alignment record is not a decimal number", {label, e->name, 0, {}});
+    throw Error(ErrorKind::Corrupt, "the .storage_alignment record is not a decimal number",
+                {label, e->name, 0, {}});
 }
 
 inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
@@ -163,14 +169,15 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
   const std::string prefix = root + "/";
   for (const auto& e : zip.entries()) {
     if (e.name.compare(0, prefix.size(), prefix) != 0)
-      throw Error("zip entry '" + e.name + "' lies outside the archive root '" + prefix + "'",
+      throw Error(ErrorKind::Corrupt,
+                  "zip entry '" + e.name + "' lies outside the archive root '" + prefix + "'",
                   {label, e.name, {}, {}});
   }
   if (zip.find(prefix + "constants.pkl"))
-    throw Error(
-        "this is a TorchScript archive (it has constants.pkl); load it with torch.jit.load, not as a "
-        "checkpoint",
-        {label, prefix + "constants.pkl", {}, {}});
+    throw Error(ErrorKind::Refused,
+                "this is a TorchScript archive (it has constants.pkl); load it with torch.jit.load, not as a "
+                "checkpoint",
+                {label, prefix + "constants.pkl", {}, {}});
 
   auto read_small = [&](const ZipEntry& e) { return zip.read(e, opt.verify_crc); };
 
@@ -179,19 +186,24 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
 
   bool big_endian = false;
   if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
-    if (bo->size > 16) throw Error("the byteorder record is too long", {label, bo->name, {}, {}});
+    if (bo->size > 16)
+      throw Error(ErrorKind::Corrupt, "the byteorder record is too long", {label, bo->name, {}, {}});
     const auto rec = read_small(*bo);
     const std::string s(reinterpret_cast<const char*>(rec.data()), rec.size());
     if (s == "big")
       big_endian = true;
     else if (s != "little")
-      throw Error("unknown byte order '" + s + "' (expected 'little' or 'big')", {label, bo->name, 0, {}});
+      throw Error(ErrorKind::Corrupt, "unknown byte order '" + s + "' (expected 'little' or 'big')",
+                  {label, bo->name, 0, {}});
   }
 
   const ZipEntry* pkl = zip.find(prefix + "data.pkl");
-  if (!pkl) throw Error("the archive has no '" + prefix + "data.pkl' record", {label, {}, {}, {}});
+  if (!pkl)
+    throw Error(ErrorKind::Corrupt, "the archive has no '" + prefix + "data.pkl' record",
+                {label, {}, {}, {}});
   if (pkl->size > opt.limits.max_pickle_bytes)
-    throw Error("data.pkl of " + std::to_string(pkl->size) + " bytes exceeds the limit of " +
+    throw Error(ErrorKind::Limit,
+                "data.pkl of " + std::to_string(pkl->size) + " bytes exceeds the limit of " +
                     std::to_string(opt.limits.max_pickle_bytes) + " bytes",
                 {label, pkl->name, {}, {}});
   const std::vector<std::byte> pickle_bytes = read_small(*pkl);
@@ -200,9 +212,11 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
     const std::string name = prefix + "data/" + req.key;
     const ZipEntry* e = zip.find(name);
     if (!e)
-      throw Error("storage record '" + name + "' is missing from the archive", {label, pkl->name, {}, {}});
+      throw Error(ErrorKind::Corrupt, "storage record '" + name + "' is missing from the archive",
+                  {label, pkl->name, {}, {}});
     if (e->size != req.nbytes)
-      throw Error("storage record '" + name + "' holds " + std::to_string(e->size) +
+      throw Error(ErrorKind::Corrupt,
+                  "storage record '" + name + "' holds " + std::to_string(e->size) +
                       " bytes but its tensor needs " + std::to_string(req.nbytes) + " (" +
                       std::to_string(req.numel) + " elements)",
                   {label, name, {}, {}});
@@ -221,8 +235,9 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
         std::uint32_t crc = 0;
         s = copy_record(src, opt.verify_crc ? &crc : nullptr);
         if (opt.verify_crc && crc != e->crc32)
-          throw Error("CRC-32 mismatch: the record's data is corrupt (computed " + std::to_string(crc) +
-                      ", stored " + std::to_string(e->crc32) + ")");
+          throw Error(ErrorKind::Corrupt, "CRC-32 mismatch: the record's data is corrupt (computed " +
+                                              std::to_string(crc) + ", stored " + std::to_string(e->crc32) +
+                                              ")");
       } else {
         zip.check_inflated_size(*e);
         s = Storage::allocate(static_cast<std::size_t>(e->size));
@@ -247,7 +262,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
 
 inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& opt, const std::string& label) {
   auto no_storage = [](const pickle::StorageRequest&) -> std::shared_ptr<Storage> {
-    throw Error("unexpected storage in a legacy header pickle");
+    throw Error(ErrorKind::Corrupt, "unexpected storage in a legacy header pickle");
   };
   std::size_t pos = 0;
   auto next_pickle = [&](const pickle::StorageResolver& r, bool legacy_ids, const char* what) {
@@ -261,24 +276,25 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
       ErrorContext c = e.context();
       if (c.offset) c.offset = *c.offset + pos;
       c.file = label;
-      throw Error(std::string("legacy ") + what + ": " + e.message(), c);
+      throw Error(e.kind(), std::string("legacy ") + what + ": " + e.message(), c);
     }
   };
 
   const Value magic = next_pickle(no_storage, false, "magic number");
   static constexpr std::uint8_t kMagic[] = {0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19};
   if (!magic.is_int() || !(magic.as_big_int() == Int::from_le_bytes(kMagic, sizeof kMagic)))
-    throw Error("invalid magic number in a legacy torch file", {label, {}, 0, {}});
+    throw Error(ErrorKind::Corrupt, "invalid magic number in a legacy torch file", {label, {}, 0, {}});
   const std::size_t proto_at = pos;
   const Value protocol = next_pickle(no_storage, false, "protocol version");
   if (!protocol.is_int() || protocol.as_big_int() != Int(1001))
-    throw Error("unsupported legacy protocol version (expected 1001)", {label, {}, proto_at, {}});
+    throw Error(ErrorKind::Refused, "unsupported legacy protocol version (expected 1001)",
+                {label, {}, proto_at, {}});
   const std::size_t info_at = pos;
   const Value sys_info = next_pickle(no_storage, false, "system info");
   if (!sys_info.is_dict() || !sys_info.contains("little_endian") || !sys_info.at("little_endian").is_bool())
-    throw Error("malformed legacy system info", {label, {}, info_at, {}});
+    throw Error(ErrorKind::Corrupt, "malformed legacy system info", {label, {}, info_at, {}});
   if (!sys_info.at("little_endian").as_bool())
-    throw Error("big-endian legacy files are not supported", {label, {}, info_at, {}});
+    throw Error(ErrorKind::Refused, "big-endian legacy files are not supported", {label, {}, info_at, {}});
 
   // Storages are declared by the object pickle and filled from the data that follows it.
   struct Pending {
@@ -291,8 +307,8 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
   auto declare = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
     // Every storage's bytes must follow in the file, so the file size bounds the allocation.
     if (detail::add_overflows(declared, req.nbytes, declared) || declared > bytes.size())
-      throw Error("legacy storages declare more bytes than the file holds (" + std::to_string(bytes.size()) +
-                  ")");
+      throw Error(ErrorKind::Truncated, "legacy storages declare more bytes than the file holds (" +
+                                            std::to_string(bytes.size()) + ")");
     auto s = Storage::zeros(static_cast<std::size_t>(req.nbytes));
     pending.emplace(req.key, Pending{s, req.dtype ? itemsize(*req.dtype) : 1, req.numel});
     return s;
@@ -300,30 +316,37 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
   Value result = next_pickle(declare, true, "object pickle");
   const std::size_t keys_at = pos;
   const Value keys = next_pickle(no_storage, false, "storage key list");
-  if (!keys.is_list()) throw Error("legacy storage key list is not a list", {label, {}, keys_at, {}});
+  if (!keys.is_list())
+    throw Error(ErrorKind::Corrupt, "legacy storage key list is not a list", {label, {}, keys_at, {}});
   for (const auto& k : keys.items()) {
-    if (!k.is_str()) throw Error("legacy storage key is not a str", {label, {}, keys_at, {}});
+    if (!k.is_str())
+      throw Error(ErrorKind::Corrupt, "legacy storage key is not a str", {label, {}, keys_at, {}});
     auto it = pending.find(k.as_str());
     if (it == pending.end())
-      throw Error("legacy storage '" + k.as_str() + "' has data but no tensor uses it", {label, {}, pos, {}});
-    if (bytes.size() - pos < 8) throw Error("truncated legacy storage header", {label, {}, pos, {}});
+      throw Error(ErrorKind::Corrupt, "legacy storage '" + k.as_str() + "' has data but no tensor uses it",
+                  {label, {}, pos, {}});
+    if (bytes.size() - pos < 8)
+      throw Error(ErrorKind::Truncated, "truncated legacy storage header", {label, {}, pos, {}});
     std::uint64_t numel = 0;
     for (int i = 0; i < 8; ++i) numel |= std::uint64_t{static_cast<unsigned char>(bytes[pos + i])} << (8 * i);
     if (numel != it->second.numel)
-      throw Error("legacy storage '" + k.as_str() + "' says " + std::to_string(numel) +
+      throw Error(ErrorKind::Corrupt,
+                  "legacy storage '" + k.as_str() + "' says " + std::to_string(numel) +
                       " elements, its tensors " + std::to_string(it->second.numel),
                   {label, {}, pos, {}});
     pos += 8;
     const std::size_t n = it->second.storage->nbytes();
     if (bytes.size() - pos < n)
-      throw Error("truncated legacy storage '" + k.as_str() + "' (" + std::to_string(n) + " bytes needed)",
+      throw Error(ErrorKind::Truncated,
+                  "truncated legacy storage '" + k.as_str() + "' (" + std::to_string(n) + " bytes needed)",
                   {label, {}, pos, {}});
     if (n) std::memcpy(it->second.storage->mutable_data(), bytes.data() + pos, n);
     pos += n;
     pending.erase(it);
   }
   if (!pending.empty())
-    throw Error("legacy storage '" + pending.begin()->first + "' is used by a tensor but has no data",
+    throw Error(ErrorKind::Corrupt,
+                "legacy storage '" + pending.begin()->first + "' is used by a tensor but has no data",
                 {label, {}, pos, {}});
   return result;
 }
@@ -336,13 +359,14 @@ inline Value load_bytes(std::span<const std::byte> bytes, std::shared_ptr<const 
     case FileFormat::Legacy:
       return load_legacy(bytes, opt, label);
     case FileFormat::Tar:
-      throw Error("this is a tar archive (the torch < 0.4 format), which is not supported",
+      throw Error(ErrorKind::Refused,
+                  "this is a tar archive (the torch < 0.4 format), which is not supported",
                   {label, {}, 0, {}});
     case FileFormat::Unknown:
       break;
   }
-  if (bytes.empty()) throw Error("the file is empty", {label, {}, 0, {}});
-  throw Error("not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream",
+  if (bytes.empty()) throw Error(ErrorKind::Truncated, "the file is empty", {label, {}, 0, {}});
+  throw Error(ErrorKind::Corrupt, "not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream",
               {label, {}, 0, {}});
 }
 

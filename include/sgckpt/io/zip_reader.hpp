@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/detail/little_endian.hpp"
 #include "sgckpt/io/crc32.hpp"
 #include "sgckpt/io/options.hpp"
 
@@ -42,13 +43,13 @@ namespace detail {
 
 // Little-endian loads; callers have bounds-checked the range.
 inline std::uint16_t zip_le16(const std::byte* p) {
-  return static_cast<std::uint16_t>(std::to_integer<unsigned>(p[0]) | std::to_integer<unsigned>(p[1]) << 8);
+  return static_cast<std::uint16_t>(load_le(p, 2));
 }
 inline std::uint32_t zip_le32(const std::byte* p) {
-  return static_cast<std::uint32_t>(zip_le16(p)) | static_cast<std::uint32_t>(zip_le16(p + 2)) << 16;
+  return static_cast<std::uint32_t>(load_le(p, 4));
 }
 inline std::uint64_t zip_le64(const std::byte* p) {
-  return static_cast<std::uint64_t>(zip_le32(p)) | static_cast<std::uint64_t>(zip_le32(p + 4)) << 32;
+  return load_le(p, 8);
 }
 
 inline std::string zip_hex32(std::uint32_t v) {
@@ -102,11 +103,13 @@ class ZipReader {
 
   // torch's rule: the folder of the first central-directory entry, whatever it is called.
   std::string root() const {
-    if (entries_.empty()) fail("zip: the archive has no records, so it has no root folder", 0);
+    if (entries_.empty())
+      fail(ErrorKind::Corrupt, "zip: the archive has no records, so it has no root folder", 0);
     const std::string& first = entries_.front().name;
     const auto slash = first.find('/');
     if (slash == std::string::npos || slash == 0)
-      fail("zip: the first record '" + first +
+      fail(ErrorKind::Corrupt,
+           "zip: the first record '" + first +
                "' is not inside a folder; torch requires every record under '<root>/'",
            entries_.front().header_offset, first);
     return first.substr(0, slash);
@@ -118,13 +121,15 @@ class ZipReader {
     const std::uint64_t h = e.header_offset;
     // Local records live before the central directory; so must the whole payload.
     if (!range_ok(h, detail::kZipLocalSize, cd_offset_))
-      fail("zip: local header of record '" + e.name + "' at byte offset " + std::to_string(h) +
+      fail(ErrorKind::Corrupt,
+           "zip: local header of record '" + e.name + "' at byte offset " + std::to_string(h) +
                " runs past the start of the central directory (byte offset " + std::to_string(cd_offset_) +
                ")",
            h, e.name);
     const std::byte* p = archive_.data() + h;
     if (detail::zip_le32(p) != detail::kZipLocalSig)
-      fail("zip: no local header signature at byte offset " + std::to_string(h) + " where record '" + e.name +
+      fail(ErrorKind::Corrupt,
+           "zip: no local header signature at byte offset " + std::to_string(h) + " where record '" + e.name +
                "' should start",
            h, e.name);
     const std::uint16_t flags = detail::zip_le16(p + 6);
@@ -134,23 +139,28 @@ class ZipReader {
     const std::uint64_t name_at = h + detail::kZipLocalSize;
     const std::uint64_t data_at = name_at + name_len + extra_len;  // < 2^64: h < 2^63 here
     if (data_at > cd_offset_)
-      fail("zip: local header of record '" + e.name + "' at byte offset " + std::to_string(h) +
+      fail(ErrorKind::Corrupt,
+           "zip: local header of record '" + e.name + "' at byte offset " + std::to_string(h) +
                " declares a name and extra field running past the start of the central directory (byte "
                "offset " +
                std::to_string(cd_offset_) + ")",
            h, e.name);
     const std::string_view local_name(reinterpret_cast<const char*>(archive_.data() + name_at), name_len);
     if (local_name != e.name)
-      fail("zip: local header at byte offset " + std::to_string(h) + " names '" + std::string(local_name) +
+      fail(ErrorKind::Corrupt,
+           "zip: local header at byte offset " + std::to_string(h) + " names '" + std::string(local_name) +
                "' but the central directory names '" + e.name + "'",
            h, e.name);
-    if (flags & 0x0001) fail("zip: record '" + e.name + "' is encrypted (local header flag)", h, e.name);
+    if (flags & 0x0001)
+      fail(ErrorKind::Refused, "zip: record '" + e.name + "' is encrypted (local header flag)", h, e.name);
     if (method != e.method)
-      fail("zip: local header of record '" + e.name + "' says method " + std::to_string(method) +
+      fail(ErrorKind::Corrupt,
+           "zip: local header of record '" + e.name + "' says method " + std::to_string(method) +
                " but the central directory says " + std::to_string(e.method),
            h, e.name);
     if (!range_ok(data_at, e.compressed_size, cd_offset_))
-      fail("zip: payload of record '" + e.name + "' (" + std::to_string(e.compressed_size) +
+      fail(ErrorKind::Truncated,
+           "zip: payload of record '" + e.name + "' (" + std::to_string(e.compressed_size) +
                " bytes at byte offset " + std::to_string(data_at) +
                ") runs past the start of the central directory (byte offset " + std::to_string(cd_offset_) +
                ")",
@@ -161,13 +171,15 @@ class ZipReader {
   // The payload of a stored record, in place (zero-copy).
   std::span<const std::byte> stored_bytes(const ZipEntry& e) const {
     if (e.method != 0)
-      fail("zip: record '" + e.name + "' is compressed (method " + std::to_string(e.method) +
+      fail(ErrorKind::Usage,
+           "zip: record '" + e.name + "' is compressed (method " + std::to_string(e.method) +
                "), so it cannot be viewed in place; read() inflates it",
            e.header_offset, e.name);
     // Entries of this archive always agree; a caller-made entry might not, and only
     // compressed_size is bounds-checked by data_offset().
     if (e.size != e.compressed_size)
-      fail("zip: stored record '" + e.name + "' has different compressed and uncompressed sizes",
+      fail(ErrorKind::Corrupt,
+           "zip: stored record '" + e.name + "' has different compressed and uncompressed sizes",
            e.header_offset, e.name);
     return archive_.subspan(static_cast<std::size_t>(data_offset(e)), static_cast<std::size_t>(e.size));
   }
@@ -181,7 +193,8 @@ class ZipReader {
       try {
         out.resize(static_cast<std::size_t>(e.size));
       } catch (const std::bad_alloc&) {
-        fail("zip: cannot allocate " + std::to_string(e.size) + " bytes to inflate record '" + e.name + "'",
+        fail(ErrorKind::Limit,
+             "zip: cannot allocate " + std::to_string(e.size) + " bytes to inflate record '" + e.name + "'",
              e.header_offset, e.name);
       }
       inflate_into(e, out);
@@ -193,7 +206,8 @@ class ZipReader {
     try {
       out.reserve(src.size());
     } catch (const std::bad_alloc&) {
-      fail("zip: cannot allocate " + std::to_string(src.size()) + " bytes to read record '" + e.name + "'",
+      fail(ErrorKind::Limit,
+           "zip: cannot allocate " + std::to_string(src.size()) + " bytes to read record '" + e.name + "'",
            e.header_offset, e.name);
     }
     // Copy and checksum in chunks, so the checksum reads bytes that are still in cache.
@@ -212,21 +226,24 @@ class ZipReader {
   // check_inflated_size(e): no intermediate buffer, so a record is copied once.
   void inflate_into(const ZipEntry& e, std::span<std::byte> out) const {
     if (out.size() != e.size)
-      fail("zip: inflate_into needs a buffer of the record's size", e.header_offset, e.name);
+      fail(ErrorKind::Usage, "zip: inflate_into needs a buffer of the record's size", e.header_offset,
+           e.name);
     inflate(e, out.data());
   }
 
   // Both caps come before any allocation: a few bytes of input cannot claim terabytes.
   void check_inflated_size(const ZipEntry& e) const {
     if (e.size > limits_.max_inflated_record_bytes)
-      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) +
+      fail(ErrorKind::Limit,
+           "zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) +
                " bytes, more than the limit of " + std::to_string(limits_.max_inflated_record_bytes) +
                " (Limits::max_inflated_record_bytes)",
            e.header_offset, e.name);
     std::uint64_t max_out;
     if (__builtin_mul_overflow(e.compressed_size, detail::kDeflateMaxRatio, &max_out)) max_out = UINT64_MAX;
     if (e.size > max_out)
-      fail("zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) + " bytes from only " +
+      fail(ErrorKind::Corrupt,
+           "zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) + " bytes from only " +
                std::to_string(e.compressed_size) +
                " compressed bytes, beyond deflate's maximum ratio of 1032:1",
            e.header_offset, e.name);
@@ -246,17 +263,18 @@ class ZipReader {
     std::uint64_t start;  // first byte of the end records: the central directory must end here
   };
 
-  [[noreturn]] void fail(const std::string& message, std::uint64_t offset,
+  [[noreturn]] void fail(ErrorKind kind, const std::string& message, std::uint64_t offset,
                          const std::string& record = {}) const {
     ErrorContext c;
     c.file = label_;
     c.record = record;
     c.offset = offset;
-    throw Error(message, c);
+    throw Error(kind, message, c);
   }
 
   [[noreturn]] void fail_crc(const ZipEntry& e, std::uint32_t actual) const {
-    fail("zip: CRC-32 mismatch in record '" + e.name + "': the central directory says " +
+    fail(ErrorKind::Corrupt,
+         "zip: CRC-32 mismatch in record '" + e.name + "': the central directory says " +
              detail::zip_hex32(e.crc32) + " but the data has " + detail::zip_hex32(actual),
          e.header_offset, e.name);
   }
@@ -272,7 +290,8 @@ class ZipReader {
   EndRecords find_end_records() const {
     const std::uint64_t n = size();
     if (n < detail::kZipEocdSize)
-      fail("zip: the file is " + std::to_string(n) +
+      fail(ErrorKind::Truncated,
+           "zip: the file is " + std::to_string(n) +
                " bytes long, too short for a zip end of central directory record (22 bytes)",
            0);
     // Scan backwards: the last signature whose comment fits the file is the real one.
@@ -287,7 +306,8 @@ class ZipReader {
       }
     }
     if (eocd == n)
-      fail("zip: no end of central directory record in the last " + std::to_string(n - lowest) +
+      fail(ErrorKind::Corrupt,
+           "zip: no end of central directory record in the last " + std::to_string(n - lowest) +
                " bytes: not a zip archive, or a truncated one",
            n);
 
@@ -313,42 +333,49 @@ class ZipReader {
                          (cd_offset32 == 0xFFFFFFFF || cd_offset32 == r.cd_offset) &&
                          (disk == 0xFFFF || disk == 0) && (cd_disk == 0xFFFF || cd_disk == 0);
       if (!agree)
-        fail(
-            "zip: the end of central directory record disagrees with the zip64 end of central directory "
-            "record" +
-                at,
-            eocd);
+        fail(ErrorKind::Corrupt,
+             "zip: the end of central directory record disagrees with the zip64 end of central directory "
+             "record" +
+                 at,
+             eocd);
     } else {
       if (cd_size32 == 0xFFFFFFFF || cd_offset32 == 0xFFFFFFFF)
         fail(
+            ErrorKind::Corrupt,
             "zip: the end of central directory record has saturated (0xFFFFFFFF) fields but no zip64 locator "
             "precedes it" +
                 at,
             eocd);
       if (disk != 0 || cd_disk != 0)
-        fail("zip: multi-disk archives are not supported (disk " + std::to_string(disk) + ")" + at, eocd);
+        fail(ErrorKind::Refused,
+             "zip: multi-disk archives are not supported (disk " + std::to_string(disk) + ")" + at, eocd);
       if (disk_entries != entries16)
-        fail("zip: the end of central directory record counts " + std::to_string(disk_entries) +
+        fail(ErrorKind::Corrupt,
+             "zip: the end of central directory record counts " + std::to_string(disk_entries) +
                  " entries on this disk but " + std::to_string(entries16) + " in total" + at,
              eocd);
     }
 
     if (!range_ok(r.cd_offset, r.cd_size, r.start))
-      fail("zip: the central directory (" + std::to_string(r.cd_size) + " bytes at byte offset " +
+      fail(ErrorKind::Corrupt,
+           "zip: the central directory (" + std::to_string(r.cd_size) + " bytes at byte offset " +
                std::to_string(r.cd_offset) + ") runs past the end records at byte offset " +
                std::to_string(r.start) + " (file size " + std::to_string(n) + ")",
            r.cd_offset);
     // Anything between the central directory and the end records is unexplained bytes.
     if (r.cd_offset + r.cd_size != r.start)
-      fail("zip: the central directory ends at byte offset " + std::to_string(r.cd_offset + r.cd_size) +
+      fail(ErrorKind::Corrupt,
+           "zip: the central directory ends at byte offset " + std::to_string(r.cd_offset + r.cd_size) +
                " but the end records start at byte offset " + std::to_string(r.start),
            r.cd_offset + r.cd_size);
     if (r.entries > limits_.max_zip_entries)
-      fail("zip: the archive declares " + std::to_string(r.entries) + " records, more than the limit of " +
+      fail(ErrorKind::Limit,
+           "zip: the archive declares " + std::to_string(r.entries) + " records, more than the limit of " +
                std::to_string(limits_.max_zip_entries) + " (Limits::max_zip_entries)",
            eocd);
     if (r.cd_size > limits_.max_central_directory_bytes)
-      fail("zip: the central directory is " + std::to_string(r.cd_size) + " bytes, more than the limit of " +
+      fail(ErrorKind::Limit,
+           "zip: the central directory is " + std::to_string(r.cd_size) + " bytes, more than the limit of " +
                std::to_string(limits_.max_central_directory_bytes) + " (Limits::max_central_directory_bytes)",
            r.cd_offset);
     return r;
@@ -361,17 +388,20 @@ class ZipReader {
     const std::uint64_t z = detail::zip_le64(l + 8);
     const std::uint32_t disks = detail::zip_le32(l + 16);
     if (eocd_disk != 0 || disks > 1)
-      fail("zip: the zip64 locator at byte offset " + std::to_string(loc) +
+      fail(ErrorKind::Refused,
+           "zip: the zip64 locator at byte offset " + std::to_string(loc) +
                " describes a multi-disk archive, which is not supported",
            loc);
     if (!range_ok(z, detail::kZip64EocdSize, loc))
-      fail("zip: the zip64 locator at byte offset " + std::to_string(loc) +
+      fail(ErrorKind::Corrupt,
+           "zip: the zip64 locator at byte offset " + std::to_string(loc) +
                " points to a zip64 end of central directory record at byte offset " + std::to_string(z) +
                " that does not fit before it",
            loc);
     const std::byte* p = archive_.data() + z;
     if (detail::zip_le32(p) != detail::kZip64EocdSig)
-      fail("zip: no zip64 end of central directory signature at byte offset " + std::to_string(z) +
+      fail(ErrorKind::Corrupt,
+           "zip: no zip64 end of central directory signature at byte offset " + std::to_string(z) +
                " (where the zip64 locator points)",
            z);
     // The record may carry an extensible data sector after its 56 fixed bytes; it must end
@@ -380,7 +410,8 @@ class ZipReader {
     std::uint64_t record_end;
     if (__builtin_add_overflow(z + 12, record_size, &record_end) || record_end != loc ||
         record_size < detail::kZip64EocdSize - 12)
-      fail("zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
+      fail(ErrorKind::Corrupt,
+           "zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
                " declares a size of " + std::to_string(record_size) +
                " bytes, but the locator follows at byte offset " + std::to_string(loc),
            z);
@@ -389,7 +420,8 @@ class ZipReader {
     const std::uint64_t disk_entries = detail::zip_le64(p + 24);
     const std::uint64_t entries = detail::zip_le64(p + 32);
     if (disk != 0 || cd_disk != 0 || disk_entries != entries)
-      fail("zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
+      fail(ErrorKind::Refused,
+           "zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
                " describes a multi-disk archive (or its two entry counts differ: " +
                std::to_string(disk_entries) + " and " + std::to_string(entries) + ")",
            z);
@@ -403,7 +435,8 @@ class ZipReader {
   void read_central_directory(const EndRecords& end) {
     // Each entry takes at least 46 bytes, so the CD size bounds what a lying count can reserve.
     if (end.entries > end.cd_size / detail::kZipCentralSize)
-      fail("zip: the end records declare " + std::to_string(end.entries) +
+      fail(ErrorKind::Corrupt,
+           "zip: the end records declare " + std::to_string(end.entries) +
                " records, which cannot fit in a central directory of " + std::to_string(end.cd_size) +
                " bytes",
            end.cd_offset);
@@ -414,11 +447,13 @@ class ZipReader {
       // Built only when an error is thrown: the common path allocates nothing per entry.
       const auto where = [i, pos] { return cd_where(i, pos); };
       if (!range_ok(pos, detail::kZipCentralSize, cd_end))
-        fail("zip: " + where() + " runs past the end of the central directory (byte offset " +
+        fail(ErrorKind::Corrupt,
+             "zip: " + where() + " runs past the end of the central directory (byte offset " +
                  std::to_string(cd_end) + ", file size " + std::to_string(size()) + ")",
              pos);
       const std::byte* p = archive_.data() + pos;
-      if (detail::zip_le32(p) != detail::kZipCentralSig) fail("zip: " + where() + " has no signature", pos);
+      if (detail::zip_le32(p) != detail::kZipCentralSig)
+        fail(ErrorKind::Corrupt, "zip: " + where() + " has no signature", pos);
       ZipEntry e;
       e.flags = detail::zip_le16(p + 8);
       e.method = detail::zip_le16(p + 10);
@@ -432,33 +467,39 @@ class ZipReader {
       e.header_offset = detail::zip_le32(p + 42);
       const std::uint64_t var_len = std::uint64_t{name_len} + extra_len + comment_len;
       if (!range_ok(pos + detail::kZipCentralSize, var_len, cd_end))
-        fail("zip: " + where() + " declares a name, extra field and comment (" + std::to_string(var_len) +
+        fail(ErrorKind::Corrupt,
+             "zip: " + where() + " declares a name, extra field and comment (" + std::to_string(var_len) +
                  " bytes) running past the end of the central directory (byte offset " +
                  std::to_string(cd_end) + ")",
              pos);
       const std::byte* name = p + detail::kZipCentralSize;
       e.name.assign(reinterpret_cast<const char*>(name), name_len);
-      if (e.name.empty()) fail("zip: " + where() + " has an empty name", pos);
+      if (e.name.empty()) fail(ErrorKind::Corrupt, "zip: " + where() + " has an empty name", pos);
       if (e.name.find('\0') != std::string::npos)
-        fail("zip: " + where() + " has a NUL byte in its name", pos, e.name);
+        fail(ErrorKind::Corrupt, "zip: " + where() + " has a NUL byte in its name", pos, e.name);
       read_zip64_extra(e, disk, {name + name_len, extra_len}, i, pos);
-      if (e.flags & 0x0041) fail("zip: " + where() + " is encrypted, which is not supported", pos, e.name);
+      if (e.flags & 0x0041)
+        fail(ErrorKind::Refused, "zip: " + where() + " is encrypted, which is not supported", pos, e.name);
       if (e.method != 0 && e.method != 8)
-        fail("zip: " + where() + " uses compression method " + std::to_string(e.method) +
+        fail(ErrorKind::Refused,
+             "zip: " + where() + " uses compression method " + std::to_string(e.method) +
                  "; only 0 (stored) and 8 (deflate) are supported",
              pos, e.name);
       if (disk != 0)
-        fail("zip: " + where() + " starts on disk " + std::to_string(disk) + " of a multi-disk archive", pos,
+        fail(ErrorKind::Refused,
+             "zip: " + where() + " starts on disk " + std::to_string(disk) + " of a multi-disk archive", pos,
              e.name);
       if (e.method == 0 && e.compressed_size != e.size)
-        fail("zip: " + where() + " is stored but declares " + std::to_string(e.compressed_size) +
+        fail(ErrorKind::Corrupt,
+             "zip: " + where() + " is stored but declares " + std::to_string(e.compressed_size) +
                  " compressed and " + std::to_string(e.size) + " uncompressed bytes",
              pos, e.name);
       entries_.push_back(std::move(e));
       pos += detail::kZipCentralSize + var_len;
     }
     if (pos != cd_end)
-      fail("zip: the central directory's " + std::to_string(end.entries) + " entries end at byte offset " +
+      fail(ErrorKind::Corrupt,
+           "zip: the central directory's " + std::to_string(end.entries) + " entries end at byte offset " +
                std::to_string(pos) + " but it is declared to end at byte offset " + std::to_string(cd_end),
            pos);
 
@@ -469,7 +510,8 @@ class ZipReader {
     for (std::size_t i = 1; i < by_name_.size(); ++i) {
       const ZipEntry& e = entries_[by_name_[i]];
       if (e.name == entries_[by_name_[i - 1]].name)
-        fail("zip: the archive has two records named '" + e.name + "'", e.header_offset, e.name);
+        fail(ErrorKind::Refused, "zip: the archive has two records named '" + e.name + "'", e.header_offset,
+             e.name);
     }
     refuse_names_differing_in_case();
   }
@@ -491,7 +533,8 @@ class ZipReader {
       if (names[i].first == names[i - 1].first) {
         const ZipEntry& a = entries_[names[i - 1].second];
         const ZipEntry& b = entries_[names[i].second];
-        fail("zip: records '" + a.name + "' and '" + b.name +
+        fail(ErrorKind::Refused,
+             "zip: records '" + a.name + "' and '" + b.name +
                  "' differ only by letter case (torch would read one for the other)",
              b.header_offset, b.name);
       }
@@ -509,11 +552,13 @@ class ZipReader {
     bool found = false;
     std::size_t i = 0;
     while (i < extra.size()) {
-      if (extra.size() - i < 4) fail("zip: " + where() + " has a truncated extra field header", pos, e.name);
+      if (extra.size() - i < 4)
+        fail(ErrorKind::Corrupt, "zip: " + where() + " has a truncated extra field header", pos, e.name);
       const std::uint16_t id = detail::zip_le16(extra.data() + i);
       const std::uint16_t len = detail::zip_le16(extra.data() + i + 2);
       if (extra.size() - i - 4 < len)
-        fail("zip: " + where() + " has an extra field (id " + std::to_string(id) + ", " +
+        fail(ErrorKind::Corrupt,
+             "zip: " + where() + " has an extra field (id " + std::to_string(id) + ", " +
                  std::to_string(len) + " bytes) running past the end of its extra data",
              pos, e.name);
       if (id == 0x0001 && !found) {
@@ -522,7 +567,8 @@ class ZipReader {
         std::size_t left = len;
         auto take = [&](std::uint64_t& v, std::size_t width, const char* what) {
           if (left < width)
-            fail("zip: " + where() + " has a zip64 extra field too short to hold its " + what, pos, e.name);
+            fail(ErrorKind::Corrupt,
+                 "zip: " + where() + " has a zip64 extra field too short to hold its " + what, pos, e.name);
           v = width == 8 ? detail::zip_le64(f) : detail::zip_le32(f);
           f += width;
           left -= width;
@@ -539,7 +585,8 @@ class ZipReader {
       i += 4 + std::size_t{len};
     }
     if ((need_size || need_csize || need_offset || need_disk) && !found)
-      fail("zip: " + where() + " has a saturated (0xFFFFFFFF) size or offset but no zip64 extra field", pos,
+      fail(ErrorKind::Corrupt,
+           "zip: " + where() + " has a saturated (0xFFFFFFFF) size or offset but no zip64 extra field", pos,
            e.name);
   }
 
@@ -557,7 +604,8 @@ class ZipReader {
     for (std::size_t k = 1; k < order.size(); ++k) {
       const std::size_t a = order[k - 1], b = order[k];
       if (spans[a].second > spans[b].first)
-        fail("zip: records '" + entries_[a].name + "' and '" + entries_[b].name +
+        fail(ErrorKind::Corrupt,
+             "zip: records '" + entries_[a].name + "' and '" + entries_[b].name +
                  "' overlap: the first ends at byte offset " + std::to_string(spans[a].second) +
                  ", the second starts at byte offset " + std::to_string(spans[b].first),
              spans[b].first, entries_[b].name);
@@ -568,7 +616,7 @@ class ZipReader {
     const std::uint64_t data_at = data_offset(e);
     z_stream zs{};
     if (inflateInit2(&zs, -15) != Z_OK)  // raw deflate, as zip stores it
-      fail("zip: zlib inflateInit2 failed", e.header_offset, e.name);
+      fail(ErrorKind::Limit, "zip: zlib inflateInit2 failed", e.header_offset, e.name);
     struct End {
       z_stream* z;
       ~End() { inflateEnd(z); }
@@ -595,22 +643,26 @@ class ZipReader {
       rc = ::inflate(&zs, Z_NO_FLUSH);
       const uInt produced = room - zs.avail_out;
       if (full && produced > 0)
-        fail("zip: deflated record '" + e.name + "' inflates to more than its declared " +
+        fail(ErrorKind::Corrupt,
+             "zip: deflated record '" + e.name + "' inflates to more than its declared " +
                  std::to_string(e.size) + " bytes",
              e.header_offset, e.name);
       out_done += produced;
       if (rc == Z_STREAM_END) break;
       if (rc == Z_BUF_ERROR && zs.avail_in == 0 && in_left == 0)
-        fail("zip: deflated record '" + e.name + "' ends (after " + std::to_string(e.compressed_size) +
+        fail(ErrorKind::Truncated,
+             "zip: deflated record '" + e.name + "' ends (after " + std::to_string(e.compressed_size) +
                  " compressed bytes) before its deflate stream does",
              data_at + e.compressed_size, e.name);
       if (rc != Z_OK && rc != Z_BUF_ERROR)
-        fail("zip: invalid deflate data in record '" + e.name + "'" +
+        fail(ErrorKind::Corrupt,
+             "zip: invalid deflate data in record '" + e.name + "'" +
                  (zs.msg ? std::string(": ") + zs.msg : ""),
              data_at + zs.total_in, e.name);
     }
     if (out_done != e.size)
-      fail("zip: deflated record '" + e.name + "' inflates to " + std::to_string(out_done) +
+      fail(ErrorKind::Corrupt,
+           "zip: deflated record '" + e.name + "' inflates to " + std::to_string(out_done) +
                " bytes but declares " + std::to_string(e.size),
            e.header_offset, e.name);
   }

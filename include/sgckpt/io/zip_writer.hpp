@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/detail/little_endian.hpp"
 #include "sgckpt/io/crc32.hpp"
 
 namespace sgckpt {
@@ -58,7 +59,7 @@ class ZipWriter {
     std::uint64_t size = 0;
     for (const auto& piece : pieces)
       if (__builtin_add_overflow(size, piece.size(), &size))
-        throw Error("zip: record '" + std::string(name) + "' is too large");
+        throw Error(ErrorKind::Limit, "zip: record '" + std::string(name) + "' is too large");
     guarded([&] {
       const std::uint64_t header_offset = offset_;
       const bool zip64 = needs_zip64(size, header_offset);
@@ -231,7 +232,7 @@ class ZipWriter {
   }
 
   static void put(std::vector<std::byte>& out, std::uint64_t v, int width) {
-    for (int i = 0; i < width; ++i) out.push_back(static_cast<std::byte>(i < 8 ? (v >> (8 * i)) & 0xFF : 0));
+    detail::append_le(out, v, static_cast<std::size_t>(width));
   }
 
   void check_usable(const char* what) const {

@@ -86,15 +86,15 @@ inline Dataset fashion_mnist(const std::filesystem::path& dir, Split split, std:
   const auto labels = read_idx(dir / (prefix + "-labels-idx1-ubyte.gz"), std::uint64_t{1} << 30, limit);
   const std::string where = "Fashion-MNIST in \"" + dir.string() + "\"";
   if (images.dims.size() != 3 || images.dims[1] != 28 || images.dims[2] != 28)
-    throw Error(where + ": the image file is not N x 28 x 28");
+    throw Error(ErrorKind::Corrupt, where + ": the image file is not N x 28 x 28");
   if (labels.dims.size() != 1 || labels.dims[0] != images.dims[0])
-    throw Error(where + ": " + std::to_string(labels.dims.empty() ? 0 : labels.dims[0]) + " labels for " +
-                std::to_string(images.dims[0]) + " images");
+    throw Error(ErrorKind::Mismatch, where + ": " + std::to_string(labels.dims.empty() ? 0 : labels.dims[0]) +
+                                         " labels for " + std::to_string(images.dims[0]) + " images");
   std::vector<std::int64_t> y(labels.data.begin(), labels.data.end());
   for (std::size_t i = 0; i < y.size(); ++i)
     if (y[i] > 9)
-      throw Error(where + ": label " + std::to_string(y[i]) + " of image " + std::to_string(i) +
-                  " is not 0..9");
+      throw Error(ErrorKind::Corrupt, where + ": label " + std::to_string(y[i]) + " of image " +
+                                          std::to_string(i) + " is not 0..9");
   // torchvision's FashionMNIST statistics (mean 0.2860, std 0.3530), the same for every channel.
   const std::array<float, 3> mean{0.2860f, 0.2860f, 0.2860f}, stdev{0.3530f, 0.3530f, 0.3530f};
   if (channels != 1 && channels != 3) throw Error("fashion_mnist: channels must be 1 or 3");
@@ -143,15 +143,17 @@ inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64
     const sgckpt::detail::FdCloser fd{sgckpt::detail::open_regular_file(path, st)};
     const auto size = static_cast<std::int64_t>(st.st_size);
     if (size <= 0 || size % kRecord != 0)
-      throw Error("CIFAR-10: \"" + path.string() + "\" is " + std::to_string(size) +
+      throw Error(ErrorKind::Corrupt,
+                  "CIFAR-10: \"" + path.string() + "\" is " + std::to_string(size) +
                       " bytes, not a whole number of " + std::to_string(kRecord) + "-byte records",
                   {path.string(), {}, {}, {}});
     for (std::int64_t r = 0; r < size / kRecord; ++r) {
       if (limit >= 0 && static_cast<std::int64_t>(labels.size()) >= limit) break;
       if (!detail::read_exact(fd.fd, record.data(), record.size()))
-        throw Error("CIFAR-10: read error", {path.string(), {}, static_cast<std::uint64_t>(r * kRecord), {}});
+        throw Error(ErrorKind::Io, "CIFAR-10: read error",
+                    {path.string(), {}, static_cast<std::uint64_t>(r * kRecord), {}});
       if (record[0] > 9)
-        throw Error("CIFAR-10: label " + std::to_string(record[0]) + " is not 0..9",
+        throw Error(ErrorKind::Corrupt, "CIFAR-10: label " + std::to_string(record[0]) + " is not 0..9",
                     {path.string(), {}, static_cast<std::uint64_t>(r * kRecord), {}});
       labels.push_back(record[0]);
       pixels.insert(pixels.end(), record.begin() + 1, record.end());

@@ -33,11 +33,11 @@ struct IdxArray {
 inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_bytes = std::uint64_t{1} << 30,
                          std::int64_t limit_first_dim = -1) {
   const std::string file = path.string();
-  auto fail = [&](const std::string& what, std::uint64_t offset) {
+  auto fail = [&](ErrorKind kind, const std::string& what, std::uint64_t offset) {
     ErrorContext c;
     c.file = file;
     c.offset = offset;
-    return Error("IDX file \"" + file + "\": " + what, c);
+    return Error(kind, "IDX file \"" + file + "\": " + what, c);
   };
   // A regular file only: gzopen() of a FIFO under a dataset's name would block forever.
   struct stat st;
@@ -45,7 +45,7 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
   std::unique_ptr<gzFile_s, decltype(&gzclose)> f(gzdopen(fd, "rb"), &gzclose);
   if (!f) {
     ::close(fd);
-    throw fail("cannot open it", 0);
+    throw fail(ErrorKind::Io, "cannot open it", 0);
   }
   std::uint64_t offset = 0;
   auto read = [&](void* dst, std::size_t n, const char* what) {
@@ -56,10 +56,12 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
       if (got < 0) {
         int errnum = 0;
         const char* msg = gzerror(f.get(), &errnum);
-        throw fail(std::string("read error in ") + what + ": " + (msg ? msg : "zlib error"), offset + done);
+        throw fail(ErrorKind::Io, std::string("read error in ") + what + ": " + (msg ? msg : "zlib error"),
+                   offset + done);
       }
       if (got == 0)
         throw fail(
+            ErrorKind::Truncated,
             std::string("truncated ") + what + " (" + std::to_string(n - done) + " more bytes expected)",
             offset + done);
       done += static_cast<std::size_t>(got);
@@ -69,12 +71,15 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
 
   std::uint8_t magic[4];
   read(magic, 4, "header");
-  if (magic[0] != 0 || magic[1] != 0) throw fail("not an IDX file (the first two bytes are not zero)", 0);
+  if (magic[0] != 0 || magic[1] != 0)
+    throw fail(ErrorKind::Corrupt, "not an IDX file (the first two bytes are not zero)", 0);
   if (magic[2] != 0x08)
-    throw fail("element type 0x" + std::to_string(magic[2]) + " is not supported (only 0x08, unsigned byte)",
+    throw fail(ErrorKind::Refused,
+               "element type 0x" + std::to_string(magic[2]) + " is not supported (only 0x08, unsigned byte)",
                2);
   const int ndim = magic[3];
-  if (ndim < 1 || ndim > 4) throw fail(std::to_string(ndim) + " dimensions (1 to 4 are supported)", 3);
+  if (ndim < 1 || ndim > 4)
+    throw fail(ErrorKind::Refused, std::to_string(ndim) + " dimensions (1 to 4 are supported)", 3);
   IdxArray a;
   std::uint64_t total = 1;
   for (int d = 0; d < ndim; ++d) {
@@ -83,9 +88,10 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
     read(b, 4, "dimension");
     const std::uint64_t n =
         (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) | b[3];
-    if (n == 0) throw fail("dimension " + std::to_string(d) + " is zero", at);
+    if (n == 0) throw fail(ErrorKind::Corrupt, "dimension " + std::to_string(d) + " is zero", at);
     total *= n;  // at most 4 factors below 2^32 each: checked against max_bytes at every step
-    if (total > max_bytes) throw fail("holds more than the " + std::to_string(max_bytes) + "-byte limit", at);
+    if (total > max_bytes)
+      throw fail(ErrorKind::Limit, "holds more than the " + std::to_string(max_bytes) + "-byte limit", at);
     a.dims.push_back(static_cast<std::int64_t>(n));
   }
   // Only the first `limit_first_dim` items when asked (a subset for a quick run).
@@ -98,7 +104,8 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
   read(a.data.data(), a.data.size(), "data");
   if (want == total) {
     char extra;
-    if (gzread(f.get(), &extra, 1) != 0) throw fail("trailing bytes after the data", offset);
+    if (gzread(f.get(), &extra, 1) != 0)
+      throw fail(ErrorKind::Corrupt, "trailing bytes after the data", offset);
   }
   return a;
 }

@@ -43,16 +43,17 @@ struct ResNet18Config {
   // The configuration whose state_dict has these shapes (classes, input channels and each
   // layer's width). Other keys are checked by load_state_dict.
   static ResNet18Config from_state_dict(const sgckpt::Value& sd) {
-    if (!sd.is_dict()) throw Error("ResNet18Config.from_state_dict: expected a dict");
+    if (!sd.is_dict()) throw Error(ErrorKind::Schema, "ResNet18Config.from_state_dict: expected a dict");
     auto shape = [&](const std::string& key, std::size_t dims) -> const Shape& {
       const sgckpt::Value* v = sd.dict().find(key);
-      if (v == nullptr || !v->is_tensor()) throw Error("not a ResNet18 state_dict: no tensor '" + key + "'");
+      if (v == nullptr || !v->is_tensor())
+        throw Error(ErrorKind::Schema, "not a ResNet18 state_dict: no tensor '" + key + "'");
       const Shape& s = v->tensor().shape();
       // No empty dimension: then every size taken from here is backed by that many weights
       // in the file, and the model built from them is no larger than the file allows (a
       // [2^40, 0] linear.weight would otherwise ask for a terabyte-sized classifier).
       if (s.size() != dims || v->tensor().numel() == 0)
-        throw Error("not a ResNet18 state_dict: '" + key + "' has shape " + shape_text(s));
+        throw Error(ErrorKind::Schema, "not a ResNet18 state_dict: '" + key + "' has shape " + shape_text(s));
       return s;
     };
     ResNet18Config c;

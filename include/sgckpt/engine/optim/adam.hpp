@@ -197,7 +197,8 @@ class Adam : public Optimizer {
   // float32 counter stops growing at 2^24, and no honest int count comes near 2^53.
   static float saved_step(const Value& st, const std::string& key_path) {
     if (st.is_tensor() && st.tensor().numel() != 1)
-      throw Error("'step' is a tensor of " + std::to_string(st.tensor().numel()) + " elements, not a count",
+      throw Error(ErrorKind::Schema,
+                  "'step' is a tensor of " + std::to_string(st.tensor().numel()) + " elements, not a count",
                   ErrorContext::at_key(key_path));
     const double max = static_cast<double>(std::int64_t{1} << 53);
     if (st.is_tensor())

@@ -132,14 +132,16 @@ class Optimizer {
   std::vector<std::pair<std::int64_t, std::size_t>> load_groups(const Value& sd) {
     const Value& saved = sd.at("param_groups");
     if (saved.size() != groups_.size())
-      throw Error("loaded state dict has a different number of parameter groups (" +
-                  std::to_string(saved.size()) + " vs " + std::to_string(groups_.size()) + ")");
+      throw Error(ErrorKind::Mismatch, "loaded state dict has a different number of parameter groups (" +
+                                           std::to_string(saved.size()) + " vs " +
+                                           std::to_string(groups_.size()) + ")");
     std::vector<std::pair<std::int64_t, std::size_t>> id_map;
     for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
       const Value& sg = saved.items()[gi];
       const Value& ids = sg.at("params");
       if (ids.size() != groups_[gi].params.size())
         throw Error(
+            ErrorKind::Mismatch,
             "loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
       for (std::size_t k = 0; k < ids.size(); ++k) {
         const std::string where = "param_groups/" + std::to_string(gi) + "/params/" + std::to_string(k);
@@ -171,8 +173,8 @@ inline sgckpt::Tensor to_tensor(const std::vector<float>& v, const Shape& shape)
 inline std::vector<float> from_tensor(const Value& v, std::size_t numel, const std::string& what) {
   const sgckpt::Tensor& t = v.tensor();
   if (t.numel() != numel)
-    throw Error(what + ": saved tensor has " + std::to_string(t.numel()) + " elements, the parameter " +
-                std::to_string(numel));
+    throw Error(ErrorKind::Mismatch, what + ": saved tensor has " + std::to_string(t.numel()) +
+                                         " elements, the parameter " + std::to_string(numel));
   std::vector<float> out(numel);
   // Converted as torch's copy_ converts (sgckpt::copy_into), straight into `out`.
   sgckpt::Tensor dst = sgckpt::Tensor::view_of(

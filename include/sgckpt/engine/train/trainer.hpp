@@ -341,7 +341,7 @@ class Trainer {
       const Value* seed = d && d->is_dict() ? d->dict().find("seed") : nullptr;
       const Value* offset = d && d->is_dict() ? d->dict().find("offset") : nullptr;
       if (!seed || !offset)
-        throw Error("checkpoint's rng_state/data is not {'seed': int, 'offset': int >= 0}",
+        throw Error(ErrorKind::Schema, "checkpoint's rng_state/data is not {'seed': int, 'offset': int >= 0}",
                     {checkpoint_name(rs), {}, {}, "rng_state/data"});
       // rng_state() writes the uint64 seed's bits as an int64: any int64 is a seed.
       const auto s = checked_in_file(checkpoint_name(rs), [&] {
