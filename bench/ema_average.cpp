@@ -42,7 +42,7 @@
 
 #include "sgckpt/ckpt/averaging.hpp"
 #include "sgckpt/ckpt/ema.hpp"
-#include "sgckpt/sgckpt.hpp"
+#include "sgckpt/lifecycle.hpp"
 
 namespace fs = std::filesystem;
 using sgckpt::DType;

@@ -33,7 +33,7 @@
 
 #include "sgckpt/ckpt/manager.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
-#include "sgckpt/sgckpt.hpp"
+#include "sgckpt/lifecycle.hpp"
 
 namespace {
 

@@ -39,7 +39,7 @@
 
 #include "sgckpt/engine/engine.hpp"
 #include "sgckpt/engine/train/trainer.hpp"
-#include "sgckpt/sgckpt.hpp"
+#include "sgckpt/lifecycle.hpp"
 
 using namespace sgckpt;
 using namespace sgckpt::engine;

@@ -39,7 +39,7 @@ stage="format"
 if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   git -C "$repo" ls-files -z '*.hpp' '*.cpp' | (cd "$repo" && xargs -0 clang-format --dry-run -Werror)
 else
-  find "$repo/include" "$repo/tools" "$repo/tests" "$repo/examples" "$repo/bench" \
+  find "$repo/include" "$repo/src" "$repo/tools" "$repo/tests" "$repo/examples" "$repo/bench" \
     \( -name '*.hpp' -o -name '*.cpp' \) -print0 | xargs -0 clang-format --dry-run -Werror
 fi
 

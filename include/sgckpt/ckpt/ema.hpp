@@ -384,6 +384,66 @@ inline std::vector<std::size_t> find_tied(const std::vector<const Tensor*>& ts,
 
 // ---- The update ---------------------------------------------------------------------------------
 
+namespace detail {
+
+// Both states have the same keys, or an Error listing the differences.
+inline void check_same_keys(const Dict& ed, const Dict& md) {
+  std::vector<std::string> only_ema, only_model;
+  for (const auto& [k, v] : ed)
+    if (!md.contains(k)) only_ema.push_back(k.to_string());
+  for (const auto& [k, v] : md)
+    if (!ed.contains(k)) only_model.push_back(k.to_string());
+  if (only_ema.empty() && only_model.empty()) return;
+  std::string msg = "EMA state and model state have different keys:";
+  auto list = [&](const char* what, const std::vector<std::string>& ks) {
+    if (ks.empty()) return;
+    msg += std::string(" ") + what + " [";
+    for (std::size_t i = 0; i < ks.size(); ++i) msg += (i ? ", '" : "'") + ks[i] + "'";
+    msg += "];";
+  };
+  list("only in the EMA:", only_ema);
+  list("only in the model:", only_model);
+  msg.pop_back();
+  throw Error(ErrorKind::Mismatch, msg);
+}
+
+// The EMA and model entries under `key` can be blended (or copied): both tensors or both not,
+// same dtype and shape, a dtype the EMA supports, separate memory.
+inline void check_ema_entry(const std::string& key, const Value& ev, const Value& mv) {
+  const ErrorContext at = ErrorContext::at_key(key);
+  if (ev.is_tensor() != mv.is_tensor())
+    throw Error(ErrorKind::Mismatch,
+                "entry '" + key + "' is a " + kind_name(ev.kind()) + " in the EMA state but a " +
+                    kind_name(mv.kind()) + " in the model state",
+                at);
+  if (!ev.is_tensor()) return;
+  const Tensor& et = ev.tensor();
+  const Tensor& mt = mv.tensor();
+  if (!et.defined() || !mt.defined())
+    throw Error(ErrorKind::Schema, "entry '" + key + "' is a tensor without storage", at);
+  if (et.dtype() != mt.dtype())
+    throw Error(ErrorKind::Mismatch,
+                "entry '" + key + "' is " + std::string(name(et.dtype())) + " in the EMA state but " +
+                    std::string(name(mt.dtype())) + " in the model state",
+                at);
+  if (et.shape() != mt.shape())
+    throw Error(ErrorKind::Mismatch,
+                "entry '" + key + "' has shape " + shape_text(et.shape()) + " in the EMA state but " +
+                    shape_text(mt.shape()) + " in the model state",
+                at);
+  if (is_floating(et.dtype()) && !ema_blends(et.dtype()))
+    throw Error(ErrorKind::Refused,
+                "entry '" + key + "': EMA of " + std::string(name(et.dtype())) + " tensors is not supported",
+                at);
+  if (et.numel() > 0 && et.storage() == mt.storage())
+    throw Error("entry '" + key +
+                    "' of the EMA state shares memory with the model state (copying a Value shares its "
+                    "tensors' storage: clone the tensors to start an EMA)",
+                at);
+}
+
+}  // namespace detail
+
 // ema = decay * ema + (1 - decay) * model on every floating tensor, other tensors copied from
 // the model (see the file comment). `threads`: 0 = automatic, else that many threads.
 // Throws sgckpt::Error, with ema_state unchanged, when the two states do not match key for
@@ -402,66 +462,20 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
   const Dict& md = model_state.dict();
 
   // 1. Check everything before changing anything.
-  std::vector<std::string> only_ema, only_model;
-  for (const auto& [k, v] : ed)
-    if (!md.contains(k)) only_ema.push_back(k.to_string());
-  for (const auto& [k, v] : md)
-    if (!ed.contains(k)) only_model.push_back(k.to_string());
-  if (!only_ema.empty() || !only_model.empty()) {
-    std::string msg = "EMA state and model state have different keys:";
-    auto list = [&](const char* what, const std::vector<std::string>& ks) {
-      if (ks.empty()) return;
-      msg += std::string(" ") + what + " [";
-      for (std::size_t i = 0; i < ks.size(); ++i) msg += (i ? ", '" : "'") + ks[i] + "'";
-      msg += "];";
-    };
-    list("only in the EMA:", only_ema);
-    list("only in the model:", only_model);
-    msg.pop_back();
-    throw Error(ErrorKind::Mismatch, msg);
-  }
+  detail::check_same_keys(ed, md);
   std::vector<std::size_t> idx;  // entries of ed that hold tensors
   std::vector<const Tensor*> ema_ts, model_ts;
   std::vector<std::string> keys;
   for (std::size_t i = 0; i < ed.items().size(); ++i) {
     const auto& [k, ev] = ed.items()[i];
     const Value& mv = *md.find(k);
-    const std::string key = k.to_string();
-    if (ev.is_tensor() != mv.is_tensor())
-      throw Error(ErrorKind::Mismatch,
-                  "entry '" + key + "' is a " + kind_name(ev.kind()) + " in the EMA state but a " +
-                      kind_name(mv.kind()) + " in the model state",
-                  ErrorContext::at_key(key));
+    std::string key = k.to_string();
+    detail::check_ema_entry(key, ev, mv);
     if (!ev.is_tensor()) continue;
-    const Tensor& et = ev.tensor();
-    const Tensor& mt = mv.tensor();
-    if (!et.defined() || !mt.defined())
-      throw Error(ErrorKind::Schema, "entry '" + key + "' is a tensor without storage",
-                  ErrorContext::at_key(key));
-    if (et.dtype() != mt.dtype())
-      throw Error(ErrorKind::Mismatch,
-                  "entry '" + key + "' is " + std::string(name(et.dtype())) + " in the EMA state but " +
-                      std::string(name(mt.dtype())) + " in the model state",
-                  ErrorContext::at_key(key));
-    if (et.shape() != mt.shape())
-      throw Error(ErrorKind::Mismatch,
-                  "entry '" + key + "' has shape " + shape_text(et.shape()) + " in the EMA state but " +
-                      shape_text(mt.shape()) + " in the model state",
-                  ErrorContext::at_key(key));
-    if (is_floating(et.dtype()) && !detail::ema_blends(et.dtype()))
-      throw Error(
-          ErrorKind::Refused,
-          "entry '" + key + "': EMA of " + std::string(name(et.dtype())) + " tensors is not supported",
-          ErrorContext::at_key(key));
-    if (et.numel() > 0 && et.storage() == mt.storage())
-      throw Error("entry '" + key +
-                      "' of the EMA state shares memory with the model state (copying a Value shares its "
-                      "tensors' storage: clone the tensors to start an EMA)",
-                  ErrorContext::at_key(key));
     idx.push_back(i);
-    ema_ts.push_back(&et);
-    model_ts.push_back(&mt);
-    keys.push_back(key);
+    ema_ts.push_back(&ev.tensor());
+    model_ts.push_back(&mv.tensor());
+    keys.push_back(std::move(key));
   }
   const std::vector<std::size_t> tied = detail::find_tied(ema_ts, keys);
 

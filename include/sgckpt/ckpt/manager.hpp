@@ -10,11 +10,10 @@
 //   average_model.pth    when average_best_models: the top-N average of the EMA net (or the
 //                        net), without optimizer / scaler / EMA (like SG since PR #1718)
 //
-// with SG's keys (docs/supergradients.md §1): net, acc, epoch, metrics, _best_ckpt_metrics,
-// optimizer_state_dict, scaler_state_dict, ema_net, torch_scheduler_state_dict; plus ours:
-// best_metric_name, best_metric_value, architecture, num_classes, in_channels,
-// sgckpt_schema_version, and the caller's extra entries (rng_state, data_order, ...). SG's
-// `packages` dict is not written: it is large and nothing reads it (issue #2038).
+// with SG's keys and sgckpt's (checkpoint_schema.hpp). The manager orchestrates three parts,
+// each testable alone: the checkpoint schema (pure functions between the training state and
+// the checkpoint dict), the best-metric rule with rollback (best_metric.hpp), and the
+// background writer (save_worker.hpp).
 //
 // Deviations from SG, each fixing a reported problem (docs/supergradients.md):
 //   - every file is written atomically and (by default) durably through sgckpt::save;
@@ -43,27 +42,25 @@
 // wait). The manager is not thread-safe: one thread (the training loop) drives it.
 #pragma once
 
-#include <charconv>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "sgckpt/ckpt/averaging.hpp"
+#include "sgckpt/ckpt/best_metric.hpp"
 #include "sgckpt/ckpt/checked_int.hpp"
+#include "sgckpt/ckpt/checkpoint_schema.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
+#include "sgckpt/ckpt/save_worker.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/io/file.hpp"
@@ -72,27 +69,7 @@
 
 namespace sgckpt {
 
-inline constexpr std::int64_t kCheckpointSchemaVersion = 1;
 inline constexpr std::string_view kAverageModelName = "average_model.pth";
-
-// Metric title -> value, in the order the loop reports them (kept in the file, like a
-// Python dict).
-using MetricList = std::vector<std::pair<std::string, double>>;
-
-struct Metrics {
-  MetricList valid;  // validation metrics; must contain the watched metric
-  MetricList train;  // optional train metrics; written under metrics/train when non-empty
-};
-
-// What the loop hands over at the end of an epoch: state dicts as sgckpt values.
-struct TrainingState {
-  Value net;                          // the raw model's state_dict (not the EMA)
-  Value optimizer;                    // optimizer.state_dict()
-  Value scaler = Value::make_dict();  // GradScaler.state_dict(); {} when mixed precision is off
-  std::optional<Value> ema;           // the EMA model's state_dict, when EMA is on
-  std::optional<Value> scheduler;     // a stateful (torch-like) LR scheduler's state_dict
-  std::vector<std::pair<std::string, Value>> extra;  // more top-level entries: rng_state, data_order, ...
-};
 
 struct CheckpointConfig {
   std::filesystem::path ckpt_root_dir;
@@ -110,6 +87,7 @@ struct CheckpointConfig {
   std::string architecture;
   std::int64_t num_classes = -1;
   std::int64_t in_channels = -1;
+  ModelIdentity identity() const { return {architecture, num_classes, in_channels}; }
   // What the loop uses, for restore(): EMA on (a checkpoint without ema_net is then reported)
   // and a stateful scheduler (a checkpoint without its state is then an Error).
   bool ema = false;
@@ -127,183 +105,14 @@ struct EpochResult {
   std::vector<std::filesystem::path> files;
 };
 
-// What restore() read back: everything the loop needs to continue.
-struct ResumeState {
-  bool resumed = false;  // false for a Fresh plan
-  std::optional<std::filesystem::path> checkpoint;
-  std::int64_t start_epoch = 0;  // = the checkpoint's epoch (finished epochs)
-  std::string best_metric_name;
-  std::optional<double> best_metric;  // nullopt: the file records no usable best
-  Value best_metrics;                 // _best_ckpt_metrics (None when absent)
-  Value net;
-  Value optimizer;
-  Value scaler = Value::make_dict();
-  std::optional<Value> ema;
-  std::optional<Value> scheduler;
-  bool ema_missing = false;  // EMA is on but the file has no ema_net: continue without EMA (SG)
-  std::vector<std::pair<std::string, Value>> extra;  // every entry the manager does not own
-  std::vector<std::string> warnings;                 // also sent to the log hook
-};
-
-namespace detail {
-
-// Keys the manager writes (and SG's `packages`): extra entries may not use them, and
-// restore() does not report them as extra.
-inline bool is_reserved_checkpoint_key(std::string_view k) {
-  static constexpr std::string_view kKeys[] = {"net",
-                                               "acc",
-                                               "epoch",
-                                               "metrics",
-                                               "packages",
-                                               "_best_ckpt_metrics",
-                                               "optimizer_state_dict",
-                                               "scaler_state_dict",
-                                               "ema_net",
-                                               "torch_scheduler_state_dict",
-                                               "best_metric_name",
-                                               "best_metric_value",
-                                               "architecture",
-                                               "num_classes",
-                                               "in_channels",
-                                               "sgckpt_schema_version"};
-  for (auto key : kKeys)
-    if (k == key) return true;
-  return false;
-}
-
-// SG matches metric_to_watch ignoring case and symbols ("accuracy" finds "Accuracy").
-inline std::string normalize_metric_name(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c >= 'A' && c <= 'Z')
-      out += static_cast<char>(c - 'A' + 'a');
-    else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
-      out += c;
-  }
-  return out;
-}
-
-// Makes `ck` safe to write in the background while the caller goes on training: every
-// storage that something outside `ck` may still change is replaced by a copy (tensors that
-// shared it share the copy, with the same offsets and strides, so the file is the one the
-// original would have given). Kept as they are, without a copy: storages only `ck` holds (a
-// state_dict() snapshot the caller handed over) and read-only views of a mapped file.
-// Borrowed memory (an engine's live buffers) is always copied. Returns the bytes copied.
-inline std::uint64_t snapshot_tensors(Value& ck) {
-  std::unordered_map<const Storage*, long> held_by_ck;
-  ck.visit_tensors([&](const std::string&, const auto& tv) {
-    if (tv.tensor.defined()) ++held_by_ck[tv.tensor.storage().get()];
-  });
-  std::unordered_map<const Storage*, std::shared_ptr<Storage>> copies;
-  std::uint64_t copied = 0;
-  ck.visit_tensors([&](const std::string&, const auto& tv) {
-    const std::shared_ptr<Storage>& s = tv.tensor.storage();
-    if (!s || copies.count(s.get()) ||
-        (!s->borrowed() && (s->read_only() || s.use_count() <= held_by_ck[s.get()])))
-      return;
-    copies.emplace(s.get(), Storage::copy_of(s->bytes()));
-    copied += s->nbytes();
-  });
-  if (copies.empty()) return 0;
-  ck = map_tensors<Tensor>(ck, [&](const Tensor& t) -> Tensor {
-    const auto it = t.defined() ? copies.find(t.storage().get()) : copies.end();
-    return it == copies.end()
-               ? t
-               : Tensor::view_of(it->second, t.dtype(), t.storage_offset(), t.shape(), t.strides());
-  });
-  return copied;
-}
-
-// Shortest text that reads back as the same double (log lines).
-inline std::string format_number(double d) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, d);
-  return std::string(buf, r.ptr);
-}
-
-inline Value metric_dict(const MetricList& list) {
-  Value d = Value::make_dict();
-  for (const auto& [name, value] : list) d[name] = value;
-  return d;
-}
-
-// One worker thread running one job at a time.
-class SaveWorker {
- public:
-  SaveWorker() = default;
-  SaveWorker(const SaveWorker&) = delete;
-  SaveWorker& operator=(const SaveWorker&) = delete;
-  ~SaveWorker() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) thread_.join();  // a pending job still runs to completion first
-  }
-
-  // Starts `job`; the caller has waited for the previous one.
-  void submit(std::function<void()> job) {
-    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = std::move(job);
-      busy_ = true;
-    }
-    wake_.notify_all();
-  }
-
-  // Waits until no job runs; returns the exception of the job that just ended (or null).
-  std::exception_ptr wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return !busy_; });
-    return std::exchange(error_, nullptr);
-  }
-
- private:
-  void loop() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      wake_.wait(lock, [this] { return stop_ || job_; });
-      if (job_) {
-        std::function<void()> job = std::move(job_);
-        job_ = nullptr;
-        lock.unlock();
-        std::exception_ptr error;
-        try {
-          job();
-        } catch (...) {
-          error = std::current_exception();
-        }
-        lock.lock();
-        error_ = error;
-        busy_ = false;
-        done_.notify_all();
-        continue;
-      }
-      if (stop_) return;
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  std::function<void()> job_;
-  std::exception_ptr error_;
-  bool busy_ = false;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
-}  // namespace detail
-
 class CheckpointManager {
  public:
-  explicit CheckpointManager(CheckpointConfig config) : config_(std::move(config)) {
+  explicit CheckpointManager(CheckpointConfig config)
+      : config_(std::move(config)),
+        best_(config_.metric_to_watch, config_.greater_metric_to_watch_is_better) {
     (void)experiment_dir(config_.ckpt_root_dir, config_.experiment_name);  // validates both
     if (config_.average_best_models && config_.n_models_to_average == 0)
       throw Error("n_models_to_average must be at least 1 when average_best_models is on");
-    reset_best();
   }
 
   CheckpointManager(const CheckpointManager&) = delete;
@@ -380,64 +189,29 @@ class CheckpointManager {
   ResumeState restore(const ResumePlan& plan, const LoadOptions& load_options = LoadOptions{.mmap = true}) {
     wait_pending(/*rethrow=*/true);  // the file may be one this manager is still writing
     ResumeState rs;
-    reset_best();
+    best_.reset();
     rs.best_metric_name = config_.metric_to_watch;
     if (!plan.checkpoint) return rs;
     const std::filesystem::path file = *plan.checkpoint;
     const std::string where = "\"" + file.string() + "\"";
     Value ck = load(file, load_options);
-    auto missing = [&](const std::string& key, const std::string& why) {
-      ErrorContext c;
-      c.file = file.string();
-      c.key_path = key;
-      return Error(ErrorKind::Schema, "checkpoint " + where + " has no '" + key + "' entry, which " + why, c);
-    };
     if (!ck.is_dict())
       throw detail::path_error(ErrorKind::Schema,
                                "checkpoint " + where + " is not a dict of entries (found a " +
                                    kind_name(ck.kind()) + "), so it cannot be resumed",
                                file);
     Dict& d = ck.dict();
-    auto take = [&](const char* key) -> std::optional<Value> {
-      Value* v = d.find(key);
-      if (v == nullptr) return std::nullopt;
-      return std::move(*v);
-    };
     auto warn = [&](std::string text) {
       log(text);
       rs.warnings.push_back(std::move(text));
     };
-
-    check_identity(d, file);
+    check_identity(d, file.string(), config_.identity());
     rs.resumed = true;
     rs.checkpoint = file;
-    auto net = take("net");
-    if (!net) throw missing("net", "holds the model weights");
-    rs.net = std::move(*net);
-    const Value* epoch = d.find("epoch");
-    if (epoch == nullptr) throw missing("epoch", "gives the epoch to continue from");
-    rs.start_epoch =
-        checked_in_file(file.string(), [&] { return int_in_range<std::int64_t>(*epoch, "epoch", 0); });
-    auto optimizer = take("optimizer_state_dict");
-    if (!optimizer) throw missing("optimizer_state_dict", "resuming the optimizer needs");
-    rs.optimizer = std::move(*optimizer);
-    if (auto scaler = take("scaler_state_dict"))
-      rs.scaler = std::move(*scaler);
-    else
-      warn("Checkpoint " + where + " has no scaler_state_dict; the GradScaler starts from its defaults.");
-    rs.scheduler = take("torch_scheduler_state_dict");
-    if (config_.scheduler && !rs.scheduler)
-      throw missing("torch_scheduler_state_dict", "resuming the LR scheduler needs");
-    rs.ema = take("ema_net");
-    if (config_.ema && !rs.ema) {
-      rs.ema_missing = true;
-      warn("Checkpoint does not include EMA weights, continuing training without EMA.");
-    }
-    checked_in_file(file.string(), [&] { restore_best(d, where, rs, warn); });
+    take_training_state(d, file.string(), {.scheduler = config_.scheduler, .ema = config_.ema}, rs, warn);
+    checked_in_file(file.string(), [&] { best_.restore(d, where, rs, warn); });
     if (!plan.new_run_dir) reconcile_with_best_file(plan.run_dir, file, load_options, rs, warn);
-    for (auto& [key, value] : d)
-      if (!key.is_str() || !detail::is_reserved_checkpoint_key(key.str()))
-        rs.extra.emplace_back(key.to_string(), value);
+    rs.extra = extra_entries(d);
     std::string line = "Resumed from " + where + ": starting at epoch " + std::to_string(rs.start_epoch) +
                        ", best " + rs.best_metric_name + " = ";
     line += rs.best_metric ? detail::format_number(*rs.best_metric) : std::string("none");
@@ -455,53 +229,34 @@ class CheckpointManager {
     if (!started_) throw Error("on_epoch_end() before start_run(): the manager has no run directory yet");
     if (epoch < 0) throw Error("on_epoch_end(): negative epoch " + std::to_string(epoch));
     for (const auto& [key, value] : state.extra)
-      if (detail::is_reserved_checkpoint_key(key))
+      if (is_reserved_checkpoint_key(key))
         throw Error("extra checkpoint entry '" + key + "' collides with an entry the manager writes");
     if (state.net.is_none()) throw Error("on_epoch_end(): the state has no net");
 
-    const std::string& name = resolve_metric(metrics.valid);
+    const std::string& name = best_.resolve(metrics.valid, [&](const std::string& line) { log(line); });
     EpochResult result;
     for (const auto& [n, v] : metrics.valid)
       if (n == name) result.metric = v;
     const double value = result.metric;
-    // Strict improvement only: ties are not best, and NaN compares false either way.
-    result.best = config_.greater_metric_to_watch_is_better ? value > best_value_ : value < best_value_;
-
-    Value metrics_value = Value::make_dict();
-    metrics_value["tracked_metric_name"] = name;
-    metrics_value["valid"] = detail::metric_dict(metrics.valid);
-    if (!metrics.train.empty()) metrics_value["train"] = detail::metric_dict(metrics.train);
+    result.best = best_.improves(value);
+    Value metrics_value = epoch_metrics(name, metrics);
 
     Pending pending;
     pending.epoch = epoch;
-    pending.previous_best_value = best_value_;
-    pending.previous_best_metrics = best_metrics_;
     if (result.best) {
       // Before the state is built, so that ckpt_best.pth records itself as the best (SG #2007).
-      best_value_ = value;
-      best_metrics_ = metrics_value;
+      pending.previous_best = best_.set_best(value, metrics_value);
       log("Best checkpoint overridden: validation " + name + ": " + detail::format_number(value));
     }
-
-    // Build the checkpoint dict in SG's key order, then ours.
     const bool snapshot = config_.async_save;
-    Value ck = Value::make_dict();
-    ck["net"] = std::move(state.net);
-    ck["acc"] = value;
-    ck["epoch"] = Value(Int(epoch));
-    ck["metrics"] = metrics_value;
-    ck["_best_ckpt_metrics"] = best_metrics_;
-    ck["optimizer_state_dict"] = std::move(state.optimizer);
-    ck["scaler_state_dict"] = state.scaler.is_none() ? Value::make_dict() : std::move(state.scaler);
-    if (state.ema) ck["ema_net"] = std::move(*state.ema);
-    if (state.scheduler) ck["torch_scheduler_state_dict"] = std::move(*state.scheduler);
-    ck["best_metric_name"] = name;
-    ck["best_metric_value"] = best_value_;
-    ck["architecture"] = config_.architecture;
-    ck["num_classes"] = Value(Int(config_.num_classes));
-    ck["in_channels"] = Value(Int(config_.in_channels));
-    ck["sgckpt_schema_version"] = Value(Int(kCheckpointSchemaVersion));
-    for (auto& [key, v] : state.extra) ck[key] = std::move(v);
+    Value ck = make_checkpoint(std::move(state),
+                               {.epoch = epoch,
+                                .acc = value,
+                                .metrics = std::move(metrics_value),
+                                .best_metrics = best_.metrics(),
+                                .best_metric_name = name,
+                                .best_metric_value = best_.value()},
+                               config_.identity());
 
     auto job = std::make_shared<Job>();
     job->dir = run_dir_;
@@ -564,9 +319,9 @@ class CheckpointManager {
   const std::filesystem::path& run_dir() const noexcept { return run_dir_; }
   const CheckpointConfig& config() const noexcept { return config_; }
   // The best watched-metric value so far (±inf before any best: SG's starting value).
-  double best_metric_value() const noexcept { return best_value_; }
+  double best_metric_value() const noexcept { return best_.value(); }
   // The metrics dict of the best epoch (None before any best).
-  const Value& best_metrics() const noexcept { return best_metrics_; }
+  const Value& best_metrics() const noexcept { return best_.metrics(); }
   // The averaging, once started (nullptr when off). With async_save, flush() first: the
   // worker updates it.
   ModelAveraging* averaging() noexcept { return averaging_ ? &*averaging_ : nullptr; }
@@ -591,8 +346,7 @@ class CheckpointManager {
     std::shared_ptr<Job> job;
     std::int64_t epoch = 0;
     bool includes_best = false;
-    double previous_best_value = 0;
-    Value previous_best_metrics;
+    BestMetric::Saved previous_best;  // what the best was before this epoch (includes_best)
   };
 
   // Runs in the worker thread (or inline without async_save). Touches nothing of the
@@ -612,12 +366,7 @@ class CheckpointManager {
                              std::string(kAverageModelName) + " not written");
           return;
         }
-        // SG's average_model.pth: the same dict with net replaced and the training state
-        // removed (PR #1718).
-        d.set("net", std::move(*avg));
-        d.erase("optimizer_state_dict");
-        d.erase("scaler_state_dict");
-        d.erase("ema_net");
+        make_average_checkpoint(job.checkpoint, std::move(*avg));
         save(job.checkpoint, job.dir / std::string(kAverageModelName), job.options);
       }
     } catch (const Error& e) {
@@ -648,10 +397,7 @@ class CheckpointManager {
     if (!error) return;
     // ckpt_best.pth was not (fully) written: forget that improvement, so that the next
     // strictly better epoch writes it again rather than the file lagging behind silently.
-    if (p.includes_best && p.job->written <= p.job->best_index) {
-      best_value_ = p.previous_best_value;
-      best_metrics_ = std::move(p.previous_best_metrics);
-    }
+    if (p.includes_best && p.job->written <= p.job->best_index) best_.rollback(std::move(p.previous_best));
     if (rethrow) std::rethrow_exception(error);
     try {
       std::rethrow_exception(error);
@@ -662,52 +408,6 @@ class CheckpointManager {
 
   void log(const std::string& line) const {
     if (config_.log) config_.log(line);
-  }
-
-  void reset_best() {
-    best_value_ = config_.greater_metric_to_watch_is_better ? -std::numeric_limits<double>::infinity()
-                                                            : std::numeric_limits<double>::infinity();
-    best_metrics_ = Value();
-  }
-
-  // The watched metric's title among this epoch's valid metrics: exact, else the one title
-  // equal ignoring case and symbols (SG's fuzzy match, with the same warning). Resolved at
-  // the first epoch and kept.
-  const std::string& resolve_metric(const MetricList& valid) {
-    if (!resolved_metric_) {
-      std::string found;
-      for (const auto& [n, v] : valid)
-        if (n == config_.metric_to_watch) found = n;
-      if (found.empty()) {
-        const std::string want = detail::normalize_metric_name(config_.metric_to_watch);
-        std::vector<std::string> matches;
-        for (const auto& [n, v] : valid)
-          if (detail::normalize_metric_name(n) == want) matches.push_back(n);
-        if (matches.size() > 1)
-          throw Error("metric_to_watch=" + config_.metric_to_watch + " matches several validation metrics (" +
-                      matches[0] + ", " + matches[1] + "): name it exactly");
-        if (matches.empty()) {
-          std::string names;
-          for (const auto& [n, v] : valid) names += (names.empty() ? "" : ", ") + n;
-          throw Error(ErrorKind::Mismatch, "No match found for metric_to_watch=" + config_.metric_to_watch +
-                                               " among the validation metrics [" + names + "]");
-        }
-        found = matches[0];
-        log("metric_to_watch=" + config_.metric_to_watch +
-            " is not an exact validation metric name; watching " + found);
-      }
-      resolved_metric_ = found;
-    }
-    for (const auto& [n, v] : valid)
-      if (n == *resolved_metric_) return *resolved_metric_;
-    throw Error(
-        ErrorKind::Mismatch,
-        "the validation metrics of this epoch do not include the watched metric " + *resolved_metric_);
-  }
-
-  bool same_metric(std::string_view a) const {
-    if (resolved_metric_ && a == *resolved_metric_) return true;
-    return detail::normalize_metric_name(a) == detail::normalize_metric_name(config_.metric_to_watch);
   }
 
   // ckpt_latest.pth is written before ckpt_best.pth, so a save that failed (disk full) or was
@@ -744,77 +444,9 @@ class CheckpointManager {
     warn("Checkpoint records best " + rs.best_metric_name + " = " + latest_says + " but \"" +
          best_file.string() + "\" holds " + detail::format_number(*on_disk) +
          " (its save was interrupted); continuing from the best file's value.");
-    best_value_ = *on_disk;
-    best_metrics_ = on_disk_metrics;
+    best_.set_best(*on_disk, on_disk_metrics);
     rs.best_metric = on_disk;
     rs.best_metrics = on_disk_metrics;
-  }
-
-  template <class Warn>
-  void restore_best(const Dict& d, const std::string& where, ResumeState& rs, Warn&& warn) {
-    const Value* name = d.find("best_metric_name");
-    const Value* value = d.find("best_metric_value");
-    const Value* best = d.find("_best_ckpt_metrics");
-    if (best && best->is_dict()) rs.best_metrics = *best;
-    std::optional<double> restored;
-    std::string restored_name;
-    if (name && name->is_str() && value && value->is_number()) {
-      if (same_metric(name->as_str())) {
-        restored = number_in_range(*value, "best_metric_value");
-        restored_name = name->as_str();
-      } else {
-        warn("Checkpoint " + where + " tracked " + name->as_str() + " but this run watches " +
-             config_.metric_to_watch + "; the best metric starts over.");
-        rs.best_metrics = Value();
-      }
-    } else if (best && best->is_dict() && best->contains("tracked_metric_name") &&
-               best->at("tracked_metric_name").is_str()) {
-      // An SG-written file: the value is in the best epoch's metrics (SG itself loses it).
-      const std::string& tracked = best->at("tracked_metric_name").as_str();
-      const Value* valid = best->dict().find("valid");
-      if (same_metric(tracked) && valid && valid->is_dict() && valid->contains(tracked) &&
-          valid->at(tracked).is_number()) {
-        restored = number_in_range(valid->at(tracked), "_best_ckpt_metrics/valid/" + tracked);
-        restored_name = tracked;
-      } else {
-        warn("Checkpoint " + where + " records no best value of " + config_.metric_to_watch +
-             "; the best metric starts over.");
-        rs.best_metrics = Value();
-      }
-    } else {
-      warn("Checkpoint " + where + " records no best metric; the best metric starts over.");
-    }
-    if (restored) {
-      best_value_ = *restored;
-      best_metrics_ = rs.best_metrics;
-      rs.best_metric = restored;
-      rs.best_metric_name = restored_name;
-    }
-  }
-
-  // Refuses to resume a checkpoint written for another model configuration (issue #1303):
-  // the mismatch would otherwise surface later as missing keys or size mismatches.
-  void check_identity(const Dict& d, const std::filesystem::path& file) const {
-    auto mismatch = [&](const std::string& key, const std::string& in_file, const std::string& configured) {
-      return detail::path_error(ErrorKind::Mismatch,
-                                "checkpoint \"" + file.string() + "\" was written with " + key + "=" +
-                                    in_file + ", but this run is configured with " + key + "=" + configured,
-                                file);
-    };
-    if (const Value* a = d.find("architecture"); a && a->is_str() && !a->as_str().empty() &&
-                                                 !config_.architecture.empty() &&
-                                                 a->as_str() != config_.architecture)
-      throw mismatch("architecture", a->as_str(), config_.architecture);
-    auto check_int = [&](const char* key, std::int64_t configured) {
-      const Value* v = d.find(key);
-      if (!v || !v->is_int()) return;
-      const auto in_file =
-          checked_in_file(file.string(), [&] { return int_in_range<std::int64_t>(*v, key); });
-      if (in_file >= 0 && configured >= 0 && in_file != configured)
-        throw mismatch(key, std::to_string(in_file), std::to_string(configured));
-    };
-    check_int("num_classes", config_.num_classes);
-    check_int("in_channels", config_.in_channels);
   }
 
   void store_recipe(std::string_view text, bool new_dir) {
@@ -833,9 +465,7 @@ class CheckpointManager {
   CheckpointConfig config_;
   bool started_ = false;
   std::filesystem::path run_dir_;
-  std::optional<std::string> resolved_metric_;
-  double best_value_ = 0;
-  Value best_metrics_;
+  BestMetric best_;
   std::optional<ModelAveraging> averaging_;
   std::optional<Pending> pending_;
   detail::SaveWorker worker_;  // last member: destroyed (joined) first

@@ -23,11 +23,12 @@ constexpr std::uint64_t load_le(const Byte* p, std::size_t width) {
   return v;
 }
 
-// Appends the low `width` (at most 8) bytes of v to `out`, least significant first.
+// Appends v to `out` as `width` bytes, least significant first: its low `width` bytes, or, for
+// a width beyond 8 (zip's 16-byte fields), all 8 followed by zero bytes.
 template <class Out>
 void append_le(Out& out, std::uint64_t v, std::size_t width) {
   using Byte = typename Out::value_type;
-  for (std::size_t i = 0; i < width; ++i) out.push_back(static_cast<Byte>((v >> (8 * i)) & 0xFF));
+  for (std::size_t i = 0; i < width; ++i) out.push_back(static_cast<Byte>(i < 8 ? (v >> (8 * i)) & 0xFF : 0));
 }
 
 }  // namespace sgckpt::detail

@@ -800,12 +800,7 @@ class Machine {
       fail(ErrorKind::Corrupt,
            "REDUCE arguments for '" + g->name + "' must be a tuple, found a " + node_kind(*args_node));
     auto& a = t->items;
-    auto argc = [&](std::size_t lo, std::size_t hi) {
-      if (a.size() < lo || a.size() > hi)
-        fail(ErrorKind::Corrupt, "'" + g->name + "' called with " + std::to_string(a.size()) +
-                                     " arguments (expects " + std::to_string(lo) +
-                                     (hi != lo ? " to " + std::to_string(hi) : "") + ")");
-    };
+    auto argc = [&](std::size_t lo, std::size_t hi) { check_argc(*g, a, lo, hi); };
     switch (g->id) {
       case G::OrderedDict: {
         argc(0, 0);
@@ -815,23 +810,7 @@ class Machine {
       }
       case G::Counter: {
         argc(0, 1);
-        DictObj d;
-        if (a.size() == 1) {
-          auto* src = as<DictObj>(a[0]);
-          if (!src)
-            fail(ErrorKind::Corrupt, "collections.Counter(...) argument must be a dict, found a " +
-                                         std::string(node_kind(*a[0])));
-          std::uint64_t key_bytes = 0;
-          for (auto& kv : src->items) key_bytes += kv.first.is_str() ? kv.first.str().size() : 0;
-          charge_reuse(*a[0],
-                       src->items.size() + 2 * key_bytes / kBytesPerValue);  // a full copy (items + index)
-          account(src->items.size() * kItemBytes + 2 * key_bytes);
-          d = *src;
-          d.attr_index.clear();
-          d.attrs.clear();
-        }
-        d.kind = DictKind::Counter;
-        return make(std::move(d));
+        return counter(a);
       }
       case G::CodecsEncode: {
         argc(2, 2);
@@ -872,48 +851,82 @@ class Machine {
         return rebuild_tensor(a[0], a[1], a[2], a[3], d->dtype, bool_of(a[4], "requires_grad"));
       }
       case G::RebuildParameter:
-      case G::RebuildParameterWithState: {
-        if (g->id == G::RebuildParameter)
-          argc(3, 3);
-        else
-          argc(4, 4);
-        auto* data = as<TensorObj>(a[0]);
-        if (!data)
-          fail(ErrorKind::Corrupt,
-               "'" + g->name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
-        if (a.size() == 4) require_empty_state(a[3], g->name);
-        charge(2 * data->tensor.dim());  // shape and strides are copied
-        TensorObj p = *data;
-        p.parameter = true;
-        p.requires_grad = bool_of(a[1], "requires_grad");
-        return make(std::move(p));
-      }
-      case G::RebuildFromTypeV2: {
-        // torch: ret = func(*args); ret.as_subclass(cls); _set_obj_state(ret, state). func must be
-        // a plain tensor rebuild: anything else (another _rebuild_from_type_v2, thousands deep,
-        // overflowed the stack; OrderedDict yielded a dict where torch expects a tensor) is
-        // refused, and so is a state, which torch applies with setattr (state {"data": t}
-        // replaces the weights).
+        argc(3, 3);
+        return rebuild_parameter(*g, a);
+      case G::RebuildParameterWithState:
         argc(4, 4);
-        auto* fn = as<Global>(a[0]);
-        auto* cls = as<Global>(a[1]);
-        if (!fn || !cls) fail(ErrorKind::Corrupt, "_rebuild_from_type_v2 needs a function and a class");
-        if (fn->id != G::RebuildTensor && fn->id != G::RebuildTensorV2 && fn->id != G::RebuildTensorV3)
-          fail(ErrorKind::Refused,
-               "_rebuild_from_type_v2 must call a tensor rebuild function (torch._utils._rebuild_tensor*), "
-               "not '" +
-                   fn->name + "'");
-        if (cls->id != G::TensorClass && cls->id != G::ParameterClass)
-          fail(ErrorKind::Refused, "_rebuild_from_type_v2 of class '" + cls->name +
-                                       "' (only torch.Tensor and torch.nn.Parameter)");
-        require_empty_state(a[3], "_rebuild_from_type_v2");
-        NodeP r = reduce(a[0], a[2]);
-        if (cls->id == G::ParameterClass) as<TensorObj>(r)->parameter = true;
-        return r;
-      }
+        return rebuild_parameter(*g, a);
+      case G::RebuildFromTypeV2:
+        argc(4, 4);
+        return rebuild_from_type(a);
       default:
         fail(ErrorKind::Refused, "'" + g->name + "' cannot be called");
     }
+  }
+
+  void check_argc(const Global& g, const std::vector<NodeP>& a, std::size_t lo, std::size_t hi) {
+    if (a.size() < lo || a.size() > hi)
+      fail(ErrorKind::Corrupt, "'" + g.name + "' called with " + std::to_string(a.size()) +
+                                   " arguments (expects " + std::to_string(lo) +
+                                   (hi != lo ? " to " + std::to_string(hi) : "") + ")");
+  }
+
+  // collections.Counter() or Counter(dict): a copy of the dict.
+  NodeP counter(const std::vector<NodeP>& a) {
+    DictObj d;
+    if (a.size() == 1) {
+      auto* src = as<DictObj>(a[0]);
+      if (!src)
+        fail(ErrorKind::Corrupt,
+             "collections.Counter(...) argument must be a dict, found a " + std::string(node_kind(*a[0])));
+      std::uint64_t key_bytes = 0;
+      for (auto& kv : src->items) key_bytes += kv.first.is_str() ? kv.first.str().size() : 0;
+      charge_reuse(*a[0], src->items.size() + 2 * key_bytes / kBytesPerValue);  // a full copy (items + index)
+      account(src->items.size() * kItemBytes + 2 * key_bytes);
+      d = *src;
+      d.attr_index.clear();
+      d.attrs.clear();
+    }
+    d.kind = DictKind::Counter;
+    return make(std::move(d));
+  }
+
+  // torch._utils._rebuild_parameter(data, requires_grad, hooks) and
+  // _rebuild_parameter_with_state(..., state): the tensor as a Parameter (state must be empty).
+  NodeP rebuild_parameter(const Global& g, const std::vector<NodeP>& a) {
+    auto* data = as<TensorObj>(a[0]);
+    if (!data)
+      fail(ErrorKind::Corrupt, "'" + g.name + "' needs a tensor, found a " + std::string(node_kind(*a[0])));
+    if (a.size() == 4) require_empty_state(a[3], g.name);
+    charge(2 * data->tensor.dim());  // shape and strides are copied
+    TensorObj p = *data;
+    p.parameter = true;
+    p.requires_grad = bool_of(a[1], "requires_grad");
+    return make(std::move(p));
+  }
+
+  // torch._tensor._rebuild_from_type_v2(func, cls, args, state).
+  // torch: ret = func(*args); ret.as_subclass(cls); _set_obj_state(ret, state). func must be
+  // a plain tensor rebuild: anything else (another _rebuild_from_type_v2, thousands deep,
+  // overflowed the stack; OrderedDict yielded a dict where torch expects a tensor) is
+  // refused, and so is a state, which torch applies with setattr (state {"data": t}
+  // replaces the weights).
+  NodeP rebuild_from_type(const std::vector<NodeP>& a) {
+    auto* fn = as<Global>(a[0]);
+    auto* cls = as<Global>(a[1]);
+    if (!fn || !cls) fail(ErrorKind::Corrupt, "_rebuild_from_type_v2 needs a function and a class");
+    if (fn->id != G::RebuildTensor && fn->id != G::RebuildTensorV2 && fn->id != G::RebuildTensorV3)
+      fail(
+          ErrorKind::Refused,
+          "_rebuild_from_type_v2 must call a tensor rebuild function (torch._utils._rebuild_tensor*), not '" +
+              fn->name + "'");
+    if (cls->id != G::TensorClass && cls->id != G::ParameterClass)
+      fail(ErrorKind::Refused,
+           "_rebuild_from_type_v2 of class '" + cls->name + "' (only torch.Tensor and torch.nn.Parameter)");
+    require_empty_state(a[3], "_rebuild_from_type_v2");
+    NodeP r = reduce(a[0], a[2]);
+    if (cls->id == G::ParameterClass) as<TensorObj>(r)->parameter = true;
+    return r;
   }
 
   // The text of a latin1-encoded bytes object: every code point must be below 256.
@@ -1131,18 +1144,7 @@ class Machine {
     const NodeKind kind = n.kind();
     const bool container = kind == NodeKind::List || kind == NodeKind::Tuple || kind == NodeKind::Dict;
     const std::uint64_t base = 1 + path.size() / kBytesPerValue;
-    std::uint64_t size_cost = 0;
-    if (again) {
-      if (auto* s = as<std::string>(&n)) size_cost += s->size() / kBytesPerValue;
-      if (auto* b = as<Bytes>(&n)) size_cost += b->data.size() / kBytesPerValue;
-      if (auto* i = as<Int>(&n); i && !i->fits_int64())
-        size_cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
-      if (auto* t = as<TensorObj>(&n)) size_cost += 2 * t->tensor.dim();
-      if (auto* d = as<DictObj>(&n)) {
-        for (auto& kv : d->items) size_cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
-        for (auto& kv : d->attrs) size_cost += kv.first.size() / kBytesPerValue;
-      }
-    }
+    const std::uint64_t size_cost = again ? copy_cost(n) : 0;
     out_values_ += base + size_cost;
     if (out_values_ > lim_.max_values)
       throw Error(ErrorKind::Limit,
@@ -1188,31 +1190,9 @@ class Machine {
       case NodeKind::Bytes:
         return Value(*as<Bytes>(&n));
       case NodeKind::List:
-      case NodeKind::Tuple: {
-        auto& items = kind == NodeKind::List ? as<ListObj>(&n)->items : as<TupleObj>(&n)->items;
-        Value::List out;
-        out.reserve(items.size());
-        for (std::size_t i = 0; i < items.size(); ++i) {
-          auto level = path_.index(i);
-          out.push_back(convert(*items[i], depth + 1));
-        }
-        return kind == NodeKind::List ? Value::make_list(std::move(out)) : Value::make_tuple(std::move(out));
-      }
-      case NodeKind::Dict: {
-        auto& d = *as<DictObj>(&n);
-        Dict out(d.kind);
-        for (auto& [k, v] : d.items) {
-          auto level = path_level(k);
-          out.set(k, convert(*v, depth + 1));
-        }
-        // Names are unique (BUILD indexes them): append directly, as set_attribute's linear
-        // search per name would make this loop quadratic in the number of attributes.
-        for (auto& [k, v] : d.attrs) {
-          auto level = path_.attribute(k);
-          out.attributes().emplace_back(k, convert(*v, depth + 1));
-        }
-        return Value(std::move(out));
-      }
+      case NodeKind::Tuple:
+      case NodeKind::Dict:
+        return convert_container(n, kind, depth);
       case NodeKind::Tensor: {
         auto& t = *as<TensorObj>(&n);
         return Value(TensorValue<Tensor>{t.tensor, t.requires_grad, t.parameter});
@@ -1229,6 +1209,48 @@ class Machine {
     throw Error(ErrorKind::Refused,
                 "a bare global '" + as<Global>(&n)->name + "' cannot be represented as checkpoint data",
                 ErrorContext::at_key(path));
+  }
+
+  // What converting a node again copies, in values: its str / bytes / big int by size, a
+  // tensor's shape and strides, a dict's key and attribute names.
+  static std::uint64_t copy_cost(Node& n) {
+    std::uint64_t cost = 0;
+    if (auto* s = as<std::string>(&n)) cost += s->size() / kBytesPerValue;
+    if (auto* b = as<Bytes>(&n)) cost += b->data.size() / kBytesPerValue;
+    if (auto* i = as<Int>(&n); i && !i->fits_int64()) cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
+    if (auto* t = as<TensorObj>(&n)) cost += 2 * t->tensor.dim();
+    if (auto* d = as<DictObj>(&n)) {
+      for (auto& kv : d->items) cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
+      for (auto& kv : d->attrs) cost += kv.first.size() / kBytesPerValue;
+    }
+    return cost;
+  }
+
+  // A list, tuple or dict and everything below it.
+  Value convert_container(Node& n, NodeKind kind, std::uint32_t depth) {
+    if (kind == NodeKind::Dict) {
+      auto& d = *as<DictObj>(&n);
+      Dict out(d.kind);
+      for (auto& [k, v] : d.items) {
+        auto level = path_level(k);
+        out.set(k, convert(*v, depth + 1));
+      }
+      // Names are unique (BUILD indexes them): append directly, as set_attribute's linear
+      // search per name would make this loop quadratic in the number of attributes.
+      for (auto& [k, v] : d.attrs) {
+        auto level = path_.attribute(k);
+        out.attributes().emplace_back(k, convert(*v, depth + 1));
+      }
+      return Value(std::move(out));
+    }
+    auto& items = kind == NodeKind::List ? as<ListObj>(&n)->items : as<TupleObj>(&n)->items;
+    Value::List out;
+    out.reserve(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      auto level = path_.index(i);
+      out.push_back(convert(*items[i], depth + 1));
+    }
+    return kind == NodeKind::List ? Value::make_list(std::move(out)) : Value::make_tuple(std::move(out));
   }
 
   // Bytes a converted leaf copies (its str, bytes or big int).

@@ -31,30 +31,11 @@
 #include "sgckpt/io/options.hpp"
 #include "sgckpt/io/pickle_reader.hpp"
 #include "sgckpt/io/pickle_writer.hpp"
+#include "sgckpt/io/pth_api.hpp"
 #include "sgckpt/io/zip_reader.hpp"
 #include "sgckpt/io/zip_writer.hpp"
 
 namespace sgckpt {
-
-// Reads a .pth file (torch zip format of any version, or the pre-1.6 legacy stream).
-Value load(const std::filesystem::path& path, const LoadOptions& options = {});
-// Reads a .pth image held in memory (copied: the result does not reference `bytes`).
-Value load(std::span<const std::byte> bytes, const LoadOptions& options = {},
-           const std::string& label = "<memory>");
-// Writes a .pth file atomically (temporary file in the same directory, fsync, rename, fsync).
-void save(const Value& value, const std::filesystem::path& path, const SaveOptions& options = {});
-// Writes a .pth image to memory (root folder "archive", as torch.save to a buffer).
-std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options = {});
-
-// The same for a State of any tensor type (converted through tensor_traits<T>).
-template <class T = Tensor>
-State<T> load_state(const std::filesystem::path& path, const LoadOptions& options = {}) {
-  return State<T>::from_host(load(path, options));
-}
-template <class T>
-void save(const State<T>& state, const std::filesystem::path& path, const SaveOptions& options = {}) {
-  save(state.to_host(), path, options);
-}
 
 namespace detail {
 
@@ -417,18 +398,24 @@ inline void write_pth(const Value& value, const std::string& root, const ZipWrit
 
 }  // namespace detail
 
-inline Value load(const std::filesystem::path& path, const LoadOptions& options) {
+// The API's definitions: inline in header-only mode; in compiled mode
+// (sgckpt::sgckpt_compiled), compiled once, into the library (src/sgckpt.cpp).
+#if !defined(SGCKPT_COMPILED) || defined(SGCKPT_COMPILING_LIBRARY)
+
+SGCKPT_API_INLINE Value load(const std::filesystem::path& path, const LoadOptions& options) {
   auto mapped = MappedFile::open(path);
   return detail::load_bytes(mapped->bytes(), mapped, options, path.string());
 }
 
-inline Value load(std::span<const std::byte> bytes, const LoadOptions& options, const std::string& label) {
+SGCKPT_API_INLINE Value load(std::span<const std::byte> bytes, const LoadOptions& options,
+                             const std::string& label) {
   LoadOptions copy = options;
   copy.mmap = false;  // the caller owns the buffer: never keep views into it
   return detail::load_bytes(bytes, nullptr, copy, label);
 }
 
-inline void save(const Value& value, const std::filesystem::path& path, const SaveOptions& options) {
+SGCKPT_API_INLINE void save(const Value& value, const std::filesystem::path& path,
+                            const SaveOptions& options) {
   const std::string root = options.root_name.empty() ? detail::default_root(path) : options.root_name;
   try {
     AtomicFile file(path, options.durable);
@@ -440,12 +427,14 @@ inline void save(const Value& value, const std::filesystem::path& path, const Sa
   }
 }
 
-inline std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options) {
+SGCKPT_API_INLINE std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options) {
   std::vector<std::byte> out;
   detail::write_pth(
       value, options.root_name.empty() ? "archive" : options.root_name,
       [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); }, options.layout);
   return out;
 }
+
+#endif
 
 }  // namespace sgckpt

@@ -14,6 +14,7 @@
 // named_parameters() after the last to() share memory with the model: an optimizer may keep them.
 #pragma once
 
+#include <sgckpt/ckpt/load.hpp>
 #include <sgckpt/sgckpt.hpp>
 
 #include <cstdint>
