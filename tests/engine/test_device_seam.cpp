@@ -285,6 +285,9 @@ TEST_SUITE("engine/device_seam") {
 
     nn::ResNet18 cpu_model(arch, 5), dev_model(arch, 5);
     dev_model.to(Device::CUDA);
+    CHECK(dev_model.layer2.device() == Device::CUDA);  // every module of the tree moved
+    CHECK(dev_model.layer2.blocks[0].bn1.running_mean.device() == Device::CUDA);
+    CHECK(dev_model.layer2.blocks[0].bn1.num_batches_tracked.device() == Device::CPU);  // a host counter
     SGD cpu_opt(param_refs(cpu_model), sgd_options()), dev_opt(param_refs(dev_model), sgd_options());
 
     for (int step = 0; step < 2; ++step) {

@@ -104,7 +104,7 @@ class Module {
       if (v.dtype() != DType::Int64) v = v.to(device);
       if (g != nullptr) *g = g->to(device);
     });
-    device_ = device;
+    walk_modules(*this, "", [device](const std::string&, Module& m) { m.device_ = device; });
   }
   Device device() const noexcept { return device_; }
 
