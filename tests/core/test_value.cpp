@@ -76,7 +76,70 @@ TEST_SUITE("value") {
     CHECK(state[0].at("momentum_buffer").is_none());
     Value l = Value::make_list({10, 20});
     CHECK(l[1].as_int() == 20);
-    CHECK_THROWS_AS(l[2], Error);
+    CHECK_THROWS_AS(l[2].get(), Error);
+  }
+
+  TEST_CASE("reading a missing key never inserts it: it throws a schema error naming the key path") {
+    State<> state;
+    state["net"]["fc.weight"] = Tensor::zeros(DType::Float32, {2});
+    try {
+      (void)state["ema_net"]["fc.weight"].is_tensor();
+      FAIL("reading a missing key must throw");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::Schema);
+      CHECK(e.context().key_path == "ema_net");
+      CHECK(std::string(e.what()).find("missing key 'ema_net'") != std::string::npos);
+    }
+    CHECK_FALSE(state["ema_net"].exists());
+    CHECK_FALSE(state["net"]["fc.bias"].exists());
+    CHECK(state["net"]["fc.weight"].exists());
+    CHECK(state.root().size() == 1);  // nothing was inserted by the reads above
+    CHECK(state["net"].size() == 1);
+    const State<>& frozen = state;
+    CHECK_THROWS_AS(frozen["ema_net"], Error);  // a const tree reads as at() does
+  }
+
+  TEST_CASE("assigning through a chain of keys creates the missing dicts") {
+    Value v = Value::make_dict();
+    v["optimizer"]["param_groups"] = Value::make_list({Value::make_dict()});
+    v["optimizer"]["param_groups"][0]["lr"] = 0.1;
+    CHECK(v.at("optimizer").is_dict());
+    CHECK(v["optimizer"]["param_groups"][0]["lr"].as_float() == 0.1);
+    Value& lr = v["optimizer"]["param_groups"][0]["lr"];  // a reference into the tree
+    lr = 0.2;
+    CHECK(v.at("optimizer").at("param_groups")[0].at("lr").as_float() == 0.2);
+    // Lists do not grow, and a scalar has no keys: both say where.
+    CHECK_THROWS_AS(v["optimizer"]["param_groups"][1] = 1, Error);
+    v["epoch"] = 3;
+    try {
+      v["epoch"]["x"] = 1;
+      FAIL("a key below an int must throw");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::Schema);
+      CHECK(e.context().key_path == "epoch");
+    }
+  }
+
+  TEST_CASE("a kind error read through keys names the key path") {
+    Value v = Value::make_dict();
+    v["optimizer"]["state"][0]["step"] = 3.5;
+    try {
+      (void)v["optimizer"]["state"][0]["step"].as_int();
+      FAIL("a float read as an int must throw");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::Schema);
+      CHECK(e.context().key_path == "optimizer/state/0/step");
+      CHECK(std::string(e.what()).find("expected a int, found a float") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("assigning one place to another copies the value, also from inside what it replaces") {
+    Value v = Value::make_dict();
+    v["a"]["b"] = 1;
+    v["c"] = v["a"];
+    v["a"] = v["a"]["b"];
+    CHECK(v["a"].as_int() == 1);
+    CHECK(v["c"]["b"].as_int() == 1);
   }
 
   TEST_CASE("big ints are kept exactly and printed in decimal") {

@@ -90,8 +90,11 @@ class State {
   Value& root() noexcept { return root_; }
   const Value& root() const noexcept { return root_; }
 
-  // Access to a dict root.
-  Value& operator[](const Key& k) { return root_[k]; }
+  // Access to a dict root: reading never inserts, assigning creates (core/value_ref.hpp).
+  BasicValueRef<T> operator[](Key k) { return root_[std::move(k)]; }
+  BasicValueRef<T> operator[](const char* k) { return root_[Key(k)]; }
+  const Value& operator[](const Key& k) const { return root_.at(k); }
+  const Value& operator[](const char* k) const { return root_.at(Key(k)); }
   const Value& at(const Key& k) const { return root_.at(k); }
   Value& at(const Key& k) { return root_.at(k); }
   bool contains(const Key& k) const { return root_.contains(k); }

@@ -165,6 +165,8 @@ enum class DictKind : std::uint8_t { Dict, OrderedDict, Counter };
 
 template <class T>
 class BasicValue;
+template <class T>
+class BasicValueRef;
 
 namespace detail {
 // A heap box with value semantics, so that recursive types can live in a std::variant.
@@ -241,8 +243,8 @@ class BasicDict {
                 ErrorContext::at_key(k.to_string()));
   }
 
-  // Python's d[k]: inserts None when missing.
-  BasicValue<T>& operator[](const Key& k) {
+  // The value at k, inserting None when k is missing (Counter's d[k] += 1).
+  BasicValue<T>& get_or_insert(const Key& k) {
     if (auto* v = find(k)) return *v;
     return set(k, BasicValue<T>());
   }
@@ -409,8 +411,15 @@ class BasicValue {
   const Dict& dict() const { return *get<DictBox>("dict"); }
   Dict& dict() { return *get<DictBox>("dict"); }
 
-  // Dict access. operator[] on a non-const dict inserts None when missing.
-  BasicValue& operator[](const Key& k) { return dict()[k]; }
+  // Dict access. On a non-const value, v["k"] is a place (core/value_ref.hpp): reading it
+  // never inserts (a missing key throws, naming the key path), assigning to it creates the
+  // key and any missing dicts above it. On a const value it reads, as at() does.
+  BasicValueRef<T> operator[](Key k) { return BasicValueRef<T>(*this, std::move(k)); }
+  BasicValueRef<T> operator[](const char* k) { return (*this)[Key(k)]; }
+  BasicValueRef<T> operator[](const std::string& k) { return (*this)[Key(k)]; }
+  const BasicValue& operator[](const Key& k) const { return at(k); }
+  const BasicValue& operator[](const char* k) const { return at(Key(k)); }
+  const BasicValue& operator[](const std::string& k) const { return at(Key(k)); }
   const BasicValue& at(const Key& k) const { return dict().at(k); }
   BasicValue& at(const Key& k) { return dict().at(k); }
   bool contains(const Key& k) const { return is_dict() && dict().contains(k); }
@@ -420,14 +429,9 @@ class BasicValue {
     if (is_dict()) return dict().at(Key(static_cast<std::int64_t>(i)));
     return at_index(i);
   }
-  BasicValue& operator[](std::size_t i) {
-    if (is_dict()) return dict()[Key(static_cast<std::int64_t>(i))];
-    return const_cast<BasicValue&>(std::as_const(*this).at_index(i));
-  }
-  BasicValue& operator[](int i) { return (*this)[static_cast<std::size_t>(i)]; }
+  BasicValueRef<T> operator[](std::size_t i) { return (*this)[Key(static_cast<std::int64_t>(i))]; }
+  BasicValueRef<T> operator[](int i) { return (*this)[Key(i)]; }
   const BasicValue& operator[](int i) const { return (*this)[static_cast<std::size_t>(i)]; }
-  BasicValue& operator[](const char* k) { return dict()[Key(k)]; }
-  BasicValue& operator[](const std::string& k) { return dict()[Key(k)]; }
   std::size_t size() const {
     if (is_dict()) return dict().size();
     return items().size();
@@ -509,3 +513,5 @@ class BasicValue {
 };
 
 }  // namespace sgckpt
+
+#include "sgckpt/core/value_ref.hpp"

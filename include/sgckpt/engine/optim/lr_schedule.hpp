@@ -242,7 +242,7 @@ class MultiStepLR : public TorchLRScheduler {
         milestones_(Value::make_dict(DictKind::Counter)),
         gamma_(std::move(gamma)) {
     for (auto m : milestones) {  // Counter(milestones): first-appearance order, counts
-      Value& c = milestones_.dict()[Key(m)];
+      Value& c = milestones_.dict().get_or_insert(Key(m));
       c = c.is_none() ? Value(1) : Value(static_cast<long long>(c.as_int() + 1));
     }
     initial_step();
@@ -274,7 +274,7 @@ class MultiStepLR : public TorchLRScheduler {
         std::size_t i = 0;
         for (const auto& m : v->items()) {
           const std::string where = "milestones/" + std::to_string(i++);
-          Value& c = milestones_.dict()[Key(int_in_range<std::int64_t>(m, where))];
+          Value& c = milestones_.dict().get_or_insert(Key(int_in_range<std::int64_t>(m, where)));
           c = c.is_none() ? Value(1) : Value(static_cast<long long>(c.as_int() + 1));
         }
       }
