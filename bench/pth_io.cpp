@@ -9,8 +9,12 @@
 // once untimed (warm-up), then REPEATS interleaved rounds (each operation once per round,
 // the torch peer too); times are medians over the rounds.
 //
+// The same weights are also saved and loaded as safetensors, next to the safetensors package
+// (safe_open's load_file, save_file): the ResNet18 checkpoint's net and the 1 GiB state.
+//
 // Usage: pth_io [--dir DIR] [--repeats N] [--skip-torch] [--only small|large]
-// Env:   SGCKPT_PYTHON: the Python with torch (default /usr/bin/python3, Debian's).
+// Env:   SGCKPT_PYTHON: the Python with torch (default /usr/bin/python3, Debian's);
+//        SGCKPT_PYPI_PYTHON: the Python with safetensors (default the PyPI oracles' venv).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -309,6 +313,64 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
   fs::remove(plain);
 }
 
+// safetensors rows: the same weights saved and loaded by sgckpt and by the safetensors package
+// (its python peer, run with the PyPI oracles' interpreter), interleaved like bench_case.
+void bench_safetensors(const std::string& name, const Value& weights, const fs::path& dir, int repeats,
+                       const std::string& python, const fs::path& script) {
+  const double bytes = static_cast<double>(tensor_bytes(weights));
+  const fs::path ours = dir / (name + ".safetensors");
+  const bool with_peer = !python.empty() && fs::exists(python);
+  std::printf("\n== %s as safetensors: %.1f MB of tensors, %s\n", name.c_str(), bytes / 1e6, ours.c_str());
+  if (!with_peer)
+    std::printf("(no safetensors peer: %s missing; run scripts/install-pypi-oracle.sh)\n", python.c_str());
+  sgckpt::SaveOptions durable, fast;
+  fast.durable = false;
+  sgckpt::LoadOptions copy, mm;
+  mm.mmap = true;
+  volatile std::uint64_t sink = 0;
+  const std::vector<std::pair<std::string, std::function<void()>>> ops = {
+      {"sgckpt save (durable)", [&] { sgckpt::save(weights, ours, durable); }},
+      {"sgckpt save (no fsync)", [&] { sgckpt::save(weights, ours, fast); }},
+      {"sgckpt load (copy)", [&] { sgckpt::load(ours, copy); }},
+      {"sgckpt load (mmap)", [&] { sgckpt::load(ours, mm); }},
+      {"sgckpt load (mmap) + touch", [&] { sink = sink + touch(sgckpt::load(ours, mm)); }},
+  };
+  for (const auto& op : ops) op.second();
+  std::vector<std::vector<double>> times(ops.size());
+  std::vector<double> peer_save, peer_load;
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const double t0 = now();
+      ops[i].second();
+      times[i].push_back(now() - t0);
+    }
+    if (with_peer) {
+      const auto t = run_torch(python, script, ours, dir, 1);
+      peer_save.push_back(t.at("save"));
+      peer_load.push_back(t.at("load"));
+    }
+  }
+  std::printf("%-32s %10s %10s\n", "operation", "median ms", "GB/s");
+  std::map<std::string, double> med;
+  for (std::size_t i = 0; i < ops.size(); ++i) med[ops[i].first] = median(times[i]);
+  if (with_peer) {
+    med["safetensors save_file"] = median(peer_save);
+    med["safetensors load_file"] = median(peer_load);
+  }
+  for (const auto& [what, secs] : med)
+    std::printf("%-32s %10.2f %10.2f\n", what.c_str(), secs * 1e3, bytes / secs / 1e9);
+  if (with_peer) {
+    std::printf("ratios (higher is better for sgckpt):\n");
+    std::printf("  save: save_file / sgckpt save (no fsync)        = %.2fx\n",
+                med["safetensors save_file"] / med["sgckpt save (no fsync)"]);
+    std::printf("  load: load_file / sgckpt load (copy)            = %.2fx\n",
+                med["safetensors load_file"] / med["sgckpt load (copy)"]);
+    std::printf("  load: load_file / sgckpt load (mmap)            = %.2fx\n",
+                med["safetensors load_file"] / med["sgckpt load (mmap)"]);
+  }
+  fs::remove(ours);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,14 +396,24 @@ int main(int argc, char** argv) {
   const char* py = std::getenv("SGCKPT_PYTHON");
   const std::string python = py && *py ? py : "/usr/bin/python3";
   const fs::path script = fs::path(SGCKPT_SOURCE_DIR) / "bench" / "pth_io_torch.py";
+  const char* pypi_env = std::getenv("SGCKPT_PYPI_PYTHON");
+  const std::string pypi = pypi_env && *pypi_env ? pypi_env : "/var/cache/sgckpt/pypi-venv/bin/python";
+  const fs::path st_script = fs::path(SGCKPT_SOURCE_DIR) / "bench" / "pth_io_safetensors.py";
   const fs::path work = dir / ("sgckpt-bench-" + std::to_string(::getpid()));
   fs::create_directories(work);
   try {
     std::mt19937_64 rng(42);
-    if (only.empty() || only == "small")
-      bench_case("resnet18_ckpt", resnet18_checkpoint(rng), work, repeats, with_torch, python, script);
-    if (only.empty() || only == "large")
-      bench_case("state_1GiB", large_state(rng), work, std::max(3, repeats / 2), with_torch, python, script);
+    if (only.empty() || only == "small") {
+      const Value ckpt = resnet18_checkpoint(rng);
+      bench_case("resnet18_ckpt", ckpt, work, repeats, with_torch, python, script);
+      bench_safetensors("resnet18_net", ckpt.at("net"), work, repeats, with_torch ? pypi : "", st_script);
+    }
+    if (only.empty() || only == "large") {
+      const Value state = large_state(rng);
+      bench_case("state_1GiB", state, work, std::max(3, repeats / 2), with_torch, python, script);
+      bench_safetensors("state_1GiB", state, work, std::max(3, repeats / 2), with_torch ? pypi : "",
+                        st_script);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pth_io: %s\n", e.what());
     fs::remove_all(work);

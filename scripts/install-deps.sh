@@ -13,6 +13,7 @@ packages=(
   libyaml-cpp-dev libeigen3-dev          # examples / engine
   dataset-fashion-mnist                  # the training example and its learning test
   python3 python3-torch python3-numpy    # torch oracle tests (Debian's /usr/bin/python3)
+  python3-venv                           # the PyPI oracles' environment (install-pypi-oracle.sh)
   clang-format                           # formatting check
   clang-14 libclang-rt-14-dev            # libFuzzer targets (tests/fuzz, bench/fuzz_campaign.sh)
 )

@@ -4,7 +4,8 @@
 # Environment: SGCKPT_PYTHON (default /usr/bin/python3, the interpreter with python3-torch),
 #   SGCKPT_BUILD_DIR (default <repo>/build), SGCKPT_JOBS (default nproc),
 #   SGCKPT_CUDA (AUTO/ON/OFF, default AUTO), SGCKPT_SHARED_DIR (default <repo>/../shared),
-#   SGCKPT_CACHE_DIR (default /var/cache/sgckpt: the torch 2.x chroot, kept between runs).
+#   SGCKPT_CACHE_DIR (default /var/cache/sgckpt: the torch 2.x chroot and the PyPI oracles'
+#   virtual environment, kept between runs).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,11 @@ bash "$repo/scripts/install-deps.sh"
 stage="torch2-oracle"
 bash "$repo/scripts/install-torch2-oracle.sh"
 export SGCKPT_REQUIRE_TORCH2=1
+
+# The PyPI oracles (safetensors, tensorboard) in a cached virtual environment over Debian's torch.
+stage="pypi-oracle"
+bash "$repo/scripts/install-pypi-oracle.sh"
+export SGCKPT_PYPI_PYTHON="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}/pypi-venv/bin/python"
 
 # Formatting: every C++ file as the repo's .clang-format says (clang-format 14, Debian 12's).
 stage="format"

@@ -22,3 +22,17 @@ TEST_CASE("State<> stores a tensor and an int") {
   CHECK(state.at("epoch").as_int() == 7);
   CHECK_FALSE(state.contains("missing"));
 }
+
+TEST_CASE("large storages (own mappings, huge pages where the system allows) are writable, and zeros() is zero") {
+  const std::size_t n = sgckpt::detail::kHugePageStorageBytes + 12345;
+  auto s = sgckpt::Storage::allocate(n);
+  REQUIRE(s->nbytes() == n);
+  CHECK(reinterpret_cast<std::uintptr_t>(s->data()) % 64 == 0);
+  s->mutable_data()[0] = std::byte{1};
+  s->mutable_data()[n - 1] = std::byte{2};
+  CHECK(s->data()[n - 1] == std::byte{2});
+  const auto z = sgckpt::Tensor::zeros(sgckpt::DType::Float32, {static_cast<std::int64_t>(n / 4)});
+  const float* p = z.data<float>();
+  CHECK(p[0] == 0.0f);
+  CHECK(p[n / 4 - 1] == 0.0f);
+}

@@ -720,7 +720,8 @@ def build(out_dir):
     add("misc_empty_file.pt", b"", "empty")
     add("misc_random_bytes.pt", bytes((i * 7919 + 13) % 256 for i in range(4096)), "not a PyTorch checkpoint")
     add("misc_plain_pickle.pt", PROTO2 + b"}" + STOP, "not a PyTorch checkpoint")
-    add("misc_safetensors_header.pt", u64(2) + b"{}", "not a PyTorch checkpoint")
+    # safetensors is read (by content); this one's header claims more bytes than the file has.
+    add("misc_safetensors_header.pt", u64(100) + b"{}", "claims 100 bytes")
     add("misc_gzip.pt", b"\x1f\x8b\x08\x00" + b"\0" * 20, "not a PyTorch checkpoint")
 
     # ------------------------------------------------------------------ write

@@ -311,6 +311,31 @@ def build():
     # torch 1.13: reads {"w": [0., ..., 5.]} (it uses .data/version, 6, which is <= 10).
     refuse("torch_refuses_data_version_disagrees.pt", ckpt(pkl_a, extra=[(".data/version", b"6\n")]), "disagree", "refused")
 
+    # ================================================================== 8. safetensors
+    # safetensors files (recognized by content: the .pt name does not matter) whose header lies.
+    # torch 1.13: not a torch file at all. The safetensors package refuses each too, except the
+    # duplicate name (it keeps the last); tests/python/test_safetensors.py checks that.
+    def st(header, data=b"", claimed=None):
+        h = header.encode() if isinstance(header, str) else header
+        return struct.pack("<Q", len(h) if claimed is None else claimed) + h + data
+
+    f4 = '"dtype":"F32","shape":[1],'
+    refuse("st_header_terabytes.pt", st("{}", claimed=1 << 40), "more than the format", "limit")
+    refuse("st_header_past_end.pt", st("{}", claimed=100), "claims 100 bytes", "truncated")
+    refuse("st_bad_json.pt", st('{"a":{' + f4 + '"data_offsets":[0,4]}', b"abcd"), "invalid JSON", "corrupt")
+    refuse("st_duplicate_name.pt", st('{"a":{' + f4 + '"data_offsets":[0,4]},"a":{' + f4 + '"data_offsets":[4,8]}}',
+                                      b"abcdefgh"), "twice", "corrupt")
+    refuse("st_overlap.pt", st('{"a":{' + f4 + '"data_offsets":[0,4]},"b":{' + f4 + '"data_offsets":[2,6]}}', b"abcdef"),
+           "overlaps", "corrupt")
+    refuse("st_out_of_range.pt", st('{"a":{' + f4 + '"data_offsets":[0,4]}}', b"ab"), "past the data area", "truncated")
+    refuse("st_shape_lies.pt", st('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}', b"abcd"), "need 8", "corrupt")
+    refuse("st_huge_shape.pt", st('{"a":{"dtype":"F64","shape":[4611686018427387904,4],"data_offsets":[0,8]}}', b"abcdefgh"),
+           "tensor 'a'", "corrupt")
+    refuse("st_deep_nesting.pt", st('{"a":{"x":' + "[" * 5000 + "]" * 5000 + "}}"), "nesting", "corrupt")
+    refuse("st_many_names_gap.pt", st("{" + ",".join('"t%d":{' % i + f4 + '"data_offsets":[%d,%d]}' % (4 * i, 4 * i + 4)
+                                                     for i in range(10000)) + "}", b"x" * (4 * 10000 - 1)),
+           "past the data area", "truncated")
+
 
 def write(out_dir):
     names = [n for n, _, _ in entries]

@@ -1,9 +1,11 @@
 // tools/sgckpt/cmd_convert.cpp: `sgckpt convert IN OUT [--mmap] [--layout torch1|torch2]
-//   [--select PATH] [--key PATTERN]... [--drop PATTERN]... [--cast FROM=TO]...`.
+//   [--format auto|pth|safetensors] [--flatten] [--select PATH] [--key PATTERN]...
+//   [--drop PATTERN]... [--cast FROM=TO]...`.
 //
-// Reads IN (any format sgckpt::load reads, including the legacy pre-1.6 stream) and writes
-// it as a current torch zip checkpoint to OUT (atomically). Sharing of storages between
-// tensors is kept. --layout torch2 adds the records torch 2.x writes (docs/pth-format.md).
+// Reads IN (any format sgckpt::load reads: .pth, the legacy pre-1.6 stream, safetensors) and
+// writes it to OUT (atomically) as a current torch zip checkpoint, or as safetensors when OUT
+// ends in .safetensors or --format says so (--flatten joins nested dict keys with '.'). Sharing of storages
+// between tensors is kept. --layout torch2 adds the records torch 2.x writes (docs/pth-format.md).
 // --select/--key/--drop/--cast change the state on the way (state_edit.hpp), e.g. to give a
 // float8 or uint16 checkpoint to a torch that lacks those dtypes, or to slice out a state
 // dict. Prints nothing on success.
@@ -65,9 +67,20 @@ void run_convert(ConvertOptions o) {
 
 void register_convert(CLI::App& app) {
   auto opts = std::make_shared<ConvertOptions>();
-  CLI::App* cmd = app.add_subcommand("convert", "Read a checkpoint and write it again in torch's zip format");
-  cmd->add_option("IN", opts->input, "The .pth file to read")->required();
-  cmd->add_option("OUT", opts->output, "The .pth file to write (replaced atomically)")->required();
+  CLI::App* cmd =
+      app.add_subcommand("convert", "Read a checkpoint and write it again (.pth or .safetensors)");
+  cmd->add_option("IN", opts->input, "The file to read (.pth, legacy torch or safetensors)")->required();
+  cmd->add_option("OUT", opts->output, "The file to write (replaced atomically)")->required();
+  cmd->add_option(
+         "--format", opts->save.format,
+         "auto (the default: safetensors when OUT ends in .safetensors, else .pth), pth or safetensors")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, SaveFormat>{
+              {"auto", SaveFormat::Auto}, {"pth", SaveFormat::Pth}, {"safetensors", SaveFormat::Safetensors}},
+          CLI::ignore_case));
+  cmd->add_flag(
+      "--flatten", opts->save.flatten,
+      "safetensors: write nested dicts as 'a.b' names (e.g. a whole checkpoint) instead of refusing them");
   add_load_options(*cmd, opts->load, /*with_crc_flag=*/false);
   cmd->add_option("--layout", opts->save.layout,
                   "Archive records: torch1 (byteorder; the default) or torch2 (+ .format_version, "

@@ -21,6 +21,7 @@
 
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/detail/huge_pages.hpp"
 
 namespace sgckpt {
 
@@ -70,10 +71,16 @@ constexpr bool element_type_fits(DType d) {
 
 class Storage {
  public:
-  // Owned, uninitialized, 64-byte aligned.
+  // Owned, uninitialized, 64-byte aligned; large ones on huge pages (detail/huge_pages.hpp).
   static std::shared_ptr<Storage> allocate(std::size_t nbytes) {
     auto s = std::shared_ptr<Storage>(new Storage());
-    if (nbytes > 0) {
+    if (nbytes >= detail::kHugePageStorageBytes) {
+      if (void* p = detail::map_huge(nbytes)) {
+        s->owner_ = std::shared_ptr<void>(p, [nbytes](void* q) { detail::unmap_huge(q, nbytes); });
+        s->data_ = static_cast<std::byte*>(p);
+      }
+    }
+    if (nbytes > 0 && s->data_ == nullptr) {
       void* p = ::operator new (nbytes, std::align_val_t{64}, std::nothrow);
       if (p == nullptr)
         throw Error(ErrorKind::Limit,

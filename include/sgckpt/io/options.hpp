@@ -49,6 +49,13 @@ enum class ArchiveLayout : std::uint8_t {
   Torch2,
 };
 
+// The format save() writes.
+enum class SaveFormat : std::uint8_t {
+  Auto,         // by the file name: ".safetensors" is safetensors, anything else .pth (memory: .pth)
+  Pth,          // torch.save's zip format
+  Safetensors,  // a flat map of tensors (io/safetensors.hpp, docs/safetensors.md)
+};
+
 struct SaveOptions {
   // fsync the file before the rename and the directory after it, so a power loss cannot
   // lose a checkpoint that save() reported as written.
@@ -57,6 +64,10 @@ struct SaveOptions {
   // extension; "archive" when saving to memory).
   std::string root_name{};
   ArchiveLayout layout = ArchiveLayout::Torch1;
+  SaveFormat format = SaveFormat::Auto;
+  // safetensors only: nested dicts become names joined with '.' ({"net": {"fc.weight": t}} ->
+  // "net.fc.weight") instead of being refused.
+  bool flatten = false;
 };
 
 }  // namespace sgckpt

@@ -32,6 +32,7 @@
 #include "sgckpt/io/pickle_reader.hpp"
 #include "sgckpt/io/pickle_writer.hpp"
 #include "sgckpt/io/pth_api.hpp"
+#include "sgckpt/io/safetensors.hpp"
 #include "sgckpt/io/zip_reader.hpp"
 #include "sgckpt/io/zip_writer.hpp"
 
@@ -40,7 +41,7 @@ namespace sgckpt {
 namespace detail {
 
 // What the first bytes say a file is.
-enum class FileFormat { Zip, Legacy, Tar, Unknown };
+enum class FileFormat { Zip, Legacy, Tar, Safetensors, Unknown };
 
 inline FileFormat sniff(std::span<const std::byte> b) {
   auto at = [&](std::size_t i) { return static_cast<unsigned char>(b[i]); };
@@ -51,6 +52,7 @@ inline FileFormat sniff(std::span<const std::byte> b) {
   if (b.size() >= sizeof legacy && std::memcmp(b.data(), legacy, sizeof legacy) == 0)
     return FileFormat::Legacy;
   if (b.size() >= 262 && std::memcmp(b.data() + 257, "ustar", 5) == 0) return FileFormat::Tar;
+  if (safetensors::sniff(b)) return FileFormat::Safetensors;
   return FileFormat::Unknown;
 }
 
@@ -343,11 +345,18 @@ inline Value load_bytes(std::span<const std::byte> bytes, std::shared_ptr<const 
       throw Error(ErrorKind::Refused,
                   "this is a tar archive (the torch < 0.4 format), which is not supported",
                   {label, {}, 0, {}});
+    case FileFormat::Safetensors:
+      try {
+        return safetensors::load(bytes, owner, opt);
+      } catch (const Error& e) {
+        throw e.with_file(label);
+      }
     case FileFormat::Unknown:
       break;
   }
   if (bytes.empty()) throw Error(ErrorKind::Truncated, "the file is empty", {label, {}, 0, {}});
-  throw Error(ErrorKind::Corrupt, "not a PyTorch checkpoint: neither a zip archive nor a legacy torch stream",
+  throw Error(ErrorKind::Corrupt,
+              "not a PyTorch checkpoint: neither a zip archive, a legacy torch stream nor a safetensors file",
               {label, {}, 0, {}});
 }
 
@@ -416,11 +425,16 @@ SGCKPT_API_INLINE Value load(std::span<const std::byte> bytes, const LoadOptions
 
 SGCKPT_API_INLINE void save(const Value& value, const std::filesystem::path& path,
                             const SaveOptions& options) {
-  const std::string root = options.root_name.empty() ? detail::default_root(path) : options.root_name;
+  const bool safetensors = options.format == SaveFormat::Safetensors ||
+                           (options.format == SaveFormat::Auto && path.extension() == ".safetensors");
   try {
     AtomicFile file(path, options.durable);
-    detail::write_pth(
-        value, root, [&](std::span<const std::byte> b) { file.write(b); }, options.layout);
+    const auto sink = [&](std::span<const std::byte> b) { file.write(b); };
+    if (safetensors)
+      detail::safetensors::write(value, sink, options.flatten);
+    else
+      detail::write_pth(value, options.root_name.empty() ? detail::default_root(path) : options.root_name,
+                        sink, options.layout);
     file.commit();
   } catch (const Error& e) {
     throw e.with_file(path.string());
@@ -429,6 +443,12 @@ SGCKPT_API_INLINE void save(const Value& value, const std::filesystem::path& pat
 
 SGCKPT_API_INLINE std::vector<std::byte> save_to_memory(const Value& value, const SaveOptions& options) {
   std::vector<std::byte> out;
+  if (options.format == SaveFormat::Safetensors) {
+    detail::safetensors::write(
+        value, [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); },
+        options.flatten);
+    return out;
+  }
   detail::write_pth(
       value, options.root_name.empty() ? "archive" : options.root_name,
       [&](std::span<const std::byte> b) { out.insert(out.end(), b.begin(), b.end()); }, options.layout);

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the PyPI oracles (the real `safetensors` and `tensorboard` packages) into a Python
+# virtual environment over Debian's /usr/bin/python3, so that Debian's torch 1.13 and numpy
+# stay the ones the tests use. Cached outside the clone and rebuilt only when the pins in
+# scripts/pypi-oracle-requirements.txt change. Prints nothing but progress; the interpreter is
+# $SGCKPT_CACHE_DIR/pypi-venv/bin/python (scripts/test.sh exports it as SGCKPT_PYPI_PYTHON).
+#
+#   bash scripts/install-pypi-oracle.sh     # ~15 s and ~120 MB the first time; then instant
+#
+# Environment: SGCKPT_CACHE_DIR (default /var/cache/sgckpt), SGCKPT_BASE_PYTHON (default
+#   /usr/bin/python3, Debian's, with python3-torch and python3-numpy).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}"
+venv="$cache/pypi-venv"
+base="${SGCKPT_BASE_PYTHON:-/usr/bin/python3}"
+reqs="$repo/scripts/pypi-oracle-requirements.txt"
+stamp="$venv/.sgckpt-requirements"
+
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$reqs" "$stamp"; then
+  echo "install-pypi-oracle: cached at $venv"
+else
+  echo "install-pypi-oracle: building $venv"
+  mkdir -p "$cache"
+  rm -rf "$venv"  # the stamp is written last: a half-built environment is rebuilt, never used
+  "$base" -m venv --system-site-packages "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --no-deps -r "$reqs"
+  cp "$reqs" "$stamp"
+fi
+
+"$venv/bin/python" - <<'PY'
+import safetensors, tensorboard, torch, numpy
+print("install-pypi-oracle: safetensors %s, tensorboard %s over torch %s, numpy %s"
+      % (safetensors.__version__, tensorboard.__version__, torch.__version__, numpy.__version__))
+PY
