@@ -308,6 +308,8 @@ Recipe parse_recipe(const YAML::Node& root) {
     t.augment.horizontal_flip = au.value<bool>("horizontal_flip", false);
     au.finish();
   }
+  t.logging.tensorboard = th.value<bool>("tensorboard", true);
+  t.logging.step_loss_every = th.value<std::int64_t>("tensorboard_step_loss_every", 0);
   t.seed = th.value<std::uint64_t>("seed", 42);
   t.shuffle = th.value<bool>("shuffle", true);
   auto& c = r.ckpt;
@@ -429,6 +431,10 @@ int run(int argc, char** argv) {
   if (result.epochs.empty())
     say("nothing to do: the checkpoint already finished " + std::to_string(result.start_epoch) + " of " +
         std::to_string(r.train.max_epochs) + " epochs");
+  say("log=" + result.log.string());
+  if (result.events)
+    say("events=" + result.events->string() + " (tensorboard --logdir " +
+        result.run_dir.parent_path().string() + ")");
   say("run_dir=" + result.run_dir.string());
   return 0;
 }

@@ -49,6 +49,7 @@
 #include "sgckpt/engine/optim/sgd.hpp"
 #include "sgckpt/engine/parallel.hpp"
 #include "sgckpt/engine/random.hpp"
+#include "sgckpt/engine/train/run_logger.hpp"
 
 namespace sgckpt::engine::train {
 
@@ -77,6 +78,8 @@ struct TrainConfig {
   // Where the model trains: the CPU, or the device of a registered backend (engine/backend.hpp).
   // Batches are made in host memory and copied there; checkpoints are written from host copies.
   Device device = Device::CPU;
+  // TensorBoard events and SG's experiment log in the run directory (run_logger.hpp).
+  RunLogger::Options logging{};
 };
 
 // Progress of one training step, for a caller's log.
@@ -98,7 +101,9 @@ struct EpochSummary {
 
 struct TrainResult {
   std::filesystem::path run_dir;
-  int start_epoch = 0;  // 0 for a fresh run, the checkpoint's epoch for a resumed one
+  std::filesystem::path log;                    // experiment_logs_<stamp>.txt
+  std::optional<std::filesystem::path> events;  // this run's TensorBoard event file
+  int start_epoch = 0;                          // 0 for a fresh run, the checkpoint's epoch for a resumed one
   std::vector<EpochSummary> epochs;
 };
 
@@ -168,6 +173,15 @@ class Trainer {
         checked_in_file(checkpoint_name(rs), [&] { return int_in_range<int>(rs.start_epoch, "epoch", 0); });
     if (rs.resumed) resume_from(rs);
     result.run_dir = manager.start_run(plan, recipe_text);
+    RunLogger logger(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
+    result.log = logger.log_path();
+    result.events = logger.events_path();
+    if (rs.resumed)
+      logger.note("Resumed from " + checkpoint_name(rs) + " at epoch " + std::to_string(result.start_epoch) +
+                  (logger.repaired_bytes()
+                       ? " (cut a torn tail of " + std::to_string(logger.repaired_bytes()) +
+                             " bytes off the event files)"
+                       : ""));
     if (!ema_ && cfg_.ema && !rs.ema_missing) ema_ = clone_state(model_->state_dict());
 
     data::DataLoader loader(train, {cfg_.batch_size, cfg_.shuffle, cfg_.drop_last, cfg_.augment});
@@ -208,6 +222,7 @@ class Trainer {
         loss_sum += static_cast<double>(loss) * static_cast<double>(n);
         correct += nn::functional::topk_correct(logits, batch.y, 1);
         seen += n;
+        logger.step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
         if (on_step) on_step({epoch, b, batches, loss, lr});
       }
 
@@ -232,6 +247,8 @@ class Trainer {
       if (ema_) state.ema = *ema_;
       state.extra.emplace_back("rng_state", rng_state());
       const EpochResult er = manager.on_epoch_end(epoch + 1, metrics, std::move(state));
+      logger.epoch(epoch, metrics, lr);
+      for (const auto& f : er.files) logger.note("Checkpoint saved in " + f.string());
       EpochSummary s;
       s.epoch = epoch + 1;
       s.metrics = std::move(metrics);
