@@ -47,13 +47,13 @@
 #include <utility>
 #include <vector>
 
-#include "sgckpt/ckpt/elementwise.hpp"
 #include "sgckpt/ckpt/ema.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
+#include "sgckpt/detail/elementwise.hpp"
 #include "sgckpt/io/pth.hpp"
 
 namespace sgckpt {

@@ -1,4 +1,4 @@
-// sgckpt/io/pickle_graph.hpp: the objects one pickle creates, as a graph of shared nodes (a
+// sgckpt/detail/pickle/graph.hpp: the objects one pickle creates, as a graph of shared nodes (a
 // memo reference yields the same object, as in Python), with their arena and their budget.
 #pragma once
 
@@ -15,11 +15,11 @@
 
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
+#include "sgckpt/detail/pickle/budget.hpp"
+#include "sgckpt/detail/pickle/globals.hpp"
 #include "sgckpt/io/options.hpp"
-#include "sgckpt/io/pickle_budget.hpp"
-#include "sgckpt/io/pickle_globals.hpp"
 
-namespace sgckpt::pickle::detail {
+namespace sgckpt::detail::pickle {
 
 struct Node;
 // Nodes live in the graph's arena (NodeArena) and point at each other with raw pointers:
@@ -186,4 +186,4 @@ class Graph {
   NodeArena arena_;  // owns every node
 };
 
-}  // namespace sgckpt::pickle::detail
+}  // namespace sgckpt::detail::pickle

@@ -1,4 +1,4 @@
-// sgckpt/io/pickle_budget.hpp: the amplification budget of one pickle: every counter of what
+// sgckpt/detail/pickle/budget.hpp: the amplification budget of one pickle: every counter of what
 // a file has made the reader do so far, and the checks that bound it (sgckpt::Limits).
 //
 // Memory. Counting objects bounds neither their size nor what a small file can ask for:
@@ -32,7 +32,7 @@
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/io/options.hpp"
 
-namespace sgckpt::pickle::detail {
+namespace sgckpt::detail::pickle {
 
 class Budget {
  public:
@@ -130,4 +130,4 @@ class Budget {
   std::uint32_t in_copy_ = 0;     // > 0 while converting a shared container reached again
 };
 
-}  // namespace sgckpt::pickle::detail
+}  // namespace sgckpt::detail::pickle

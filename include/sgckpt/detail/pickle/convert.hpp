@@ -1,8 +1,8 @@
-// sgckpt/io/pickle_convert.hpp: the conversion of a pickle's object graph into a
+// sgckpt/detail/pickle/convert.hpp: the conversion of a pickle's object graph into a
 // sgckpt::Value tree, once, after STOP.
 //
 // A shared node becomes a copy each time it is reached (as torch.load gives one object, this
-// gives equal values); the budget counts every value and every copy (pickle_budget.hpp).
+// gives equal values); the budget counts every value and every copy (budget.hpp).
 // Cycles are refused, and so is nesting deeper than Limits::max_depth.
 #pragma once
 
@@ -12,11 +12,11 @@
 
 #include "sgckpt/core/key_path.hpp"
 #include "sgckpt/core/state.hpp"
+#include "sgckpt/detail/pickle/budget.hpp"
+#include "sgckpt/detail/pickle/graph.hpp"
 #include "sgckpt/io/options.hpp"
-#include "sgckpt/io/pickle_budget.hpp"
-#include "sgckpt/io/pickle_graph.hpp"
 
-namespace sgckpt::pickle::detail {
+namespace sgckpt::detail::pickle {
 
 class Converter {
  public:
@@ -158,4 +158,4 @@ class Converter {
   KeyPath path_;  // key path of the node convert() is at
 };
 
-}  // namespace sgckpt::pickle::detail
+}  // namespace sgckpt::detail::pickle

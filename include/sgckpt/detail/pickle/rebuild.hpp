@@ -1,4 +1,4 @@
-// sgckpt/io/pickle_rebuild.hpp: torch's rebuild rules: what calling an allowed global
+// sgckpt/detail/pickle/rebuild.hpp: torch's rebuild rules: what calling an allowed global
 // (REDUCE, NEWOBJ), BUILD and a persistent id mean in a checkpoint pickle.
 //
 // Tensors are rebuilt as views of storages the container supplies (StorageResolver); storage
@@ -18,10 +18,10 @@
 
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
-#include "sgckpt/io/pickle_globals.hpp"
-#include "sgckpt/io/pickle_graph.hpp"
+#include "sgckpt/detail/pickle/globals.hpp"
+#include "sgckpt/detail/pickle/graph.hpp"
 
-namespace sgckpt::pickle {
+namespace sgckpt::detail::pickle {
 
 // A storage named by a persistent id, to be supplied by the container (zip or legacy).
 struct StorageRequest {
@@ -34,8 +34,6 @@ struct StorageRequest {
 
 // Returns a storage of exactly request.nbytes bytes or throws sgckpt::Error.
 using StorageResolver = std::function<std::shared_ptr<Storage>(const StorageRequest&)>;
-
-namespace detail {
 
 class Rebuilder {
  public:
@@ -443,6 +441,4 @@ class Rebuilder {
   std::unordered_map<std::string, NodeP, sgckpt::detail::KeyedHash> storages_;  // by key, views included
 };
 
-}  // namespace detail
-
-}  // namespace sgckpt::pickle
+}  // namespace sgckpt::detail::pickle

@@ -1,8 +1,8 @@
-// sgckpt/io/pickle_globals.hpp: torch's globals, the only names a checkpoint pickle may name.
+// sgckpt/detail/pickle/globals.hpp: torch's globals, the only names a checkpoint pickle may name.
 //
 // A GLOBAL is only a name looked up in a fixed allowlist (tensor rebuild functions, storage
 // classes, dtypes, OrderedDict, Counter, torch.Size); no Python object is ever created from a
-// name, so nothing can execute. What calling one means is in pickle_rebuild.hpp.
+// name, so nothing can execute. What calling one means is in rebuild.hpp.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,7 @@
 
 #include "sgckpt/core/dtype.hpp"
 
-namespace sgckpt::pickle::detail {
+namespace sgckpt::detail::pickle {
 
 enum class G : std::uint8_t {
   OrderedDict,
@@ -75,4 +75,4 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
   return std::nullopt;
 }
 
-}  // namespace sgckpt::pickle::detail
+}  // namespace sgckpt::detail::pickle

@@ -1,10 +1,10 @@
-// sgckpt/io/pickle_machine.hpp: the opcode machine: the pickle opcodes of protocols 2 to 5
+// sgckpt/detail/pickle/machine.hpp: the opcode machine: the pickle opcodes of protocols 2 to 5
 // that describe data (containers, scalars, strings, memo, persistent ids), and nothing else.
 //
 // Everything else is refused with the opcode's byte offset. Container operations are
 // type-checked (SETITEM only on dicts, APPEND only on lists: CVE-2026-24747). Globals, calls,
-// BUILD and persistent ids are torch's (pickle_globals.hpp, pickle_rebuild.hpp); every
-// resource is counted by the budget (pickle_budget.hpp).
+// BUILD and persistent ids are torch's (globals.hpp, rebuild.hpp); every
+// resource is counted by the budget (budget.hpp).
 #pragma once
 
 #include <cstddef>
@@ -22,13 +22,13 @@
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
 #include "sgckpt/detail/little_endian.hpp"
+#include "sgckpt/detail/pickle/graph.hpp"
+#include "sgckpt/detail/pickle/ops.hpp"
+#include "sgckpt/detail/pickle/rebuild.hpp"
 #include "sgckpt/detail/utf8.hpp"
 #include "sgckpt/io/options.hpp"
-#include "sgckpt/io/pickle_graph.hpp"
-#include "sgckpt/io/pickle_ops.hpp"
-#include "sgckpt/io/pickle_rebuild.hpp"
 
-namespace sgckpt::pickle {
+namespace sgckpt::detail::pickle {
 
 struct ReaderConfig {
   Limits limits;
@@ -37,8 +37,6 @@ struct ReaderConfig {
   // Size of the whole input (the file) that the memory budget scales with; 0: the pickle's.
   std::uint64_t input_bytes = 0;
 };
-
-namespace detail {
 
 class Machine {
  public:
@@ -454,6 +452,4 @@ class Machine {
   std::unordered_map<std::uint64_t, NodeP, sgckpt::detail::KeyedHash> memo_;
 };
 
-}  // namespace detail
-
-}  // namespace sgckpt::pickle
+}  // namespace sgckpt::detail::pickle

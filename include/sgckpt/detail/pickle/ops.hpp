@@ -1,10 +1,10 @@
-// sgckpt/io/pickle_ops.hpp: pickle opcode bytes (Python's Lib/pickle.py names), and what the
+// sgckpt/detail/pickle/ops.hpp: pickle opcode bytes (Python's Lib/pickle.py names), and what the
 // reader says of those it refuses.
 #pragma once
 
 #include <cstdint>
 
-namespace sgckpt::pickle::op {
+namespace sgckpt::detail::pickle::op {
 
 inline constexpr std::uint8_t MARK = '(';
 inline constexpr std::uint8_t STOP = '.';
@@ -110,4 +110,4 @@ inline const char* refused_what(std::uint8_t code) {
   }
 }
 
-}  // namespace sgckpt::pickle::op
+}  // namespace sgckpt::detail::pickle::op

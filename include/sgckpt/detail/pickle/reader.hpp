@@ -1,4 +1,4 @@
-// sgckpt/io/pickle_reader.hpp: a restricted pickle machine for checkpoint data.
+// sgckpt/detail/pickle/reader.hpp: a restricted pickle machine for checkpoint data.
 //
 // It runs the pickle opcodes of protocols 2 to 5 that describe data (containers, scalars,
 // strings, memo, persistent ids) and nothing else. A GLOBAL is only a name looked up in a
@@ -12,31 +12,31 @@
 // The machine builds a graph of shared nodes (a memo reference yields the same object, as
 // in Python), then converts it once into a sgckpt::Value tree.
 //
-// The parts, one file each: the opcode machine (pickle_machine.hpp, data opcodes only),
-// torch's globals and their rebuild rules (pickle_globals.hpp, pickle_rebuild.hpp), the
-// object graph (pickle_graph.hpp), the amplification budget that owns every counter
-// (pickle_budget.hpp), and the conversion into values (pickle_convert.hpp).
+// The parts, one file each: the opcode machine (machine.hpp, data opcodes only),
+// torch's globals and their rebuild rules (globals.hpp, rebuild.hpp), the
+// object graph (graph.hpp), the amplification budget that owns every counter
+// (budget.hpp), and the conversion into values (convert.hpp).
 #pragma once
 
 #include <cstddef>
 #include <span>
 
 #include "sgckpt/core/state.hpp"
-#include "sgckpt/io/pickle_convert.hpp"
-#include "sgckpt/io/pickle_machine.hpp"
-#include "sgckpt/io/pickle_rebuild.hpp"
+#include "sgckpt/detail/pickle/convert.hpp"
+#include "sgckpt/detail/pickle/machine.hpp"
+#include "sgckpt/detail/pickle/rebuild.hpp"
 
-namespace sgckpt::pickle {
+namespace sgckpt::detail::pickle {
 
 // Runs one pickle (up to its STOP) and returns its value. `consumed`, if given, receives
 // the number of bytes read, for streams that hold several pickles back to back.
 inline Value read(std::span<const std::byte> data, const StorageResolver& resolver,
                   const ReaderConfig& config = {}, std::size_t* consumed = nullptr) {
-  detail::Machine m(data, resolver, config);
-  detail::Node& root = m.run();
-  Value v = detail::Converter(m.budget(), config.limits)(root);
+  Machine m(data, resolver, config);
+  Node& root = m.run();
+  Value v = Converter(m.budget(), config.limits)(root);
   if (consumed) *consumed = m.consumed();
   return v;
 }
 
-}  // namespace sgckpt::pickle
+}  // namespace sgckpt::detail::pickle
