@@ -14,3 +14,4 @@
 #include "sgckpt/ckpt/manager.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
 #include "sgckpt/ckpt/threads.hpp"
+#include "sgckpt/io/file.hpp"

@@ -8,7 +8,7 @@
 #ifndef SGCKPT_COMPILED
 #error "built against sgckpt::sgckpt_compiled, which defines SGCKPT_COMPILED"
 #endif
-#ifdef SGCKPT_CRC32_PCLMUL  // defined by io/crc32.hpp, part of the implementation
+#ifdef SGCKPT_CRC32_PCLMUL  // defined by detail/zip/crc32.hpp, part of the implementation
 #error "the compiled mode must not include the implementation of load and save"
 #endif
 

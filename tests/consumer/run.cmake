@@ -55,6 +55,9 @@ if(MODE STREQUAL "find_package")
   file(REMOVE_RECURSE "${PREFIX}")
   run("${CMAKE_COMMAND}" --install "${SGCKPT_BUILD_DIR}" --prefix "${PREFIX}")
   foreach(f include/sgckpt/core/state.hpp
+            include/sgckpt/detail/pickle/reader.hpp  # the nested detail/ layers are installed too
+            include/sgckpt/detail/zip/reader.hpp
+            include/sgckpt/detail/fs/file.hpp
             share/cmake/sgckpt/sgckptConfig.cmake
             share/cmake/sgckpt/sgckptConfigVersion.cmake
             share/cmake/sgckpt/sgckptTargets.cmake

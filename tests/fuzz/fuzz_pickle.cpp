@@ -1,4 +1,4 @@
-// libFuzzer target: the restricted pickle machine alone (sgckpt::pickle::read), with a
+// libFuzzer target: the restricted pickle machine alone (sgckpt::detail::pickle::read), with a
 // resolver handing out zeroed storages up to 1 MiB (fuzz_targets.hpp), and a
 // structure-aware mutator that works on whole opcodes (pickle_mutator.hpp).
 #include "fuzz_targets.hpp"

@@ -222,7 +222,7 @@ inline int pth_one(const std::uint8_t* data, std::size_t size) {
 }
 
 // Resolver for the pickle-only target: zeroed storages of the requested size, up to a cap.
-inline std::shared_ptr<sgckpt::Storage> fuzz_resolver(const sgckpt::pickle::StorageRequest& r) {
+inline std::shared_ptr<sgckpt::Storage> fuzz_resolver(const sgckpt::detail::pickle::StorageRequest& r) {
   constexpr std::uint64_t kCap = 1ull << 20;
   if (r.nbytes > kCap)
     throw sgckpt::Error("fuzz resolver: storage of " + std::to_string(r.nbytes) + " bytes refused");
@@ -234,12 +234,12 @@ inline std::shared_ptr<sgckpt::Storage> fuzz_resolver(const sgckpt::pickle::Stor
 inline int pickle_one(const std::uint8_t* data, std::size_t size) {
   const auto bytes = std::as_bytes(std::span(data, size));
   for (bool legacy : {false, true}) {
-    sgckpt::pickle::ReaderConfig cfg;
+    sgckpt::detail::pickle::ReaderConfig cfg;
     cfg.limits = fuzz_limits();
     cfg.legacy = legacy;
     try {
       std::size_t used = 0;
-      sgckpt::Value v = sgckpt::pickle::read(bytes, fuzz_resolver, cfg, &used);
+      sgckpt::Value v = sgckpt::detail::pickle::read(bytes, fuzz_resolver, cfg, &used);
       if (used > size) std::abort();  // consumed more than it was given
       g_sink = g_sink + touch(v);
       if (!legacy) check_round_trip(v);

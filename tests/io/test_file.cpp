@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "../test_support.hpp"
+#include "sgckpt/detail/fs/file.hpp"
 #include "sgckpt/io/file.hpp"
 
 using namespace sgckpt;
+using namespace sgckpt::detail::fs;  // the internals under test
 using sgckpt::test::as_bytes;
 using sgckpt::test::as_string;
 using sgckpt::test::contains;

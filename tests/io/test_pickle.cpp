@@ -6,12 +6,13 @@
 #include <string>
 #include <vector>
 
-#include "sgckpt/io/pickle_reader.hpp"
-#include "sgckpt/io/pickle_writer.hpp"
+#include "sgckpt/detail/pickle/reader.hpp"
+#include "sgckpt/detail/pickle/writer.hpp"
 #include "sgckpt/io/pth.hpp"
 
 using namespace sgckpt;
-namespace op = sgckpt::pickle::op;
+namespace pickle = sgckpt::detail::pickle;  // the internals under test
+namespace op = pickle::op;
 
 namespace {
 
@@ -347,7 +348,7 @@ TEST_SUITE("pickle") {
     const auto names = [&](SaveOptions o) {
       const auto bytes = sgckpt::save_to_memory(root, o);
       std::vector<std::string> out;
-      const ZipReader zip(bytes);
+      const detail::zip::ZipReader zip(bytes);
       for (const auto& e : zip.entries()) out.push_back(e.name);
       return out;
     };
@@ -362,7 +363,7 @@ TEST_SUITE("pickle") {
     // Two saves get two serialization ids (torch's are unique per save too).
     const auto id_of = [&] {
       const auto bytes = sgckpt::save_to_memory(root, {.layout = ArchiveLayout::Torch2});
-      ZipReader z(bytes);
+      detail::zip::ZipReader z(bytes);
       const auto rec = z.read(*z.find("archive/.data/serialization_id"), true);
       return std::string(reinterpret_cast<const char*>(rec.data()), rec.size());
     };

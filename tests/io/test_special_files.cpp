@@ -15,6 +15,8 @@
 #include <string>
 
 #include "../test_support.hpp"
+#include "sgckpt/detail/fs/file.hpp"
+#include "sgckpt/io/file.hpp"
 #include "sgckpt/sgckpt.hpp"
 
 using namespace sgckpt;
@@ -72,7 +74,7 @@ TEST_SUITE("io/special_files") {
     LoadOptions mapped;
     mapped.mmap = true;
     CHECK(contains(within_a_second(fifo, [&] { load(fifo, mapped); }).message, "(a FIFO)"));
-    CHECK(contains(within_a_second(fifo, [&] { MappedFile::open(fifo); }).message, "(a FIFO)"));
+    CHECK(contains(within_a_second(fifo, [&] { detail::fs::MappedFile::open(fifo); }).message, "(a FIFO)"));
     // The small-file reader (recipes, recipe.yaml of a run) refuses it the same way.
     CHECK(contains(within_a_second(fifo, [&] { read_regular_file(fifo, 1 << 20); }).message, "(a FIFO)"));
   }

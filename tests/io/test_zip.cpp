@@ -18,12 +18,15 @@
 #include <vector>
 
 #include "../test_support.hpp"
-#include "sgckpt/io/crc32.hpp"
-#include "sgckpt/io/file.hpp"
-#include "sgckpt/io/zip_reader.hpp"
-#include "sgckpt/io/zip_writer.hpp"
+#include "sgckpt/detail/fs/file.hpp"
+#include "sgckpt/detail/zip/crc32.hpp"
+#include "sgckpt/detail/zip/reader.hpp"
+#include "sgckpt/detail/zip/writer.hpp"
 
 using namespace sgckpt;
+using namespace sgckpt::detail::zip;  // the internals under test
+using sgckpt::detail::fs::AtomicFile;
+using sgckpt::detail::fs::MappedFile;
 using sgckpt::test::as_bytes;
 using sgckpt::test::as_string;
 using sgckpt::test::contains;

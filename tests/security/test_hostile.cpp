@@ -22,6 +22,7 @@
 #include "sgckpt/sgckpt.hpp"
 
 using namespace sgckpt;
+namespace pickle = sgckpt::detail::pickle;  // the pickle machine alone
 
 namespace {
 

@@ -45,7 +45,7 @@ void run_average(const AverageOptions& o) {
   for (const auto& path : o.inputs) {
     states.push_back(weights_of(load(path, o.load), path, o.ema));
     // Name the file, not "state i", when the inputs do not match.
-    if (states.size() > 1) detail::check_same_structure(states.front(), states.back(), "'" + path + "'");
+    if (states.size() > 1) check_same_structure(states.front(), states.back(), "'" + path + "'");
   }
   // The average is written contiguously: a stride-0 view of a few bytes would become
   // gigabytes (730-byte inputs made a 512 MB output). Bounded by the inputs' size.

@@ -47,13 +47,13 @@
 #include <utility>
 #include <vector>
 
-#include "sgckpt/ckpt/elementwise.hpp"
 #include "sgckpt/ckpt/ema.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
+#include "sgckpt/detail/elementwise.hpp"
 #include "sgckpt/io/pth.hpp"
 
 namespace sgckpt {
@@ -199,6 +199,12 @@ inline void run_average_piece(const AverageItem& it, std::size_t begin, std::siz
 }
 
 }  // namespace detail
+
+// Throws an Error (ErrorKind::Schema) unless `other` has exactly the keys of `ref` (any order),
+// each with the same kind, and tensors with the same dtype and shape; `what` names `other`
+// in the message. average_states makes this check; a caller that loads the states one by one
+// makes it as each arrives, to name the file (the tool's `average`).
+using detail::check_same_structure;
 
 // The average of state dicts with identical keys, dtypes and shapes (checked; Error naming
 // the key and the state otherwise): floating tensors -> the mean over the states (summed in

@@ -6,11 +6,11 @@
 //
 // Both states are `Value` state dicts (dict of str -> tensor), so this works for any engine
 // that can show its weights as host tensors; the CUDA twin (kernels/ema_average.cu) uses the
-// same per-element math from elementwise.hpp.
+// same per-element math from detail/elementwise.hpp.
 //
 // What an update does, tensor by tensor, matched BY KEY:
 //   - floating tensors (float32, float64, float16, bfloat16): ema = d * ema + (1 - d) * w, in
-//     torch's fused form (see elementwise.hpp; bit-identical to torch's mul_ + add_(alpha) for
+//     torch's fused form (see detail/elementwise.hpp; bit-identical to torch's mul_ + add_(alpha) for
 //     float32 and float64). float16/bfloat16 are computed in float and rounded once.
 //   - every other tensor (integer and bool buffers such as BatchNorm's num_batches_tracked,
 //     complex): COPIED from the model. SG leaves them untouched, so its EMA keeps the count
@@ -46,7 +46,6 @@
 #include <utility>
 #include <vector>
 
-#include "sgckpt/ckpt/elementwise.hpp"
 #include "sgckpt/ckpt/threads.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
@@ -54,10 +53,11 @@
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
 #include "sgckpt/detail/cpu_features.hpp"
+#include "sgckpt/detail/elementwise.hpp"
 #include "sgckpt/detail/thread_pool.hpp"
 
 // The AVX2 loops need GCC or Clang on x86; nvcc (whose device side should include only
-// elementwise.hpp) gets the portable loops.
+// detail/elementwise.hpp) gets the portable loops.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(__CUDACC__)
 #include <immintrin.h>
@@ -514,7 +514,7 @@ inline void ema_update(Value& ema_state, const Value& model_state, double decay,
   }
   const std::size_t parts = detail::choose_threads(threads, bytes);
   const auto plan = detail::split_by_bytes(counts, weights, parts);
-  const ew::EmaCoefficients c = ew::ema_coefficients(decay);
+  const detail::ew::EmaCoefficients c = detail::ew::ema_coefficients(decay);
   detail::thread_pool().run(plan.size(), [&](std::size_t p) {
     for (const auto& piece : plan[p]) detail::run_ema_piece(items[piece.item], piece.begin, piece.end, c);
   });

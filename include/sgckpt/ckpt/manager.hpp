@@ -63,7 +63,7 @@
 #include "sgckpt/ckpt/save_worker.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/state.hpp"
-#include "sgckpt/io/file.hpp"
+#include "sgckpt/detail/fs/file.hpp"
 #include "sgckpt/io/options.hpp"
 #include "sgckpt/io/pth.hpp"
 
@@ -457,7 +457,7 @@ class CheckpointManager {
             "\" started; the recipe given now differs and is not stored");
       return;
     }
-    AtomicFile f(path, config_.durable);
+    detail::fs::AtomicFile f(path, config_.durable);
     f.write(std::as_bytes(std::span<const char>(text.data(), text.size())));
     f.commit();
   }

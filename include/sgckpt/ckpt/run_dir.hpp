@@ -118,7 +118,7 @@ inline std::int64_t claim_run_time(std::int64_t t) {
 inline bool make_directory(const std::filesystem::path& p) {
   if (::mkdir(p.c_str(), 0777) == 0) return true;
   if (errno == EEXIST) return false;
-  throw detail::file_error("cannot create the run directory", p, errno);
+  throw detail::fs::file_error("cannot create the run directory", p, errno);
 }
 
 // The new entry in `dir` survives a power loss only once `dir` itself is synced.
@@ -360,7 +360,7 @@ inline std::filesystem::path validate_run_id(const std::filesystem::path& ckpt_r
 
 // ---- Temporary files -----------------------------------------------------------------------
 
-// A temporary of an atomic save: "<final>.tmp.<pid>.<n>" (io/file.hpp). Listings skip them.
+// A temporary of an atomic save: "<final>.tmp.<pid>.<n>" (detail/fs/file.hpp). Listings skip them.
 inline bool is_temporary_name(std::string_view name) {
   const auto pos = name.rfind(".tmp.");
   if (pos == std::string_view::npos || pos == 0) return false;
@@ -459,7 +459,8 @@ inline std::filesystem::path require_checkpoint_file(const std::filesystem::path
     // A FIFO or device under a checkpoint's name: say so, rather than "not found".
     throw path_error(
         ErrorKind::Refused,
-        what + " \"" + file.string() + "\" is not a regular file (" + file_type_name(st.st_mode) + ")", file);
+        what + " \"" + file.string() + "\" is not a regular file (" + fs::file_type_name(st.st_mode) + ")",
+        file);
   }
   std::filesystem::path dir = file.parent_path();
   if (dir.empty()) dir = ".";

@@ -26,15 +26,15 @@
 #include <vector>
 
 #include "sgckpt/core/state.hpp"
-#include "sgckpt/io/crc32.hpp"
-#include "sgckpt/io/file.hpp"
+#include "sgckpt/detail/fs/file.hpp"
+#include "sgckpt/detail/pickle/reader.hpp"
+#include "sgckpt/detail/pickle/writer.hpp"
+#include "sgckpt/detail/zip/crc32.hpp"
+#include "sgckpt/detail/zip/reader.hpp"
+#include "sgckpt/detail/zip/writer.hpp"
 #include "sgckpt/io/options.hpp"
-#include "sgckpt/io/pickle_reader.hpp"
-#include "sgckpt/io/pickle_writer.hpp"
 #include "sgckpt/io/pth_api.hpp"
 #include "sgckpt/io/safetensors.hpp"
-#include "sgckpt/io/zip_reader.hpp"
-#include "sgckpt/io/zip_writer.hpp"
 
 namespace sgckpt {
 
@@ -71,7 +71,7 @@ inline std::shared_ptr<Storage> copy_record(std::span<const std::byte> src, std:
   for (std::size_t off = 0; off < src.size(); off += kChunk) {
     const std::size_t n = std::min(kChunk, src.size() - off);
     std::memcpy(dst + off, src.data() + off, n);
-    if (crc_out) crc = crc32(crc, std::span<const std::byte>(dst + off, n));
+    if (crc_out) crc = zip::crc32(crc, std::span<const std::byte>(dst + off, n));
   }
   if (crc_out) *crc_out = crc;
   return s;
@@ -92,9 +92,9 @@ inline std::uint64_t parse_version(std::span<const std::byte> rec) {
 // The format version. torch reads '.data/version' when present, else 'version'; with both,
 // a file could say one thing to torch and another to a reader taking the other: they must
 // agree.
-inline void check_version(const ZipReader& zip, const std::string& prefix, const LoadOptions& opt,
+inline void check_version(const zip::ZipReader& zip, const std::string& prefix, const LoadOptions& opt,
                           const std::string& label) {
-  auto read_version = [&](const ZipEntry& e) {
+  auto read_version = [&](const zip::ZipEntry& e) {
     if (e.size > 64)
       throw Error(ErrorKind::Corrupt, "the version record is " + std::to_string(e.size) + " bytes long",
                   {label, e.name, {}, {}});
@@ -104,12 +104,12 @@ inline void check_version(const ZipReader& zip, const std::string& prefix, const
       throw Error(err.kind(), err.message(), {label, e.name, 0, {}});
     }
   };
-  const ZipEntry* top = zip.find(prefix + "version");
-  const ZipEntry* data = zip.find(prefix + ".data/version");
+  const zip::ZipEntry* top = zip.find(prefix + "version");
+  const zip::ZipEntry* data = zip.find(prefix + ".data/version");
   if (!top && !data)
     throw Error(ErrorKind::Corrupt, "the archive has no version record ('" + prefix + "version')",
                 {label, {}, {}, {}});
-  const ZipEntry* used = data ? data : top;
+  const zip::ZipEntry* used = data ? data : top;
   const std::uint64_t v = read_version(*used);
   if (top && data && read_version(*top) != v)
     throw Error(ErrorKind::Refused,
@@ -124,9 +124,9 @@ inline void check_version(const ZipReader& zip, const std::string& prefix, const
 // torch >= 2.5 may write '.storage_alignment' (a decimal number) and refuses a file whose
 // record is not one; so does this reader (it needs no alignment: records are copied or
 // mapped where they lie).
-inline void check_storage_alignment(const ZipReader& zip, const std::string& prefix, const LoadOptions& opt,
-                                    const std::string& label) {
-  const ZipEntry* e = zip.find(prefix + ".storage_alignment");
+inline void check_storage_alignment(const zip::ZipReader& zip, const std::string& prefix,
+                                    const LoadOptions& opt, const std::string& label) {
+  const zip::ZipEntry* e = zip.find(prefix + ".storage_alignment");
   if (!e) return;
   if (e->size > 20)
     throw Error(ErrorKind::Corrupt,
@@ -147,7 +147,7 @@ inline void check_storage_alignment(const ZipReader& zip, const std::string& pre
 
 inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
                       const LoadOptions& opt, const std::string& label) {
-  ZipReader zip(bytes, opt.limits, label);
+  zip::ZipReader zip(bytes, opt.limits, label);
   const std::string root = zip.root();
   const std::string prefix = root + "/";
   for (const auto& e : zip.entries()) {
@@ -162,13 +162,13 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
                 "checkpoint",
                 {label, prefix + "constants.pkl", {}, {}});
 
-  auto read_small = [&](const ZipEntry& e) { return zip.read(e, opt.verify_crc); };
+  auto read_small = [&](const zip::ZipEntry& e) { return zip.read(e, opt.verify_crc); };
 
   check_version(zip, prefix, opt, label);
   check_storage_alignment(zip, prefix, opt, label);
 
   bool big_endian = false;
-  if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
+  if (const zip::ZipEntry* bo = zip.find(prefix + "byteorder")) {
     if (bo->size > 16)
       throw Error(ErrorKind::Corrupt, "the byteorder record is too long", {label, bo->name, {}, {}});
     const auto rec = read_small(*bo);
@@ -180,7 +180,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
                   {label, bo->name, 0, {}});
   }
 
-  const ZipEntry* pkl = zip.find(prefix + "data.pkl");
+  const zip::ZipEntry* pkl = zip.find(prefix + "data.pkl");
   if (!pkl)
     throw Error(ErrorKind::Corrupt, "the archive has no '" + prefix + "data.pkl' record",
                 {label, {}, {}, {}});
@@ -193,7 +193,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
 
   auto resolve = [&](const pickle::StorageRequest& req) -> std::shared_ptr<Storage> {
     const std::string name = prefix + "data/" + req.key;
-    const ZipEntry* e = zip.find(name);
+    const zip::ZipEntry* e = zip.find(name);
     if (!e)
       throw Error(ErrorKind::Corrupt, "storage record '" + name + "' is missing from the archive",
                   {label, pkl->name, {}, {}});
@@ -384,13 +384,13 @@ inline std::string serialization_id() {
 }
 
 // Writes the archive through `sink`, records in torch's order (docs/pth-format.md).
-inline void write_pth(const Value& value, const std::string& root, const ZipWriter::Sink& sink,
+inline void write_pth(const Value& value, const std::string& root, const zip::ZipWriter::Sink& sink,
                       ArchiveLayout layout = ArchiveLayout::Torch1) {
   if (root.empty() || root.find('/') != std::string::npos)
     throw Error("invalid archive root name '" + root + "'");
   pickle::Writer pw;
   const std::vector<std::uint8_t> pkl = pw.dump(value);
-  ZipWriter zip(sink);
+  zip::ZipWriter zip(sink);
   auto as_bytes = [](const auto& v) { return std::as_bytes(std::span(v.data(), v.size())); };
   const bool torch2 = layout == ArchiveLayout::Torch2;
   zip.add(root + "/data.pkl", as_bytes(pkl));
@@ -412,7 +412,7 @@ inline void write_pth(const Value& value, const std::string& root, const ZipWrit
 #if !defined(SGCKPT_COMPILED) || defined(SGCKPT_COMPILING_LIBRARY)
 
 SGCKPT_API_INLINE Value load(const std::filesystem::path& path, const LoadOptions& options) {
-  auto mapped = MappedFile::open(path);
+  auto mapped = detail::fs::MappedFile::open(path);
   return detail::load_bytes(mapped->bytes(), mapped, options, path.string());
 }
 
@@ -428,7 +428,7 @@ SGCKPT_API_INLINE void save(const Value& value, const std::filesystem::path& pat
   const bool safetensors = options.format == SaveFormat::Safetensors ||
                            (options.format == SaveFormat::Auto && path.extension() == ".safetensors");
   try {
-    AtomicFile file(path, options.durable);
+    detail::fs::AtomicFile file(path, options.durable);
     const auto sink = [&](std::span<const std::byte> b) { file.write(b); };
     if (safetensors)
       detail::safetensors::write(value, sink, options.flatten);

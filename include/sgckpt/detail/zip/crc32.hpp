@@ -1,4 +1,4 @@
-// sgckpt/io/crc32.hpp: CRC-32 (the zip/zlib polynomial), fast enough for the save hot path.
+// sgckpt/detail/zip/crc32.hpp: CRC-32 (the zip/zlib polynomial), fast enough for the save hot path.
 //
 // Every byte of a checkpoint goes through CRC-32 when it is saved (and, with verify_crc, when
 // it is loaded). zlib 1.2.x computes it at about 2-3 GB/s, which is slower than writing to the
@@ -22,9 +22,7 @@
 #include <immintrin.h>
 #endif
 
-namespace sgckpt {
-
-namespace detail {
+namespace sgckpt::detail::zip {
 
 // zlib's crc32_z takes a size_t length (crc32 takes 32 bits): no chunking needed.
 inline std::uint32_t crc32_zlib(std::uint32_t crc, const std::byte* p, std::size_t n) {
@@ -81,8 +79,6 @@ __attribute__((target("pclmul,sse4.1"))) inline std::uint32_t crc32_pclmul(std::
 
 #endif
 
-}  // namespace detail
-
 // CRC-32 of `data`, continuing from `crc` (0 for a fresh start), exactly like zlib's crc32().
 inline std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> data) {
   const std::byte* p = data.data();
@@ -91,16 +87,16 @@ inline std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> data) {
   // Below 64 bytes (one fold step) the table-driven zlib code is as fast.
   if (n >= 64 && detail::cpu_features().pclmul) {
     const std::size_t body = n & ~std::size_t{15};
-    crc = detail::crc32_pclmul(crc, p, body);
+    crc = crc32_pclmul(crc, p, body);
     p += body;
     n -= body;
   }
 #endif
-  return n ? detail::crc32_zlib(crc, p, n) : crc;
+  return n ? crc32_zlib(crc, p, n) : crc;
 }
 
 inline std::uint32_t crc32(std::span<const std::byte> data) {
   return crc32(0, data);
 }
 
-}  // namespace sgckpt
+}  // namespace sgckpt::detail::zip

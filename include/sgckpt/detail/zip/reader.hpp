@@ -1,4 +1,4 @@
-// sgckpt/io/zip_reader.hpp: reads the zip container of a .pth file from memory (usually a
+// sgckpt/detail/zip/reader.hpp: reads the zip container of a .pth file from memory (usually a
 // file mapping), treating every byte as hostile.
 //
 // The layout torch writes is described in docs/pth-format.md. This reader accepts
@@ -23,10 +23,10 @@
 
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/detail/little_endian.hpp"
-#include "sgckpt/io/crc32.hpp"
+#include "sgckpt/detail/zip/crc32.hpp"
 #include "sgckpt/io/options.hpp"
 
-namespace sgckpt {
+namespace sgckpt::detail::zip {
 
 // One central-directory entry, with zip64 values already substituted.
 struct ZipEntry {
@@ -38,8 +38,6 @@ struct ZipEntry {
   std::uint16_t method;  // 0 stored, 8 deflated
   std::uint16_t flags;
 };
-
-namespace detail {
 
 // Little-endian loads; callers have bounds-checked the range.
 inline std::uint16_t zip_le16(const std::byte* p) {
@@ -76,8 +74,6 @@ inline constexpr std::size_t kZipMaxEocdScan = kZipEocdSize + 0xFFFF;
 // Deflate cannot expand more than 1032:1 (a 258-byte match coded in 2 bits), so a record
 // declaring more than this per compressed byte is a lie: refuse it before allocating.
 inline constexpr std::uint64_t kDeflateMaxRatio = 1032;
-
-}  // namespace detail
 
 class ZipReader {
  public:
@@ -120,23 +116,23 @@ class ZipReader {
   std::uint64_t data_offset(const ZipEntry& e) const {
     const std::uint64_t h = e.header_offset;
     // Local records live before the central directory; so must the whole payload.
-    if (!range_ok(h, detail::kZipLocalSize, cd_offset_))
+    if (!range_ok(h, kZipLocalSize, cd_offset_))
       fail(ErrorKind::Corrupt,
            "zip: local header of record '" + e.name + "' at byte offset " + std::to_string(h) +
                " runs past the start of the central directory (byte offset " + std::to_string(cd_offset_) +
                ")",
            h, e.name);
     const std::byte* p = archive_.data() + h;
-    if (detail::zip_le32(p) != detail::kZipLocalSig)
+    if (zip_le32(p) != kZipLocalSig)
       fail(ErrorKind::Corrupt,
            "zip: no local header signature at byte offset " + std::to_string(h) + " where record '" + e.name +
                "' should start",
            h, e.name);
-    const std::uint16_t flags = detail::zip_le16(p + 6);
-    const std::uint16_t method = detail::zip_le16(p + 8);
-    const std::uint16_t name_len = detail::zip_le16(p + 26);
-    const std::uint16_t extra_len = detail::zip_le16(p + 28);
-    const std::uint64_t name_at = h + detail::kZipLocalSize;
+    const std::uint16_t flags = zip_le16(p + 6);
+    const std::uint16_t method = zip_le16(p + 8);
+    const std::uint16_t name_len = zip_le16(p + 26);
+    const std::uint16_t extra_len = zip_le16(p + 28);
+    const std::uint64_t name_at = h + kZipLocalSize;
     const std::uint64_t data_at = name_at + name_len + extra_len;  // < 2^64: h < 2^63 here
     if (data_at > cd_offset_)
       fail(ErrorKind::Corrupt,
@@ -216,7 +212,7 @@ class ZipReader {
     for (std::size_t at = 0; at < src.size(); at += kChunk) {
       const auto chunk = src.subspan(at, std::min(kChunk, src.size() - at));
       out.insert(out.end(), chunk.begin(), chunk.end());
-      if (verify_crc) crc = sgckpt::crc32(crc, chunk);
+      if (verify_crc) crc = sgckpt::detail::zip::crc32(crc, chunk);
     }
     if (verify_crc && crc != e.crc32) fail_crc(e, crc);
     return out;
@@ -240,7 +236,7 @@ class ZipReader {
                " (Limits::max_inflated_record_bytes)",
            e.header_offset, e.name);
     std::uint64_t max_out;
-    if (__builtin_mul_overflow(e.compressed_size, detail::kDeflateMaxRatio, &max_out)) max_out = UINT64_MAX;
+    if (__builtin_mul_overflow(e.compressed_size, kDeflateMaxRatio, &max_out)) max_out = UINT64_MAX;
     if (e.size > max_out)
       fail(ErrorKind::Corrupt,
            "zip: deflated record '" + e.name + "' declares " + std::to_string(e.size) + " bytes from only " +
@@ -251,7 +247,7 @@ class ZipReader {
 
   // Throws unless `data` has the CRC-32 the central directory gives for `e`.
   void check_crc(const ZipEntry& e, std::span<const std::byte> data) const {
-    const std::uint32_t actual = sgckpt::crc32(data);
+    const std::uint32_t actual = sgckpt::detail::zip::crc32(data);
     if (actual != e.crc32) fail_crc(e, actual);
   }
 
@@ -274,8 +270,8 @@ class ZipReader {
 
   [[noreturn]] void fail_crc(const ZipEntry& e, std::uint32_t actual) const {
     fail(ErrorKind::Corrupt,
-         "zip: CRC-32 mismatch in record '" + e.name + "': the central directory says " +
-             detail::zip_hex32(e.crc32) + " but the data has " + detail::zip_hex32(actual),
+         "zip: CRC-32 mismatch in record '" + e.name + "': the central directory says " + zip_hex32(e.crc32) +
+             " but the data has " + zip_hex32(actual),
          e.header_offset, e.name);
   }
 
@@ -289,18 +285,17 @@ class ZipReader {
 
   EndRecords find_end_records() const {
     const std::uint64_t n = size();
-    if (n < detail::kZipEocdSize)
+    if (n < kZipEocdSize)
       fail(ErrorKind::Truncated,
            "zip: the file is " + std::to_string(n) +
                " bytes long, too short for a zip end of central directory record (22 bytes)",
            0);
     // Scan backwards: the last signature whose comment fits the file is the real one.
-    const std::uint64_t lowest = n > detail::kZipMaxEocdScan ? n - detail::kZipMaxEocdScan : 0;
+    const std::uint64_t lowest = n > kZipMaxEocdScan ? n - kZipMaxEocdScan : 0;
     std::uint64_t eocd = n;  // "not found"
-    for (std::uint64_t pos = n - detail::kZipEocdSize + 1; pos-- > lowest;) {
+    for (std::uint64_t pos = n - kZipEocdSize + 1; pos-- > lowest;) {
       const std::byte* p = archive_.data() + pos;
-      if (detail::zip_le32(p) == detail::kZipEocdSig &&
-          pos + detail::kZipEocdSize + detail::zip_le16(p + 20) <= n) {
+      if (zip_le32(p) == kZipEocdSig && pos + kZipEocdSize + zip_le16(p + 20) <= n) {
         eocd = pos;
         break;
       }
@@ -312,20 +307,19 @@ class ZipReader {
            n);
 
     const std::byte* p = archive_.data() + eocd;
-    const std::uint16_t disk = detail::zip_le16(p + 4);
-    const std::uint16_t cd_disk = detail::zip_le16(p + 6);
-    const std::uint16_t disk_entries = detail::zip_le16(p + 8);
-    const std::uint16_t entries16 = detail::zip_le16(p + 10);
-    const std::uint32_t cd_size32 = detail::zip_le32(p + 12);
-    const std::uint32_t cd_offset32 = detail::zip_le32(p + 16);
+    const std::uint16_t disk = zip_le16(p + 4);
+    const std::uint16_t cd_disk = zip_le16(p + 6);
+    const std::uint16_t disk_entries = zip_le16(p + 8);
+    const std::uint16_t entries16 = zip_le16(p + 10);
+    const std::uint32_t cd_size32 = zip_le32(p + 12);
+    const std::uint32_t cd_offset32 = zip_le32(p + 16);
     const std::string at = " (end of central directory record at byte offset " + std::to_string(eocd) + ")";
 
     EndRecords r{entries16, cd_offset32, cd_size32, eocd};
     const bool has_locator =
-        eocd >= detail::kZip64LocatorSize &&
-        detail::zip_le32(archive_.data() + eocd - detail::kZip64LocatorSize) == detail::kZip64LocatorSig;
+        eocd >= kZip64LocatorSize && zip_le32(archive_.data() + eocd - kZip64LocatorSize) == kZip64LocatorSig;
     if (has_locator) {
-      r = read_zip64_end(eocd - detail::kZip64LocatorSize);
+      r = read_zip64_end(eocd - kZip64LocatorSize);
       // Fields that are not saturated must agree with the zip64 record: a mismatch is corruption.
       const bool agree = (entries16 == 0xFFFF || entries16 == r.entries) &&
                          (disk_entries == 0xFFFF || disk_entries == r.entries) &&
@@ -384,48 +378,48 @@ class ZipReader {
   // Reads the zip64 locator at `loc` and the zip64 end of central directory record it points to.
   EndRecords read_zip64_end(std::uint64_t loc) const {
     const std::byte* l = archive_.data() + loc;
-    const std::uint32_t eocd_disk = detail::zip_le32(l + 4);
-    const std::uint64_t z = detail::zip_le64(l + 8);
-    const std::uint32_t disks = detail::zip_le32(l + 16);
+    const std::uint32_t eocd_disk = zip_le32(l + 4);
+    const std::uint64_t z = zip_le64(l + 8);
+    const std::uint32_t disks = zip_le32(l + 16);
     if (eocd_disk != 0 || disks > 1)
       fail(ErrorKind::Refused,
            "zip: the zip64 locator at byte offset " + std::to_string(loc) +
                " describes a multi-disk archive, which is not supported",
            loc);
-    if (!range_ok(z, detail::kZip64EocdSize, loc))
+    if (!range_ok(z, kZip64EocdSize, loc))
       fail(ErrorKind::Corrupt,
            "zip: the zip64 locator at byte offset " + std::to_string(loc) +
                " points to a zip64 end of central directory record at byte offset " + std::to_string(z) +
                " that does not fit before it",
            loc);
     const std::byte* p = archive_.data() + z;
-    if (detail::zip_le32(p) != detail::kZip64EocdSig)
+    if (zip_le32(p) != kZip64EocdSig)
       fail(ErrorKind::Corrupt,
            "zip: no zip64 end of central directory signature at byte offset " + std::to_string(z) +
                " (where the zip64 locator points)",
            z);
     // The record may carry an extensible data sector after its 56 fixed bytes; it must end
     // exactly at the locator.
-    const std::uint64_t record_size = detail::zip_le64(p + 4);
+    const std::uint64_t record_size = zip_le64(p + 4);
     std::uint64_t record_end;
     if (__builtin_add_overflow(z + 12, record_size, &record_end) || record_end != loc ||
-        record_size < detail::kZip64EocdSize - 12)
+        record_size < kZip64EocdSize - 12)
       fail(ErrorKind::Corrupt,
            "zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
                " declares a size of " + std::to_string(record_size) +
                " bytes, but the locator follows at byte offset " + std::to_string(loc),
            z);
-    const std::uint32_t disk = detail::zip_le32(p + 16);
-    const std::uint32_t cd_disk = detail::zip_le32(p + 20);
-    const std::uint64_t disk_entries = detail::zip_le64(p + 24);
-    const std::uint64_t entries = detail::zip_le64(p + 32);
+    const std::uint32_t disk = zip_le32(p + 16);
+    const std::uint32_t cd_disk = zip_le32(p + 20);
+    const std::uint64_t disk_entries = zip_le64(p + 24);
+    const std::uint64_t entries = zip_le64(p + 32);
     if (disk != 0 || cd_disk != 0 || disk_entries != entries)
       fail(ErrorKind::Refused,
            "zip: the zip64 end of central directory record at byte offset " + std::to_string(z) +
                " describes a multi-disk archive (or its two entry counts differ: " +
                std::to_string(disk_entries) + " and " + std::to_string(entries) + ")",
            z);
-    return EndRecords{entries, detail::zip_le64(p + 48), detail::zip_le64(p + 40), z};
+    return EndRecords{entries, zip_le64(p + 48), zip_le64(p + 40), z};
   }
 
   static std::string cd_where(std::uint64_t index, std::uint64_t pos) {
@@ -434,7 +428,7 @@ class ZipReader {
 
   void read_central_directory(const EndRecords& end) {
     // Each entry takes at least 46 bytes, so the CD size bounds what a lying count can reserve.
-    if (end.entries > end.cd_size / detail::kZipCentralSize)
+    if (end.entries > end.cd_size / kZipCentralSize)
       fail(ErrorKind::Corrupt,
            "zip: the end records declare " + std::to_string(end.entries) +
                " records, which cannot fit in a central directory of " + std::to_string(end.cd_size) +
@@ -446,33 +440,33 @@ class ZipReader {
     for (std::uint64_t i = 0; i < end.entries; ++i) {
       // Built only when an error is thrown: the common path allocates nothing per entry.
       const auto where = [i, pos] { return cd_where(i, pos); };
-      if (!range_ok(pos, detail::kZipCentralSize, cd_end))
+      if (!range_ok(pos, kZipCentralSize, cd_end))
         fail(ErrorKind::Corrupt,
              "zip: " + where() + " runs past the end of the central directory (byte offset " +
                  std::to_string(cd_end) + ", file size " + std::to_string(size()) + ")",
              pos);
       const std::byte* p = archive_.data() + pos;
-      if (detail::zip_le32(p) != detail::kZipCentralSig)
+      if (zip_le32(p) != kZipCentralSig)
         fail(ErrorKind::Corrupt, "zip: " + where() + " has no signature", pos);
       ZipEntry e;
-      e.flags = detail::zip_le16(p + 8);
-      e.method = detail::zip_le16(p + 10);
-      e.crc32 = detail::zip_le32(p + 16);
-      e.compressed_size = detail::zip_le32(p + 20);
-      e.size = detail::zip_le32(p + 24);
-      const std::uint16_t name_len = detail::zip_le16(p + 28);
-      const std::uint16_t extra_len = detail::zip_le16(p + 30);
-      const std::uint16_t comment_len = detail::zip_le16(p + 32);
-      std::uint32_t disk = detail::zip_le16(p + 34);
-      e.header_offset = detail::zip_le32(p + 42);
+      e.flags = zip_le16(p + 8);
+      e.method = zip_le16(p + 10);
+      e.crc32 = zip_le32(p + 16);
+      e.compressed_size = zip_le32(p + 20);
+      e.size = zip_le32(p + 24);
+      const std::uint16_t name_len = zip_le16(p + 28);
+      const std::uint16_t extra_len = zip_le16(p + 30);
+      const std::uint16_t comment_len = zip_le16(p + 32);
+      std::uint32_t disk = zip_le16(p + 34);
+      e.header_offset = zip_le32(p + 42);
       const std::uint64_t var_len = std::uint64_t{name_len} + extra_len + comment_len;
-      if (!range_ok(pos + detail::kZipCentralSize, var_len, cd_end))
+      if (!range_ok(pos + kZipCentralSize, var_len, cd_end))
         fail(ErrorKind::Corrupt,
              "zip: " + where() + " declares a name, extra field and comment (" + std::to_string(var_len) +
                  " bytes) running past the end of the central directory (byte offset " +
                  std::to_string(cd_end) + ")",
              pos);
-      const std::byte* name = p + detail::kZipCentralSize;
+      const std::byte* name = p + kZipCentralSize;
       e.name.assign(reinterpret_cast<const char*>(name), name_len);
       if (e.name.empty()) fail(ErrorKind::Corrupt, "zip: " + where() + " has an empty name", pos);
       if (e.name.find('\0') != std::string::npos)
@@ -495,7 +489,7 @@ class ZipReader {
                  " compressed and " + std::to_string(e.size) + " uncompressed bytes",
              pos, e.name);
       entries_.push_back(std::move(e));
-      pos += detail::kZipCentralSize + var_len;
+      pos += kZipCentralSize + var_len;
     }
     if (pos != cd_end)
       fail(ErrorKind::Corrupt,
@@ -554,8 +548,8 @@ class ZipReader {
     while (i < extra.size()) {
       if (extra.size() - i < 4)
         fail(ErrorKind::Corrupt, "zip: " + where() + " has a truncated extra field header", pos, e.name);
-      const std::uint16_t id = detail::zip_le16(extra.data() + i);
-      const std::uint16_t len = detail::zip_le16(extra.data() + i + 2);
+      const std::uint16_t id = zip_le16(extra.data() + i);
+      const std::uint16_t len = zip_le16(extra.data() + i + 2);
       if (extra.size() - i - 4 < len)
         fail(ErrorKind::Corrupt,
              "zip: " + where() + " has an extra field (id " + std::to_string(id) + ", " +
@@ -569,7 +563,7 @@ class ZipReader {
           if (left < width)
             fail(ErrorKind::Corrupt,
                  "zip: " + where() + " has a zip64 extra field too short to hold its " + what, pos, e.name);
-          v = width == 8 ? detail::zip_le64(f) : detail::zip_le32(f);
+          v = width == 8 ? zip_le64(f) : zip_le32(f);
           f += width;
           left -= width;
         };
@@ -675,4 +669,4 @@ class ZipReader {
   std::vector<std::size_t> by_name_;  // indices into entries_, sorted by name
 };
 
-}  // namespace sgckpt
+}  // namespace sgckpt::detail::zip

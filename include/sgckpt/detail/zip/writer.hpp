@@ -1,4 +1,4 @@
-// sgckpt/io/zip_writer.hpp: writes the zip container exactly as torch.save (miniz) does.
+// sgckpt/detail/zip/writer.hpp: writes the zip container exactly as torch.save (miniz) does.
 //
 // Byte-for-byte equality with torch matters beyond tidiness: torch 2.7+ predicts record
 // offsets from this very layout (docs/pth-format.md), mmap loads rely on the 64-byte
@@ -28,9 +28,9 @@
 
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/detail/little_endian.hpp"
-#include "sgckpt/io/crc32.hpp"
+#include "sgckpt/detail/zip/crc32.hpp"
 
-namespace sgckpt {
+namespace sgckpt::detail::zip {
 
 class ZipWriter {
  public:
@@ -99,7 +99,7 @@ class ZipWriter {
         }
         for (std::size_t at = 0; at < piece.size(); at += kCrcChunk) {
           const auto chunk = piece.subspan(at, std::min(kCrcChunk, piece.size() - at));
-          sum = sgckpt::crc32(sum, chunk);
+          sum = sgckpt::detail::zip::crc32(sum, chunk);
           emit(chunk);
         }
       }
@@ -291,4 +291,4 @@ class ZipWriter {
   bool failed_ = false;
 };
 
-}  // namespace sgckpt
+}  // namespace sgckpt::detail::zip

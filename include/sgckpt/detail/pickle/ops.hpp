@@ -1,9 +1,10 @@
-// sgckpt/io/pickle_ops.hpp: pickle opcode bytes (Python's Lib/pickle.py names).
+// sgckpt/detail/pickle/ops.hpp: pickle opcode bytes (Python's Lib/pickle.py names), and what the
+// reader says of those it refuses.
 #pragma once
 
 #include <cstdint>
 
-namespace sgckpt::pickle::op {
+namespace sgckpt::detail::pickle::op {
 
 inline constexpr std::uint8_t MARK = '(';
 inline constexpr std::uint8_t STOP = '.';
@@ -78,4 +79,35 @@ inline constexpr std::uint8_t BYTEARRAY8 = 0x96;
 inline constexpr std::uint8_t NEXT_BUFFER = 0x97;
 inline constexpr std::uint8_t READONLY_BUFFER = 0x98;
 
-}  // namespace sgckpt::pickle::op
+// What a refused opcode would have done, for its message; "" when nothing more is to say.
+inline const char* refused_what(std::uint8_t code) {
+  switch (code) {
+    case INST:
+      return "INST (object construction)";
+    case OBJ:
+      return "OBJ (object construction)";
+    case NEWOBJ_EX:
+      return "NEWOBJ_EX (object construction)";
+    case EXT1:
+    case EXT2:
+    case EXT4:
+      return "EXT (extension registry)";
+    case BYTEARRAY8:
+      return "bytearray value";
+    case EMPTY_SET:
+    case ADDITEMS:
+    case FROZENSET:
+      return "set value";
+    case PERSID:
+      return "text PERSID";
+    case NEXT_BUFFER:
+    case READONLY_BUFFER:
+      return "out-of-band buffer";
+    case DUP:
+      return "DUP";
+    default:
+      return "";
+  }
+}
+
+}  // namespace sgckpt::detail::pickle::op

@@ -1,4 +1,4 @@
-// sgckpt/io/pickle_writer.hpp: writes a value tree as the pickle torch.save would write.
+// sgckpt/detail/pickle/writer.hpp: writes a value tree as the pickle torch.save would write.
 //
 // Only the opcodes and globals that torch.load(weights_only=True) accepts in every torch
 // since 1.6 are emitted (protocol 2; strings as BINUNICODE; floats as BINFLOAT, which torch
@@ -28,9 +28,9 @@
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
 #include "sgckpt/detail/little_endian.hpp"
-#include "sgckpt/io/pickle_ops.hpp"
+#include "sgckpt/detail/pickle/ops.hpp"
 
-namespace sgckpt::pickle {
+namespace sgckpt::detail::pickle {
 
 // A storage the pickle refers to, for the container writer.
 struct StorageRecord {
@@ -369,4 +369,4 @@ class Writer {
   std::uint32_t next_slot_ = 0;
 };
 
-}  // namespace sgckpt::pickle
+}  // namespace sgckpt::detail::pickle

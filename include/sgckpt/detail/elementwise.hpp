@@ -1,4 +1,4 @@
-// sgckpt/ckpt/elementwise.hpp: the per-element math of EMA and weight averaging, written once
+// sgckpt/detail/elementwise.hpp: the per-element math of EMA and weight averaging, written once
 // for the host loops (ema.hpp, averaging.hpp) and the CUDA kernels (kernels/ema_average.cu).
 //
 // Every function here is SGCKPT_HD: plain inline on the host, __host__ __device__ under nvcc,
@@ -11,7 +11,7 @@
 
 #include "sgckpt/detail/host_device.hpp"
 
-namespace sgckpt::ew {
+namespace sgckpt::detail::ew {
 
 // ---- EMA: ema = d * ema + (1 - d) * w -----------------------------------------------------
 //
@@ -61,4 +61,4 @@ SGCKPT_HD inline double mean_finish(double sum, double count) {
   return sum / count;
 }
 
-}  // namespace sgckpt::ew
+}  // namespace sgckpt::detail::ew
