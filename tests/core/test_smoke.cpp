@@ -23,7 +23,8 @@ TEST_CASE("State<> stores a tensor and an int") {
   CHECK_FALSE(state.contains("missing"));
 }
 
-TEST_CASE("large storages (own mappings, huge pages where the system allows) are writable, and zeros() is zero") {
+TEST_CASE(
+    "large storages (own mappings, huge pages where the system allows) are writable, and zeros() is zero") {
   const std::size_t n = sgckpt::detail::kHugePageStorageBytes + 12345;
   auto s = sgckpt::Storage::allocate(n);
   REQUIRE(s->nbytes() == n);
