@@ -64,7 +64,7 @@ ctest --test-dir "$build" --output-on-failure -j "$jobs"
 # Sanitizers: the test suite again, built with ASan + UBSan (SGCKPT_SANITIZE=ON), without the
 # slow tests, the consumer projects, the second (torch 2.x) run of the oracle scripts (label torch2:
 # the tool is the same, only the oracle differs) and the tests that drive the examples (not built here, to
-# keep CI within its time); this includes fuzz/replay (the fuzzing regressions, seeds and hostile corpus
+# keep CI within its time: engine_*, ckpt_resume_torch, custom_engine, tensorboard, supergradients); this includes fuzz/replay (the fuzzing regressions, seeds and hostile corpus
 # through both fuzz targets). SGCKPT_ASAN=0 skips it; SGCKPT_ASAN_BUILD_DIR (default
 # <repo>/build-asan) moves it. RelWithDebInfo: -O2 keeps it fast, -g keeps reports readable.
 if [ "${SGCKPT_ASAN:-1}" != "0" ]; then
@@ -87,6 +87,6 @@ if [ "${SGCKPT_ASAN:-1}" != "0" ]; then
     ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}" \
     UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
     ctest --test-dir "$asan_build" --output-on-failure -j "$jobs" -LE "slow|consumer|torch2" \
-      -E "python/engine_|python/ckpt_resume_torch|python/custom_engine"
+      -E "python/engine_|python/ckpt_resume_torch|python/custom_engine|python/tensorboard|python/supergradients"
   echo "test.sh: sanitizer stage (configure + build + ctest) took $(( $(date +%s) - asan_start ))s"
 fi
