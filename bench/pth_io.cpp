@@ -230,6 +230,50 @@ std::map<std::string, double> run_torch(const std::string& python, const fs::pat
   return times;
 }
 
+struct Op {
+  std::string what;
+  std::function<void()> run;
+};
+
+// On these virtual machines the first writes into fresh memory are several times slower than
+// later ones: every operation runs once untimed first, so no row absorbs that warm-up. Then
+// interleaved rounds: each round runs every operation once and the peer once, so a burst of
+// load from other jobs on the machine hits all rows alike. Rows are medians over the rounds;
+// the peer's rows are named by `peer_rows` (its key -> the row's name).
+std::vector<Row> measure(const std::vector<Op>& ops, int repeats, double bytes,
+                         const std::function<std::map<std::string, double>()>& peer,
+                         const std::map<std::string, std::string>& peer_rows) {
+  for (const auto& op : ops) op.run();
+  std::vector<std::vector<double>> times(ops.size());
+  std::map<std::string, std::vector<double>> peer_times;
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const double t0 = now();
+      ops[i].run();
+      times[i].push_back(now() - t0);
+    }
+    if (peer)
+      for (const auto& [key, secs] : peer()) peer_times[key].push_back(secs);
+  }
+  std::vector<Row> rows;
+  for (std::size_t i = 0; i < ops.size(); ++i) rows.push_back({ops[i].what, median(times[i]), bytes});
+  for (const auto& [key, name] : peer_rows)
+    if (peer_times.count(key)) rows.push_back({name, median(peer_times.at(key)), bytes});
+  return rows;
+}
+
+double seconds_of(const std::vector<Row>& rows, const std::string& what) {
+  for (const auto& r : rows)
+    if (r.what == what) return r.seconds;
+  return 0.0;
+}
+
+void print_rows(const std::vector<Row>& rows) {
+  std::printf("%-32s %10s %10s\n", "operation", "median ms", "GB/s");
+  for (const auto& r : rows)
+    std::printf("%-32s %10.2f %10.2f\n", r.what.c_str(), r.seconds * 1e3, r.bytes / r.seconds / 1e9);
+}
+
 void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir, int repeats, bool with_torch,
                 const std::string& python, const fs::path& script) {
   const double bytes = static_cast<double>(tensor_bytes(ckpt));
@@ -245,10 +289,6 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
   mm.verify_crc = false;
   mmcrc.mmap = true;
   volatile std::uint64_t sink = 0;
-  struct Op {
-    std::string what;
-    std::function<void()> run;
-  };
   const std::vector<Op> ops = {
       {"plain write()+fsync (limit)", [&] { plain_write(ckpt, plain, true); }},
       {"sgckpt save (durable)", [&] { sgckpt::save(ckpt, ours, durable); }},
@@ -260,42 +300,14 @@ void bench_case(const std::string& name, const Value& ckpt, const fs::path& dir,
       {"sgckpt load (mmap, CRC)", [&] { sgckpt::load(ours, mmcrc); }},
       {"sgckpt load (mmap) + touch", [&] { sink = sink + touch(sgckpt::load(ours, mm)); }},
   };
-  // On these virtual machines the first writes into fresh memory are several times slower
-  // than later ones: every operation runs once untimed first, so no row absorbs that warm-up.
-  for (const auto& op : ops) op.run();
-  // Interleaved rounds: each round runs every operation once (and the torch peer once), so a
-  // burst of load from other jobs on the machine hits all rows alike; medians over rounds.
-  std::vector<std::vector<double>> times(ops.size());
-  std::vector<double> torch_save, torch_load;
-  for (int r = 0; r < repeats; ++r) {
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-      const double t0 = now();
-      ops[i].run();
-      times[i].push_back(now() - t0);
-    }
-    if (with_torch) {
-      const auto t = run_torch(python, script, ours, dir, 1);
-      torch_save.push_back(t.at("save"));
-      torch_load.push_back(t.at("load"));
-    }
-  }
-  std::vector<Row> rows;
-  for (std::size_t i = 0; i < ops.size(); ++i) rows.push_back({ops[i].what, median(times[i]), bytes});
+  std::function<std::map<std::string, double>()> peer;
+  if (with_torch) peer = [&] { return run_torch(python, script, ours, dir, 1); };
+  const std::vector<Row> rows =
+      measure(ops, repeats, bytes, peer, {{"save", "torch.save"}, {"load", "torch.load"}});
+  auto find = [&](const std::string& w) { return seconds_of(rows, w); };
   std::map<std::string, double> torch;
-  if (with_torch) {
-    torch["save"] = median(torch_save);
-    torch["load"] = median(torch_load);
-    rows.push_back({"torch.save", torch.at("save"), bytes});
-    rows.push_back({"torch.load", torch.at("load"), bytes});
-  }
-  auto find = [&](const std::string& w) {
-    for (auto& r : rows)
-      if (r.what == w) return r.seconds;
-    return 0.0;
-  };
-  std::printf("%-32s %10s %10s\n", "operation", "median ms", "GB/s");
-  for (const auto& r : rows)
-    std::printf("%-32s %10.2f %10.2f\n", r.what.c_str(), r.seconds * 1e3, r.bytes / r.seconds / 1e9);
+  if (with_torch) torch = {{"save", find("torch.save")}, {"load", find("torch.load")}};
+  print_rows(rows);
   std::printf("ratios (higher is better for sgckpt):\n");
   std::printf("  save: plain-write limit / sgckpt save (durable) = %.2f   (target >= 0.70)\n",
               find("plain write()+fsync (limit)") / find("sgckpt save (durable)"));
@@ -328,37 +340,20 @@ void bench_safetensors(const std::string& name, const Value& weights, const fs::
   sgckpt::LoadOptions copy, mm;
   mm.mmap = true;
   volatile std::uint64_t sink = 0;
-  const std::vector<std::pair<std::string, std::function<void()>>> ops = {
+  const std::vector<Op> ops = {
       {"sgckpt save (durable)", [&] { sgckpt::save(weights, ours, durable); }},
       {"sgckpt save (no fsync)", [&] { sgckpt::save(weights, ours, fast); }},
       {"sgckpt load (copy)", [&] { sgckpt::load(ours, copy); }},
       {"sgckpt load (mmap)", [&] { sgckpt::load(ours, mm); }},
       {"sgckpt load (mmap) + touch", [&] { sink = sink + touch(sgckpt::load(ours, mm)); }},
   };
-  for (const auto& op : ops) op.second();
-  std::vector<std::vector<double>> times(ops.size());
-  std::vector<double> peer_save, peer_load;
-  for (int r = 0; r < repeats; ++r) {
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-      const double t0 = now();
-      ops[i].second();
-      times[i].push_back(now() - t0);
-    }
-    if (with_peer) {
-      const auto t = run_torch(python, script, ours, dir, 1);
-      peer_save.push_back(t.at("save"));
-      peer_load.push_back(t.at("load"));
-    }
-  }
-  std::printf("%-32s %10s %10s\n", "operation", "median ms", "GB/s");
+  std::function<std::map<std::string, double>()> peer;
+  if (with_peer) peer = [&] { return run_torch(python, script, ours, dir, 1); };
+  const std::vector<Row> rows = measure(
+      ops, repeats, bytes, peer, {{"save", "safetensors save_file"}, {"load", "safetensors load_file"}});
+  print_rows(rows);
   std::map<std::string, double> med;
-  for (std::size_t i = 0; i < ops.size(); ++i) med[ops[i].first] = median(times[i]);
-  if (with_peer) {
-    med["safetensors save_file"] = median(peer_save);
-    med["safetensors load_file"] = median(peer_load);
-  }
-  for (const auto& [what, secs] : med)
-    std::printf("%-32s %10.2f %10.2f\n", what.c_str(), secs * 1e3, bytes / secs / 1e9);
+  for (const auto& r : rows) med[r.what] = r.seconds;
   if (with_peer) {
     std::printf("ratios (higher is better for sgckpt):\n");
     std::printf("  save: save_file / sgckpt save (no fsync)        = %.2fx\n",

@@ -13,8 +13,10 @@
 // resume_experiment; overrides still apply (e.g. more epochs). Unknown recipe keys are an
 // error, so a typo does not silently train something else.
 //
-// Output: one line per epoch (and with --log-every N, one per N steps: "step epoch=E
-// batch=B/N loss=L"); the last line is "run_dir=<path>".
+// Output: on a terminal, a progress bar per epoch (batches, running loss and accuracy, img/s,
+// elapsed<left); with --log-every N instead one line per N steps ("step epoch=E batch=B/N
+// loss=L acc=A img/s=X"); one line per epoch; at the end a summary (time, best epoch, the
+// checkpoints), where the run log and the TensorBoard events are, and last "run_dir=<path>".
 //
 // Recipes are input too: a recipe file is a regular file of at most 1 MiB, without YAML
 // anchors or aliases, at most 64 levels deep (so are a stored recipe.yaml and each override
@@ -24,13 +26,19 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -38,6 +46,7 @@
 #include <vector>
 
 #include "sgckpt/engine/engine.hpp"
+#include "sgckpt/engine/train/progress.hpp"
 #include "sgckpt/engine/train/trainer.hpp"
 #include "sgckpt/lifecycle.hpp"
 
@@ -56,6 +65,63 @@ std::string fmt(double v, int digits = 4) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
   return buf;
+}
+
+// Per-step output: on a terminal, a progress bar redrawn in place; with --log-every N (or
+// where stdout is not a terminal and N is given), a plain line every N steps:
+// "step epoch=E batch=B/N loss=L acc=A img/s=X" (running means over the epoch so far).
+std::function<void(const train::StepInfo&)> progress_printer(int max_epochs, std::int64_t log_every) {
+  struct Running {
+    int epoch = -1;
+    double loss = 0;
+    std::int64_t correct = 0, seen = 0;
+    std::chrono::steady_clock::time_point t0{};
+  };
+  auto run = std::make_shared<Running>();
+  auto bar = std::make_shared<train::ProgressLine>(stdout);
+  const bool tty = ::isatty(::fileno(stdout)) == 1;
+  return [=](const train::StepInfo& s) {
+    if (s.epoch != run->epoch) *run = {s.epoch, 0, 0, 0, std::chrono::steady_clock::now()};
+    run->loss += s.loss * static_cast<double>(s.samples);
+    run->correct += s.correct;
+    run->seen += s.samples;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run->t0).count();
+    const double seen = static_cast<double>(run->seen);
+    const train::Progress p{s.epoch + 1,
+                            max_epochs,
+                            s.batch + 1,
+                            s.batches,
+                            run->loss / seen,
+                            run->correct / seen,
+                            seen / std::max(elapsed, 1e-9),
+                            elapsed};
+    if (log_every > 0) {
+      if ((s.batch + 1) % log_every == 0 || s.batch + 1 == s.batches)
+        say("step epoch=" + std::to_string(p.epoch) + " batch=" + std::to_string(p.batch) + "/" +
+            std::to_string(p.batches) + " loss=" + fmt(s.loss) + " acc=" + fmt(p.accuracy) +
+            " img/s=" + fmt(p.images_per_second, 0));
+    } else if (tty) {
+      bar->update(p);
+    }
+  };
+}
+
+// The end-of-run summary: time, the best epoch and its metric, where the files are.
+std::string run_summary(const train::TrainResult& result, const std::string& metric, double seconds) {
+  std::string best = "no improvement recorded";
+  for (const auto& e : result.epochs)
+    if (e.best)
+      for (const auto& [name, value] : e.metrics.valid)
+        if (name == metric) best = "best epoch " + std::to_string(e.epoch) + ": " + name + "=" + fmt(value);
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(result.run_dir, ec))
+    if (f.path().extension() == ".pth") files.push_back(f.path().filename().string());
+  std::sort(files.begin(), files.end());
+  std::string list;
+  for (const auto& f : files) list += (list.empty() ? "" : ", ") + f;
+  return "finished " + std::to_string(result.epochs.size()) + " epoch(s) in " + train::clock_text(seconds) +
+         "; " + best + "; checkpoints in " + result.run_dir.string() + ": " + list;
 }
 
 // ---- Recipes are input too: bounded, and without aliases -----------------------------------------
@@ -416,21 +482,20 @@ int run(int argc, char** argv) {
   say("ResNet18 width " + fmt(r.width, 3) + ", " + std::to_string(trainer.model().num_parameters()) +
       " parameters; " + r.dataset + ": " + std::to_string(train_set.size()) + " train, " +
       std::to_string(valid.size()) + " valid images; " + std::to_string(num_threads()) + " thread(s)");
-  if (log_every > 0)
-    trainer.on_step = [&](const train::StepInfo& s) {
-      if ((s.batch + 1) % log_every == 0 || s.batch + 1 == s.batches)
-        say("step epoch=" + std::to_string(s.epoch + 1) + " batch=" + std::to_string(s.batch + 1) + "/" +
-            std::to_string(s.batches) + " loss=" + fmt(s.loss));
-    };
+  trainer.on_step = progress_printer(r.train.max_epochs, log_every);
   trainer.on_epoch = [&](const train::EpochSummary& e) {
     say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) +
         " lr=" + fmt(e.lr, 5) + " train: " + metrics_text(e.metrics.train) + " | valid: " +
         metrics_text(e.metrics.valid) + (e.best ? " (best)" : "") + " | " + fmt(e.seconds, 1) + " s");
   };
+  const auto started = std::chrono::steady_clock::now();
   const train::TrainResult result = trainer.fit(train_set, valid, plan, recipe_text);
   if (result.epochs.empty())
     say("nothing to do: the checkpoint already finished " + std::to_string(result.start_epoch) + " of " +
         std::to_string(r.train.max_epochs) + " epochs");
+  else
+    say(run_summary(result, r.ckpt.metric_to_watch,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   say("log=" + result.log.string());
   if (result.events)
     say("events=" + result.events->string() + " (tensorboard --logdir " +

@@ -2,7 +2,8 @@
 # The main job: installs the dependencies, builds everything, trains the engine's ResNet18 on
 # Fashion-MNIST (examples/recipes/fashion_mnist_resnet18.yaml: 2,000 training images, width
 # 0.25, 4 epochs; a few minutes on two cores) with SuperGradients' checkpoint lifecycle, and
-# shows the best checkpoint with the `sgckpt` tool.
+# shows the best checkpoint with the `sgckpt` tool. The run directory also holds the
+# TensorBoard events and the run log: tensorboard --logdir checkpoints/fashion_mnist_resnet18
 #   bash scripts/run.sh [key.path=value ...]      (recipe overrides, e.g. training_hyperparams.max_epochs=8)
 # Running it again starts a new run; to continue the latest one:
 #   build/examples/train_resnet18 --resume --experiment fashion_mnist_resnet18 --ckpt-root checkpoints
@@ -19,11 +20,14 @@ bash "$repo/scripts/install-deps.sh"
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs" --target sgckpt_tool sgckpt_example_train_resnet18
 
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-"$build/examples/train_resnet18" --recipe "$repo/examples/recipes/fashion_mnist_resnet18.yaml" \
-  --ckpt-root "$ckpt_root" --log-every 21 "$@" | tee "$out"
-run_dir=$(sed -n 's/^run_dir=//p' "$out" | tail -1)
+train=("$build/examples/train_resnet18" --recipe "$repo/examples/recipes/fashion_mnist_resnet18.yaml"
+       --ckpt-root "$ckpt_root")
+if [ -t 1 ]; then
+  "${train[@]}" "$@"                   # a terminal: a progress bar per epoch, redrawn in place
+else
+  "${train[@]}" --log-every 21 "$@"    # a log or a pipe: a plain line every 21 steps
+fi
+run_dir=$(ls -td "$ckpt_root"/*/RUN_* | head -1)  # the run just written: the newest
 echo
 echo "run.sh: files of $run_dir:"
 ls -l "$run_dir"

@@ -16,10 +16,12 @@
 #include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/core/float_text.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
 #include "sgckpt/io/options.hpp"
+#include "sgckpt/version.hpp"
 #ifdef SGCKPT_COMPILED
 #include "sgckpt/io/pth_api.hpp"
 #else

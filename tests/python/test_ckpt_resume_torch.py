@@ -171,6 +171,17 @@ def part_sg_writes(r, tool, base):
         res = oracle.run_tool(tool, ["runs", root, "cifar_exp"])
         oracle.assert_ok(res)
         assert os.path.basename(r2) in res.stdout.decode(), res.stdout
+        # A typo is an error naming the path, not "0 runs".
+        res = oracle.run_tool(tool, ["runs", root + "-typo", "cifar_exp"])
+        oracle.assert_clean_refusal(res, ["does not exist"])
+        res = oracle.run_tool(tool, ["runs", root, "cifar_epx"])
+        oracle.assert_clean_refusal(res, ["no experiment 'cifar_epx'"])
+        assert "cifar_exp" in res.stderr_text, res.stderr_text
+        res = oracle.run_tool(tool, ["--version"])
+        oracle.assert_ok(res)
+        header = (oracle.REPO / "include" / "sgckpt" / "version.hpp").read_text()
+        version = re.search(r'SGCKPT_VERSION_STRING "([0-9.]+)"', header).group(1)
+        assert res.stdout.decode().strip() == "sgckpt " + version, res.stdout
 
     def nothing_created():
         assert tree(root) == before, "a lookup changed the tree: %s" % sorted(set(tree(root)) ^ set(before))

@@ -5,7 +5,7 @@ Checks:
     dtype torch 1.13 and numpy have (bool, uint8/16/32/64, int8/16/32/64, float16/32/64,
     bfloat16), scalars and empty tensors, and a "__metadata__" map, are read by sgckpt:
     `sgckpt convert x.safetensors y.pth` gives the same bytes, dtypes and shapes to torch.load,
-    and a .safetensors -> .safetensors convert keeps the metadata;
+    and the metadata survives .safetensors -> .safetensors and .safetensors -> .pth -> .safetensors;
   * sgckpt writes what save_file writes: a state dict torch saved, converted by sgckpt to
     .safetensors, is byte for byte the file safetensors.torch.save_file writes for it, and
     safe_open / load_file read it;
@@ -101,6 +101,11 @@ def check_torch_written():
         assert f.metadata() == {"format": "pt", "note": "caf\u00e9"}, f.metadata()
         for k, t in tensors.items():
             same(f.get_tensor(k), t, k)
+    # Through a .pth file and back: the metadata rides along as the state dict's attribute.
+    round_trip = path("torch_written_round_trip.safetensors")
+    tool_ok("convert", out, round_trip)
+    with safetensors.safe_open(round_trip, framework="pt") as f:
+        assert f.metadata() == {"format": "pt", "note": "caf\u00e9"}, f.metadata()
     res = tool_ok("inspect", src)
     assert "f32" in res.stdout.decode() and "float32" in res.stdout.decode(), res.stdout[:400]
 

@@ -120,6 +120,10 @@ def check_training_run_killed_and_resumed():
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = [l for l in r.stdout.splitlines() if l.startswith("run_dir=")][-1][len("run_dir="):]
+    # The end of the output says what happened and where everything is.
+    for part in ("finished 2 epoch(s) in ", "checkpoints in " + run_dir + ": ", "ckpt_latest.pth", "log=" + run_dir,
+                 "events=" + run_dir):
+        assert part in r.stdout, "%r not in the output's end: %s" % (part, r.stdout[-800:])
     got = scalars(run_dir)
     assert SG_TAGS <= set(got), sorted(got)
     for tag in SG_TAGS:

@@ -4,7 +4,9 @@
 // find the latest run), with the checkpoint files each holds and its best metric, read from
 // the best checkpoint (best_metric_name / best_metric_value as sgckpt writes them; else
 // SG's metrics.tracked_metric_name and acc). Temporaries of interrupted saves are not
-// listed. Creates nothing; an experiment without runs prints an empty list.
+// listed. Creates nothing; an experiment without runs prints an empty list, but a ROOT or an
+// experiment directory that does not exist is an error that names it (a typo must not read
+// as "0 runs"), listing the experiments ROOT does hold.
 //
 // --json prints one object:
 //   {"ckpt_root_dir": "...", "experiment_name": "...", "experiment_dir": "...",
@@ -129,8 +131,31 @@ void append_best_json(std::string& out, const RunInfo& r, const std::string& bes
   out += '}';
 }
 
+// The experiments (directories) under root, sorted, for the error that names a missing one.
+std::string experiments_in(const std::filesystem::path& root) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec))
+    if (e.is_directory(ec)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (std::size_t i = 0; i < names.size() && i < 20; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 20) out += ", ... (" + std::to_string(names.size()) + " in all)";
+  return names.empty() ? "none" : out;
+}
+
+void require_experiment(const RunsOptions& o, const std::filesystem::path& exp) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(o.root, ec))
+    throw Error(ErrorKind::Io, "the checkpoint root directory '" + o.root + "' does not exist");
+  if (!std::filesystem::is_directory(exp, ec))
+    throw Error(ErrorKind::Io, "no experiment '" + o.experiment + "' in '" + o.root +
+                                   "' (experiments there: " + experiments_in(o.root) + ")");
+}
+
 void run_runs(const RunsOptions& o) {
   const std::filesystem::path exp = experiment_dir(o.root, o.experiment);
+  require_experiment(o, exp);
   std::vector<RunInfo> runs;
   for (const auto& dir : list_runs(o.root, o.experiment)) runs.push_back(describe_run(dir, o.best_name));
 

@@ -38,6 +38,7 @@
 
 #include "expansion_budget.hpp"
 #include "sgckpt/core/dtype.hpp"
+#include "sgckpt/core/float_text.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
@@ -54,16 +55,9 @@ namespace json {
 
 // ---- Scalars --------------------------------------------------------------------------------
 
-// Shortest text that round-trips to the same double, always with '.' or an exponent
-// ("1.0", "0.1", "1e+16", "-0.0", "5e-324"). NaN and infinities: "nan", "inf", "-inf".
+// Shortest round-trip text with '.' or an exponent, as Python prints floats (core/float_text.hpp).
 inline std::string format_double(double d) {
-  if (std::isnan(d)) return "nan";
-  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), d);
-  std::string s(buf, r.ptr);
-  if (s.find_first_of(".e") == std::string::npos) s += ".0";
-  return s;
+  return float_text(d);
 }
 
 // A double as a JSON value: a number, or the string "nan"/"inf"/"-inf".

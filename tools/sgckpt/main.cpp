@@ -14,6 +14,7 @@
 
 #include "commands.hpp"
 #include "sgckpt/core/error.hpp"
+#include "sgckpt/version.hpp"
 
 namespace {
 
@@ -33,6 +34,7 @@ void report_error(std::string_view what, const char* kind = nullptr) {
 int main(int argc, char** argv) {
   try {
     CLI::App app{"Read, inspect and write PyTorch .pth checkpoints.", "sgckpt"};
+    app.set_version_flag("--version", "sgckpt " SGCKPT_VERSION_STRING);
     app.require_subcommand(1);
     app.failure_message([](const CLI::App*, const CLI::Error& e) {
       return "sgckpt: error: " + std::string(e.what()) + "\nRun with --help for more information.\n";
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     sgckpt::tool::register_resolve(app);
     sgckpt::tool::register_match(app);
     sgckpt::tool::register_average(app);
+    sgckpt::tool::register_diff(app);
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

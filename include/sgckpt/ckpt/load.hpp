@@ -211,14 +211,9 @@ struct LoadReport {
     }
     if (!missing.empty()) m += "\n  missing from the checkpoint: " + list(missing);
     if (!unexpected.empty()) m += "\n  unexpected in the checkpoint: " + list(unexpected);
-    if (!mismatched.empty()) {
-      m += "\n  shape mismatch:";
-      for (std::size_t i = 0; i < mismatched.size(); ++i) {
-        const auto& x = mismatched[i];
-        m += (i ? "; model '" : " model '") + x.model + "' " + shape_text(x.model_shape) +
-             " vs checkpoint '" + x.ckpt + "' " + shape_text(x.ckpt_shape);
-      }
-    }
+    for (const auto& x : mismatched)  // one line each: a wrong head can mismatch a hundred tensors
+      m += "\n  shape mismatch: model '" + x.model + "' " + shape_text(x.model_shape) + " vs checkpoint '" +
+           x.ckpt + "' " + shape_text(x.ckpt_shape);
     if (!note.empty()) m += "\n  " + note;
     return m;
   }

@@ -3,12 +3,12 @@
 // A safetensors file is an 8-byte little-endian header length N, N bytes of JSON (a map from
 // tensor name to {"dtype", "shape", "data_offsets"} plus an optional "__metadata__" map of
 // strings), then the tensors' bytes, back to back (docs/safetensors.md). load() recognizes it
-// by content, whatever the file is called, and returns a dict of tensors (in name order, as
-// safe_open's keys() lists them) whose "__metadata__" map, if any, is the dict's attribute of
-// that name. Reading applies the format's own checks and nothing lax: the header is at most
-// 100,000,000 bytes (the safetensors package's bound), valid UTF-8 JSON without duplicate
-// names; every dtype is known; each tensor's byte length is its shape's; the tensors tile the
-// data area exactly, with no gap, overlap or byte left over. save() writes what
+// by content, whatever the file is called, and returns an OrderedDict of tensors (a state dict,
+// in name order, as safe_open's keys() lists them) whose "__metadata__" map, if any, is the
+// dict's attribute of that name (so that it survives a trip through a .pth file). Reading applies the
+// format's own checks and nothing lax: the header is at most 100,000,000 bytes (the safetensors package's
+// bound), valid UTF-8 JSON without duplicate names; every dtype is known; each tensor's byte length is its
+// shape's; the tensors tile the data area exactly, with no gap, overlap or byte left over. save() writes what
 // safetensors.torch.save_file writes for the same tensors (same order, header and padding).
 #pragma once
 
@@ -229,7 +229,7 @@ inline Value load(std::span<const std::byte> bytes, const std::shared_ptr<const 
   std::sort(h.entries.begin(), h.entries.end(),
             [](const Entry& a, const Entry& b) { return a.name < b.name; });
   const auto data = bytes.subspan(static_cast<std::size_t>(h.data_start));
-  Value root = Value::make_dict();
+  Value root = Value::make_ordered_dict();  // a state dict; its metadata survives a .pth round trip
   for (const Entry& e : h.entries) root.dict().set(e.name, make_tensor(e, data, owner, opt.mmap));
   if (h.has_metadata) {
     Value meta = Value::make_dict();

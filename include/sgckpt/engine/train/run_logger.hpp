@@ -16,7 +16,6 @@
 // files first and starts new files beside the old ones, as SG does.
 #pragma once
 
-#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -28,20 +27,10 @@
 #include <utility>
 
 #include "sgckpt/ckpt/checkpoint_schema.hpp"
+#include "sgckpt/core/float_text.hpp"
 #include "sgckpt/engine/train/tensorboard.hpp"
 
 namespace sgckpt::engine::train {
-
-// A double as Python's str() writes it (SG's log shows Python floats): shortest round trip,
-// with ".0" on integral values.
-inline std::string python_float(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  std::string s(buf, r.ptr);
-  if (s == "inf" || s == "-inf" || s == "nan" || s == "-nan") return s;
-  if (s.find_first_of(".e") == std::string::npos) s += ".0";
-  return s;
-}
 
 // SG's event tag: lowercase, spaces as underscores.
 inline std::string event_tag(std::string_view title) {
@@ -120,7 +109,7 @@ class RunLogger {
     log_ << "\nEpoch " << epoch << " (" << epoch + 1 << "/" << max_epochs_ << ")  - ";
     for (const auto& [title, value] : values) {
       const std::string full = std::string(prefix) + title;
-      log_ << event_tag_keep_case(full) << ": " << python_float(value) << '\t';
+      log_ << event_tag_keep_case(full) << ": " << float_text(value) << '\t';
       if (events_) events_->add_scalar(event_tag(full), value, epoch);
     }
     log_ << '\n';

@@ -89,6 +89,8 @@ struct StepInfo {
   std::int64_t batches = 0;  // per epoch
   double loss = 0;           // this batch's mean loss
   double lr = 0;
+  std::int64_t samples = 0;  // in this batch
+  std::int64_t correct = 0;  // of them, predicted right (top-1)
 };
 
 struct EpochSummary {
@@ -220,10 +222,11 @@ class Trainer {
         }
         const std::int64_t n = batch.y.shape()[0];
         loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-        correct += nn::functional::topk_correct(logits, batch.y, 1);
+        const std::int64_t batch_correct = nn::functional::topk_correct(logits, batch.y, 1);
+        correct += batch_correct;
         seen += n;
         logger.step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
-        if (on_step) on_step({epoch, b, batches, loss, lr});
+        if (on_step) on_step({epoch, b, batches, loss, lr, n, batch_correct});
       }
 
       Metrics metrics;
