@@ -26,7 +26,7 @@ TEST_CASE("State<> stores a tensor and an int") {
 TEST_CASE(
     "large storages (own mappings, huge pages where the system allows) are writable, and zeros() is zero") {
   const std::size_t n = sgckpt::detail::kHugePageStorageBytes + 12345;
-  auto s = sgckpt::Storage::allocate(n);
+  auto s = sgckpt::Storage::allocate(n, /*huge_pages=*/true);
   REQUIRE(s->nbytes() == n);
   CHECK(reinterpret_cast<std::uintptr_t>(s->data()) % 64 == 0);
   s->mutable_data()[0] = std::byte{1};

@@ -64,7 +64,7 @@ inline void byteswap_elements(std::byte* p, std::size_t nbytes, std::size_t widt
 // Copies a stored record into owned memory, computing its CRC-32 on the way (in chunks
 // that are still in cache when the checksum reads them).
 inline std::shared_ptr<Storage> copy_record(std::span<const std::byte> src, std::uint32_t* crc_out) {
-  auto s = Storage::allocate(src.size());
+  auto s = Storage::allocate(src.size(), /*huge_pages=*/true);
   std::byte* dst = src.empty() ? nullptr : s->mutable_data();
   std::uint32_t crc = 0;
   constexpr std::size_t kChunk = 256 << 10;
@@ -223,7 +223,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
                                               ")");
       } else {
         zip.check_inflated_size(*e);
-        s = Storage::allocate(static_cast<std::size_t>(e->size));
+        s = Storage::allocate(static_cast<std::size_t>(e->size), /*huge_pages=*/true);
         const std::span<std::byte> out(s->nbytes() ? s->mutable_data() : nullptr, s->nbytes());
         zip.inflate_into(*e, out);
         if (opt.verify_crc) zip.check_crc(*e, out);

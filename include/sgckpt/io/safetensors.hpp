@@ -217,8 +217,10 @@ inline Tensor make_tensor(const Entry& e, std::span<const std::byte> data,
   const std::byte* p = data.data() + e.begin;
   const std::size_t n = static_cast<std::size_t>(e.end - e.begin);
   const bool aligned = reinterpret_cast<std::uintptr_t>(p) % itemsize(e.dtype) == 0;
-  std::shared_ptr<Storage> s =
-      mmap && owner && aligned ? Storage::view(owner, p, n) : Storage::copy_of({p, n});
+  if (mmap && owner && aligned)
+    return Tensor::view_of(Storage::view(owner, p, n), e.dtype, 0, e.shape, contiguous_strides(e.shape));
+  auto s = Storage::allocate(n, /*huge_pages=*/true);
+  if (n != 0) std::memcpy(s->mutable_data(), p, n);
   return Tensor::view_of(std::move(s), e.dtype, 0, e.shape, contiguous_strides(e.shape));
 }
 
