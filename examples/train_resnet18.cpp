@@ -378,6 +378,7 @@ Recipe parse_recipe(const YAML::Node& root) {
   t.logging.step_loss_every = th.value<std::int64_t>("tensorboard_step_loss_every", 0);
   t.seed = th.value<std::uint64_t>("seed", 42);
   t.shuffle = th.value<bool>("shuffle", true);
+  t.prefetch_batches = th.value<std::size_t>("prefetch_batches", 2);
   auto& c = r.ckpt;
   c.metric_to_watch = th.value<std::string>("metric_to_watch", "Accuracy");
   c.greater_metric_to_watch_is_better = th.value<bool>("greater_metric_to_watch_is_better", true);

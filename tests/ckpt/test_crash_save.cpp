@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sgckpt/ckpt/manager.hpp"
+#include "sgckpt/core/identical.hpp"
 
 using namespace sgckpt;
 namespace fs = std::filesystem;
@@ -82,42 +83,6 @@ CheckpointConfig crash_config(const fs::path& root, const std::string& exp, bool
   return c;
 }
 
-bool same(const Value& a, const Value& b) {
-  if (a.kind() != b.kind()) return false;
-  switch (a.kind()) {
-    case Kind::None:
-      return true;
-    case Kind::Bool:
-      return a.as_bool() == b.as_bool();
-    case Kind::Int:
-      return a.as_big_int() == b.as_big_int();
-    case Kind::Float: {
-      const double x = a.as_float(), y = b.as_float();
-      return std::memcmp(&x, &y, sizeof x) == 0;
-    }
-    case Kind::Str:
-      return a.as_str() == b.as_str();
-    case Kind::Bytes:
-      return a.as_bytes() == b.as_bytes();
-    case Kind::Tensor:
-      return a.tensor().equal(b.tensor());
-    case Kind::List:
-    case Kind::Tuple:
-      if (a.items().size() != b.items().size()) return false;
-      for (std::size_t i = 0; i < a.items().size(); ++i)
-        if (!same(a.items()[i], b.items()[i])) return false;
-      return true;
-    case Kind::Dict:
-      if (a.dict().kind() != b.dict().kind() || a.dict().size() != b.dict().size()) return false;
-      for (std::size_t i = 0; i < a.dict().size(); ++i)
-        if (!(a.dict().items()[i].first == b.dict().items()[i].first) ||
-            !same(a.dict().items()[i].second, b.dict().items()[i].second))
-          return false;
-      return true;
-  }
-  return false;
-}
-
 std::vector<std::string> temporaries_in(const fs::path& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir))
@@ -144,7 +109,7 @@ TEST_SUITE("ckpt/crash") {
       ref.flush();
       ref_b = load(dir / "ckpt_latest.pth");
     }
-    REQUIRE_FALSE(same(ref_a, ref_b));
+    REQUIRE_FALSE(sgckpt::identical(ref_a, ref_b));
 
     // The run the children keep "restarting": it already holds A.
     fs::path run;
@@ -196,7 +161,7 @@ TEST_SUITE("ckpt/crash") {
 
       if (!temporaries_in(run).empty()) ++mid_write;
       const Value got = load(run / "ckpt_latest.pth");  // must load: never torn
-      const bool is_a = same(got, ref_a), is_b = same(got, ref_b);
+      const bool is_a = sgckpt::identical(got, ref_a), is_b = sgckpt::identical(got, ref_b);
       CHECK((is_a || is_b));
       found_a += is_a;
       found_b += is_b;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "sgckpt/ckpt/manager.hpp"
+#include "sgckpt/core/identical.hpp"
 
 using namespace sgckpt;
 namespace fs = std::filesystem;
@@ -144,67 +145,12 @@ void scribble(const TrainingState& s) {
   for (const auto& [k, v] : s.extra) scribble(v, 13);
 }
 
-// Exact equality of two trees: kinds, dict kinds, key order, attributes, float bits (NaN
-// equal to NaN), tensor dtype/shape/bytes and flags. `why` receives the first difference.
-bool deep_equal(const Value& a, const Value& b, std::string& why, const std::string& path = "") {
-  auto fail = [&](const std::string& what) {
-    why = (path.empty() ? "<root>" : path) + ": " + what;
-    return false;
-  };
-  if (a.kind() != b.kind()) return fail(std::string(kind_name(a.kind())) + " vs " + kind_name(b.kind()));
-  switch (a.kind()) {
-    case Kind::None:
-      return true;
-    case Kind::Bool:
-      return a.as_bool() == b.as_bool() || fail("bool differs");
-    case Kind::Int:
-      return a.as_big_int() == b.as_big_int() || fail("int differs");
-    case Kind::Float: {
-      const double x = a.as_float(), y = b.as_float();
-      if (std::isnan(x) && std::isnan(y)) return true;
-      return std::memcmp(&x, &y, sizeof x) == 0 || fail("float differs");
-    }
-    case Kind::Str:
-      return a.as_str() == b.as_str() || fail("str differs");
-    case Kind::Bytes:
-      return a.as_bytes() == b.as_bytes() || fail("bytes differ");
-    case Kind::Tensor: {
-      const auto &ta = a.tensor_value(), &tb = b.tensor_value();
-      if (ta.parameter != tb.parameter || ta.requires_grad != tb.requires_grad)
-        return fail("tensor flags differ");
-      return ta.tensor.equal(tb.tensor) || fail("tensor differs");
-    }
-    case Kind::List:
-    case Kind::Tuple: {
-      if (a.items().size() != b.items().size()) return fail("length differs");
-      for (std::size_t i = 0; i < a.items().size(); ++i)
-        if (!deep_equal(a.items()[i], b.items()[i], why, Value::join(path, std::to_string(i)))) return false;
-      return true;
-    }
-    case Kind::Dict: {
-      const Dict &da = a.dict(), &db = b.dict();
-      if (da.kind() != db.kind()) return fail("dict kind differs");
-      if (da.size() != db.size())
-        return fail("dict size " + std::to_string(da.size()) + " vs " + std::to_string(db.size()));
-      for (std::size_t i = 0; i < da.size(); ++i) {
-        if (!(da.items()[i].first == db.items()[i].first))
-          return fail("key " + da.items()[i].first.to_string() + " vs " + db.items()[i].first.to_string());
-        if (!deep_equal(da.items()[i].second, db.items()[i].second, why,
-                        Value::join(path, da.items()[i].first.to_string())))
-          return false;
-      }
-      return true;
-    }
-  }
-  return false;
-}
-
-#define CHECK_DEEP_EQUAL(a, b)               \
-  do {                                       \
-    std::string why_;                        \
-    const bool eq_ = deep_equal(a, b, why_); \
-    INFO(why_);                              \
-    CHECK(eq_);                              \
+// Exact equality of two trees (sgckpt::first_difference); the first difference is shown.
+#define CHECK_DEEP_EQUAL(a, b)                                        \
+  do {                                                                \
+    const auto diff_ = sgckpt::first_difference(a, b);                \
+    INFO((diff_ ? diff_->path + ": " + diff_->what : std::string())); \
+    CHECK_FALSE(diff_);                                               \
   } while (0)
 
 std::vector<std::string> keys_of(const Value& v) {

@@ -7,6 +7,7 @@
 #include <sgckpt/engine/data/dataset.hpp>
 #include <sgckpt/engine/data/idx.hpp>
 #include <sgckpt/engine/data/loader.hpp>
+#include <sgckpt/engine/data/prefetcher.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -201,5 +202,42 @@ TEST_SUITE("engine/data") {
           const bool own = std::find(img, img + 16, v) != img + 16;
           CHECK((own || v == ds.black[static_cast<std::size_t>(c)]));
         }
+  }
+
+  TEST_CASE(
+      "the prefetcher yields the loader's batches in order and leaves the generator where it would be") {
+    const auto ds = tiny_dataset(10);
+    const data::LoaderOptions opt{3, true, false, {1, true}};  // shuffled, augmented, last batch short
+    for (std::size_t depth : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{8}}) {
+      data::DataLoader plain(ds, opt), ahead(ds, opt);
+      Generator g1(11), g2(11);
+      for (int epoch = 0; epoch < 2; ++epoch) {
+        plain.start_epoch(g1);
+        ahead.start_epoch(g2);
+        data::Prefetcher batches(ahead, g2, depth);
+        for (std::int64_t b = 0; b < plain.num_batches(); ++b) {
+          const auto want = plain.batch(b, g1);
+          const auto got = batches.next();
+          REQUIRE(got.x.numel() == want.x.numel());
+          CHECK(std::equal(want.x.data<float>(), want.x.data<float>() + want.x.numel(), got.x.data<float>()));
+          CHECK(std::equal(want.y.data<std::int64_t>(), want.y.data<std::int64_t>() + want.y.numel(),
+                           got.y.data<std::int64_t>()));
+        }
+        CHECK_THROWS_AS(batches.next(), Error);
+      }
+      CHECK(g1.state() == g2.state());
+    }
+  }
+
+  TEST_CASE("a prefetcher left mid-epoch (a diverged loss) stops its thread") {
+    const auto ds = tiny_dataset(64);
+    data::DataLoader loader(ds, {1, true, false, {1, true}});
+    Generator g(5);
+    loader.start_epoch(g);
+    {
+      data::Prefetcher batches(loader, g, 2);
+      batches.next();
+    }  // joins without waiting for the other 63 batches to be taken
+    CHECK(true);
   }
 }

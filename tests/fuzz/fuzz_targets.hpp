@@ -24,6 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "sgckpt/core/identical.hpp"
 #include "sgckpt/sgckpt.hpp"
 
 namespace sgckpt_fuzz {
@@ -90,13 +91,9 @@ inline volatile std::uint64_t g_sink = 0;
 // what sgckpt writes must read back as the same value: a difference is a parser
 // differential, the class of bug that makes a reviewed file deliver other weights.
 
-// Deep equality of two value trees. Tensors: dtype, shape, flags and elements (a view with
-// more than 2^16 elements, possibly stride-0 over 2^62, compares its first and last only).
-inline bool same_tensor(const sgckpt::TensorValue<sgckpt::Tensor>& a,
-                        const sgckpt::TensorValue<sgckpt::Tensor>& b) {
-  const sgckpt::Tensor& x = a.tensor;
-  const sgckpt::Tensor& y = b.tensor;
-  if (a.requires_grad != b.requires_grad || a.parameter != b.parameter) return false;
+// Deep equality of two value trees (sgckpt::identical), except that a tensor view with more
+// than 2^16 elements (possibly stride-0 over 2^62) compares its first and last elements only.
+inline bool same_tensor(const sgckpt::Tensor& x, const sgckpt::Tensor& y) {
   if (x.dtype() != y.dtype() || x.shape() != y.shape()) return false;
   if (x.numel() <= (1u << 16)) return x.equal(y);
   std::vector<std::int64_t> first(x.dim(), 0), last(x.shape());
@@ -111,49 +108,8 @@ inline bool same_tensor(const sgckpt::TensorValue<sgckpt::Tensor>& a,
 }
 
 inline bool same_value(const sgckpt::Value& a, const sgckpt::Value& b) {
-  using sgckpt::Kind;
-  if (a.kind() != b.kind()) return false;
-  switch (a.kind()) {
-    case Kind::None:
-      return true;
-    case Kind::Bool:
-      return a.as_bool() == b.as_bool();
-    case Kind::Int:
-      return a.as_big_int() == b.as_big_int();
-    case Kind::Float: {
-      const double x = a.as_float(), y = b.as_float();
-      return std::memcmp(&x, &y, sizeof x) == 0;
-    }
-    case Kind::Str:
-      return a.as_str() == b.as_str();
-    case Kind::Bytes:
-      return a.as_bytes() == b.as_bytes();
-    case Kind::Tensor:
-      return same_tensor(a.tensor_value(), b.tensor_value());
-    case Kind::List:
-    case Kind::Tuple: {
-      const auto &x = a.items(), &y = b.items();
-      if (x.size() != y.size()) return false;
-      for (std::size_t i = 0; i < x.size(); ++i)
-        if (!same_value(x[i], y[i])) return false;
-      return true;
-    }
-    case Kind::Dict: {
-      const auto &x = a.dict(), &y = b.dict();
-      if (x.kind() != y.kind() || x.size() != y.size() || x.attributes().size() != y.attributes().size())
-        return false;
-      auto i = x.begin();
-      auto j = y.begin();
-      for (; i != x.end(); ++i, ++j)
-        if (!(i->first == j->first) || !same_value(i->second, j->second)) return false;
-      for (std::size_t k = 0; k < x.attributes().size(); ++k)
-        if (x.attributes()[k].first != y.attributes()[k].first ||
-            !same_value(x.attributes()[k].second, y.attributes()[k].second))
-          return false;
-      return true;
-    }
-  }
-  return false;
+  return !sgckpt::first_difference(
+      a, b, [](const sgckpt::Tensor& x, const sgckpt::Tensor& y) { return same_tensor(x, y); });
 }
 
 [[noreturn]] inline void differential(const char* what) {

@@ -5,7 +5,8 @@
 
 OUT_DIR/pth/     small, diverse torch.save outputs for fuzz_pth: module state dicts, optimizer
                  and scheduler states, views and shared storages, every dtype, 0-dim and
-                 0-numel tensors, Parameters, nested Python values, legacy (pre-1.6) streams,
+                 0-numel tensors, Parameters, nested Python values, torch.dtype / device /
+                 Size and numpy values, legacy (pre-1.6) streams,
                  pickle protocols 2/3/4/5, a re-packed deflated archive, a file-object root.
 OUT_DIR/pickle/  the data.pkl of each zip file plus the object pickle of protocols 2 to 5,
                  for fuzz_pickle.
@@ -20,6 +21,7 @@ import sys
 import zipfile
 
 sys.dont_write_bytecode = True
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 nn = torch.nn
@@ -67,6 +69,11 @@ def objects():
     }
     out["checkpoint"] = {"epoch": 3, "model": out["seq_state"], "optimizer": out["sgd_state"], "best": 0.5}
     out["storage_only"] = torch.arange(3, dtype=torch.int16).storage()
+    out["torch_values"] = {"dtype": torch.float16, "device": torch.device("cuda", 1), "cpu": torch.device("cpu"),
+                           "size": torch.Size([2, 3])}
+    out["numpy_values"] = {"f64": np.float64(1.5), "b": np.bool_(True), "c": np.complex64(1 + 2j),
+                           "fortran": np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+                           "big_endian": np.array([1, 2], dtype=">i4"), "zero_d": np.array(7.0)}
     return out
 
 

@@ -84,6 +84,7 @@ PROTO2 = b"\x80\x02"
 STOP = b"."
 NONE = b"N"
 FALSE = b"\x89"
+TRUE = b"\x88"
 ODICT = G("collections", "OrderedDict") + b")R"
 
 
@@ -251,7 +252,6 @@ def torch_bases(tmp):
     save("whole_module", nn.Linear(2, 2))
     save("whole_module_legacy", nn.Linear(2, 2), _use_new_zipfile_serialization=False)
     save("set_value", {"s": {1, 2}})
-    save("device_value", {"d": torch.device("cpu")})
     save("sparse", {"s": torch.eye(2).to_sparse()})
 
     class Evil:
@@ -285,7 +285,27 @@ def build(out_dir):
     ]
     for m, n in dangerous:
         name = "exec_reduce_%s_%s.pt" % (m.replace(".", "_"), n.strip("_").replace(".", "_"))
-        add(name, with_pickle(PROTO2 + G(m, n) + T(S("touch /tmp/sgckpt_hostile_PWNED")) + b"R" + STOP), "refused global")
+        # numpy's _reconstruct is allowed (numpy arrays are data), but only as numpy calls it.
+        phrase = "called with 1 arguments" if n == "_reconstruct" else "refused global"
+        add(name, with_pickle(PROTO2 + G(m, n) + T(S("touch /tmp/sgckpt_hostile_PWNED")) + b"R" + STOP), phrase)
+    # numpy's rebuild with a class, dtype or data of the attacker's choosing.
+    NP_DTYPE_F8 = (G("numpy", "dtype") + T(S("f8"), FALSE, TRUE) + b"R" + b"(" + I(3) + S("<") + NONE * 3 + I(-1) + I(-1)
+                   + I(0) + b"tb")
+    add("exec_numpy_reconstruct_os_system.pt", with_pickle(
+        PROTO2 + G("numpy.core.multiarray", "_reconstruct") + T(G("os", "system"), T(I(0)), S("b")) + b"R" + STOP),
+        "refused global 'os.system'")
+    add("exec_numpy_reconstruct_other_class.pt", with_pickle(
+        PROTO2 + G("numpy.core.multiarray", "_reconstruct") + T(G("collections", "OrderedDict"), T(I(0)), b"C\x01b")
+        + b"R" + STOP), "class other than numpy.ndarray")
+    add("exec_numpy_object_dtype.pt", with_pickle(
+        PROTO2 + G("numpy", "dtype") + T(S("O8"), FALSE, TRUE) + b"R" + STOP), "object arrays")
+    add("exec_numpy_scalar_length_lie.pt", with_pickle(
+        PROTO2 + G("numpy.core.multiarray", "scalar") + NP_DTYPE_F8 + b"C\x04abcd" + b"\x86R" + STOP),
+        "numpy scalar of 4 bytes for a float64")
+    add("exec_numpy_array_length_lie.pt", with_pickle(
+        PROTO2 + G("numpy.core.multiarray", "_reconstruct") + T(G("numpy", "ndarray"), T(I(0)), b"C\x01b") + b"R"
+        + b"(" + I(1) + T(I(255), I(255)) + NP_DTYPE_F8 + FALSE + b"C\x08abcdefgh" + b"tb" + STOP),
+        "numpy array data of 8 bytes for 65025 float64 elements")
     add("exec_reduce_torch_real_os_system.pt", bases["evil_reduce"], "refused global 'posix.system'")
     add("exec_reduce_torch_real_protocol4.pt", bases["evil_reduce_p4"], "refused global 'posix.system'")
     add("exec_stack_global_os_system.pt",
@@ -316,7 +336,8 @@ def build(out_dir):
     add("exec_module_persistent_id.pt", with_pickle(PROTO2 + T(S("module"), S("x"), S("y"), S("z")) + b"Q" + STOP),
         "whole nn.Module")
     add("exec_set_value.pt", bases["set_value"], "refused global '__builtin__.set'")
-    add("exec_device_value.pt", bases["device_value"], "refused global 'torch.device'")
+    add("exec_device_bad_type.pt", with_pickle(PROTO2 + G("torch", "device") + T(S("touch /tmp/x")) + b"R" + STOP),
+        "is not one torch knows")
     add("exec_sparse_tensor.pt", bases["sparse"], "refused global")
     add("exec_dup.pt", with_pickle(PROTO2 + b"]2" + STOP), "DUP")
     add("exec_empty_set.pt", with_pickle(b"\x80\x04\x8f" + STOP), "set value")
@@ -346,7 +367,7 @@ def build(out_dir):
     add("type_stop_two_values.pt", with_pickle(PROTO2 + NONE + NONE + STOP), "STOP with 2 values")
     add("type_memo_get_unset.pt", with_pickle(PROTO2 + b"h\x05" + STOP), "memo index 5 read before it was written")
     add("type_cycle.pt", with_pickle(PROTO2 + b"]q\x00h\x00a" + STOP), "reference cycle")
-    add("type_bare_global.pt", with_pickle(PROTO2 + G("torch", "float32") + STOP), "bare global")
+    add("type_bare_global.pt", with_pickle(PROTO2 + G("torch", "Tensor") + STOP), "bare global")
     add("type_proto_1.pt", with_pickle(b"\x80\x01N" + STOP), "unsupported pickle protocol 1")
     add("type_proto_6.pt", with_pickle(b"\x80\x06N" + STOP), "unsupported pickle protocol 6")
 

@@ -615,8 +615,8 @@ class TensorJ:
 class Unsupported(Exception):
     """The object holds something without a JSON mirror or outside sgckpt's value model: the
     tool is expected to refuse it (exit 1, one line on stderr). `bytes` is in the value model
-    (convert keeps it) but has no JSON mirror; a set, a complex, a torch.device, a non-str/int
-    dict key, a tuple subclass... are in neither."""
+    (convert keeps it) but has no JSON mirror; a set, a complex, a non-str/int dict key, a tuple
+    subclass other than torch.Size, a numpy object array... are in neither."""
 
 
 DICT_TYPES = (dict, collections.OrderedDict, collections.Counter)
@@ -666,7 +666,39 @@ def expected_json(obj, path="<root>"):
         return expected_json(storage_as_tensor(obj), path)
     if t is bytes:
         raise Unsupported("%s: bytes value (no JSON mirror)" % path)
+    if t is torch.Size:
+        return [int(d) for d in obj]
+    if t is torch.dtype:
+        return Obj([("$dtype", dtype_name(obj))])
+    if t is torch.device:
+        return Obj([("$device", str(obj))])
+    if is_numpy_value(obj):
+        return numpy_json(obj, path)
     raise Unsupported("%s: value of type %s.%s" % (path, t.__module__, t.__qualname__))
+
+
+# The numpy dtypes sgckpt reads (plain numeric ones; names as torch spells them).
+NUMPY_NAMES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+               "float16", "float32", "float64", "complex64", "complex128")
+
+
+def is_numpy_value(obj):
+    np = sys.modules.get("numpy")
+    return np is not None and (type(obj) is np.ndarray or isinstance(obj, np.generic))
+
+
+def numpy_json(obj, path):
+    """{"$numpy": {dtype, shape, scalar, sha256}}: the hash of the elements in C order as
+    little-endian bytes, as for tensors."""
+    import numpy as np
+
+    a = np.asarray(obj)
+    if a.dtype.name not in NUMPY_NAMES or a.dtype.fields is not None:
+        raise Unsupported("%s: numpy dtype %s" % (path, a.dtype))
+    le = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
+    return Obj([("$numpy", Obj([("dtype", a.dtype.name), ("shape", list(a.shape)),
+                                ("scalar", isinstance(obj, np.generic)),
+                                ("sha256", hashlib.sha256(le.tobytes()).hexdigest())]))])
 
 
 def supported(obj):
@@ -685,9 +717,13 @@ def convertible(obj):
     while stack:
         x = stack.pop()
         t = type(x)
-        if x is None or t in (bool, int, float, str, bytes) or t in TENSOR_TYPES or is_storage(x):
+        if x is None or t in (bool, int, float, str, bytes, torch.dtype, torch.device) or t in TENSOR_TYPES or is_storage(x):
             continue
-        if t in (list, tuple):
+        if is_numpy_value(x):
+            if supported(x):
+                continue
+            return False
+        if t in (list, tuple, torch.Size):
             stack.extend(x)
         elif t in DICT_TYPES:
             for k, v in x.items():

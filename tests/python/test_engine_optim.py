@@ -107,9 +107,10 @@ def torch_run(cfg):
     cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[oc["type"]]
     opts = dict(oc.get("options", {}))
     if oc.get("zero_wd_bias_bn"):
+        # SG's order (separate_zero_wd_params_groups_for_optimizer): no decay first.
         groups = [
-            {"params": [p for n, p in params if not bias_or_bn(n)]},
             {"params": [p for n, p in params if bias_or_bn(n)], "weight_decay": 0.0},
+            {"params": [p for n, p in params if not bias_or_bn(n)]},
         ]
     elif oc.get("groups"):
         groups = [dict(g.get("options", {}), params=[by_name[n] for n in g["params"]]) for g in oc["groups"]]

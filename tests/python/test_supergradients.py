@@ -9,7 +9,18 @@ Checks, on a short full-width train_resnet18 run (Fashion-MNIST, EMA on):
     (tests/drivers/resnet18_forward on a batch of test images): logits within a relative
     error of 1e-4, the same argmax;
   * SG's `read_ckpt_state_dict` finds the entries SG's trainer resumes from (net, ema_net,
-    optimizer_state_dict, epoch, acc, ...).
+    optimizer_state_dict, epoch, acc, ...);
+  * SG's trainer resumes from our ckpt_latest.pth (`resume_path`, with
+    zero_weight_decay_on_bias_and_bn on both sides: the optimizer's groups must come in SG's
+    order) and trains on.
+
+And the other way, on a tiny run of SG's own Trainer (its resnet18_cifar on CPU, the same
+test images, EMA and weight averaging on):
+  * `sgckpt inspect --json` reads every checkpoint of SG's run directory and its
+    averaging_snapshots.pkl (a numpy array inside), equal to torch.load's mirror;
+  * the engine's logits for SG's ckpt_best.pth (EMA weights) match SG's own model's;
+  * `train_resnet18 --resume-path` continues SG's ckpt_latest.pth in a new run directory;
+    where the parameter grouping differs, it refuses naming the setting.
 
 Environment: SGCKPT_EXAMPLES_DIR (train_resnet18), SGCKPT_DRIVERS_DIR (resnet18_forward).
 Run: SGCKPT_EXAMPLES_DIR=build/examples SGCKPT_DRIVERS_DIR=build/tests/drivers \
@@ -53,7 +64,8 @@ def train_run():
     args = [TRAIN, "--recipe", RECIPE, "--experiment", "sg", "--ckpt-root", WORK,
             "dataset_params.train_samples=128", "dataset_params.valid_samples=64", "arch_params.width_mult=1.0",
             "training_hyperparams.max_epochs=1", "training_hyperparams.batch_size=32",
-            "training_hyperparams.ema=true", "training_hyperparams.durable_checkpoints=false"]
+            "training_hyperparams.ema=true", "training_hyperparams.durable_checkpoints=false",
+            "training_hyperparams.zero_weight_decay_on_bias_and_bn=true"]
     p = subprocess.run(oracle.host_argv(args), capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     return [l for l in p.stdout.splitlines() if l.startswith("run_dir=")][-1][len("run_dir="):]
@@ -109,7 +121,104 @@ def check_resume_entries():
     assert ck["epoch"] == 1, ck["epoch"]
 
 
+# ---- SuperGradients' own runs -----------------------------------------------------------------
+
+
+def sg_train(name, epochs, resume_path=None, grab_snapshots=None):
+    """A tiny run of SG's Trainer (CPU, EMA, averaging); returns its run directory. With
+    `grab_snapshots`, averaging_snapshots.pkl is copied there before the last epoch (SG deletes
+    it when training ends)."""
+    import shutil
+
+    from torch.utils.data import DataLoader, TensorDataset
+    from super_gradients import Trainer
+    from super_gradients.training.metrics import Accuracy, Top5
+    from super_gradients.training.utils.callbacks import Phase, PhaseCallback
+
+    super_gradients.setup_device(device="cpu")
+    trainer = Trainer(experiment_name=name, ckpt_root_dir=WORK)
+
+    class Grab(PhaseCallback):
+        def __init__(self):
+            super().__init__(Phase.TRAIN_EPOCH_START)
+
+        def __call__(self, context):
+            src = os.path.join(trainer.checkpoints_dir_path, "averaging_snapshots.pkl")
+            if grab_snapshots and context.epoch == epochs - 1 and os.path.exists(src):
+                shutil.copy(src, grab_snapshots)
+
+    data = TensorDataset(X, Y)
+    params = {"max_epochs": epochs, "lr_mode": "StepLRScheduler", "lr_updates": [100], "lr_decay_factor": 0.1,
+              "initial_lr": 0.05, "loss": "CrossEntropyLoss", "optimizer": "SGD",
+              "optimizer_params": {"momentum": 0.9, "weight_decay": 5e-4}, "zero_weight_decay_on_bias_and_bn": True,
+              "ema": True, "ema_params": {"decay": 0.9, "decay_type": "constant"}, "average_best_models": True,
+              "train_metrics_list": [Accuracy(), Top5()], "valid_metrics_list": [Accuracy(), Top5()],
+              "metric_to_watch": "Accuracy", "greater_metric_to_watch_is_better": True, "save_ckpt_epoch_list": [1],
+              "mixed_precision": False, "silent_mode": True, "phase_callbacks": [Grab()]}
+    if resume_path:
+        params["resume_path"] = resume_path
+    trainer.train(model=models.get("resnet18_cifar", num_classes=10), training_params=params,
+                  train_loader=DataLoader(data, batch_size=16), valid_loader=DataLoader(data, batch_size=32))
+    return trainer.checkpoints_dir_path
+
+
+SNAPSHOTS = os.path.join(WORK, "sg_averaging_snapshots.pkl")
+SG_RUN = sg_train("sg_native", 2, grab_snapshots=SNAPSHOTS)
+
+
+def check_sgckpt_reads_sg_run():
+    files = sorted(os.path.join(SG_RUN, f) for f in os.listdir(SG_RUN) if f.endswith(".pth")) + [SNAPSHOTS]
+    assert len(files) >= 5, files  # latest, best, epoch_1, average_model, the snapshots
+    for f in files:
+        p = subprocess.run(oracle.host_argv([oracle.require_tool(), "inspect", "--json", f]), capture_output=True, timeout=300)
+        assert p.returncode == 0, "%s: %s" % (f, p.stderr.decode(errors="replace")[-1000:])
+        expected = oracle.expected_json(torch.load(f, map_location="cpu"))
+        oracle.assert_json_equal(expected, oracle.parse_tool_json(p.stdout), os.path.basename(f))
+    snap = torch.load(SNAPSHOTS)
+    assert type(snap["snapshots_metric"]).__module__ == "numpy", type(snap["snapshots_metric"])
+
+
+def check_engine_scores_sg_best():
+    best = os.path.join(SG_RUN, "ckpt_best.pth")
+    net = models.get("resnet18_cifar", num_classes=10, checkpoint_path=best)
+    same_predictions(net, read_ckpt_state_dict(best)["ema_net"], "SG's ckpt_best.pth (EMA)")
+
+
+def engine_resume(path, *overrides):
+    args = [TRAIN, "--recipe", RECIPE, "--experiment", "from_sg", "--ckpt-root", WORK, "--resume-path", path,
+            "dataset_params.train_samples=64", "dataset_params.valid_samples=64", "arch_params.width_mult=1.0",
+            "training_hyperparams.max_epochs=3", "training_hyperparams.batch_size=16", "training_hyperparams.ema=true",
+            "training_hyperparams.durable_checkpoints=false"] + list(overrides)
+    return subprocess.run(oracle.host_argv(args), capture_output=True, text=True, env=ENV, timeout=900)
+
+
+def check_engine_resumes_sg_latest():
+    latest = os.path.join(SG_RUN, "ckpt_latest.pth")
+    p = engine_resume(latest, "training_hyperparams.zero_weight_decay_on_bias_and_bn=true")
+    assert p.returncode == 0, p.stderr[-2000:]
+    run = [l for l in p.stdout.splitlines() if l.startswith("run_dir=")][-1][len("run_dir="):]
+    ck = torch.load(os.path.join(run, "ckpt_latest.pth"))
+    assert ck["epoch"] == 3, ck["epoch"]
+    theirs = torch.load(latest)
+    assert not torch.equal(ck["net"]["linear.weight"], theirs["net"]["linear.weight"]), "no training happened"
+    p = engine_resume(latest, "training_hyperparams.zero_weight_decay_on_bias_and_bn=false")
+    assert p.returncode != 0 and "zero_weight_decay_on_bias_and_bn" in p.stderr, p.stderr[-2000:]
+
+
+def check_sg_resumes_ours():
+    latest = os.path.join(RUN, "ckpt_latest.pth")
+    run = sg_train("sg_resumes_ours", 3, resume_path=latest)
+    ck = torch.load(os.path.join(run, "ckpt_latest.pth"))
+    assert ck["epoch"] == 3, ck["epoch"]
+    ours = torch.load(latest)
+    assert not torch.equal(ck["net"]["linear.weight"], ours["net"]["linear.weight"]), "SG did not train on"
+
+
 R.check("models.get(checkpoint_path=our ckpt_best.pth) loads the EMA weights and predicts as the engine", check_models_get)
 R.check("load_checkpoint_to_model with StrictLoad ON, OFF, NO_KEY_MATCHING, net and EMA", check_every_strict_mode)
 R.check("SG's read_ckpt_state_dict finds what its trainer resumes from", check_resume_entries)
+R.check("SG's trainer resumes from our ckpt_latest.pth and trains on", check_sg_resumes_ours)
+R.check("sgckpt reads every checkpoint of an SG run and its averaging_snapshots.pkl", check_sgckpt_reads_sg_run)
+R.check("the engine predicts from SG's ckpt_best.pth (EMA) as SG does", check_engine_scores_sg_best)
+R.check("train_resnet18 --resume-path continues SG's ckpt_latest.pth", check_engine_resumes_sg_latest)
 R.finish()

@@ -217,3 +217,18 @@ TEST_CASE("json: a bytes value has no mirror and is refused with its key path") 
   }
   CHECK_THROWS_AS(json::to_json(Value(sgckpt::Bytes{"x"})), sgckpt::Error);
 }
+
+TEST_CASE("json: torch.dtype, torch.device, torch.Size and numpy values (docs/pth-format.md)") {
+  Value v = Value::make_dict();
+  v["dtype"] = DType::BFloat16;
+  v["device"] = sgckpt::TorchDevice{"cuda", 1};
+  v["size"] = Value::make_torch_size({2, 3});
+  v["metric"] = sgckpt::NumpyValue{Tensor::zeros(DType::Float64, {}), true};
+  v["array"] = sgckpt::NumpyValue{Tensor::zeros(DType::Int32, {0}), false};
+  CHECK(json::to_json(v) ==
+        "{\"dtype\": {\"$dtype\": \"bfloat16\"}, \"device\": {\"$device\": \"cuda:1\"}, \"size\": [2, 3], "
+        "\"metric\": {\"$numpy\": {\"dtype\": \"float64\", \"shape\": [], \"scalar\": true, \"sha256\": "
+        "\"af5570f5a1810b7af78caf4bc70a660f0df51e42baf91d4de5b2328de0e83dfc\"}}, "
+        "\"array\": {\"$numpy\": {\"dtype\": \"int32\", \"shape\": [0], \"scalar\": false, \"sha256\": "
+        "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}}}");
+}

@@ -128,3 +128,24 @@ TEST_CASE("tree: bytes values in Python's b\"\" spelling") {
         "total: 0 tensors, 0 storages, 0 tensor bytes, 0 storage bytes\n");
   CHECK(render_tree(d, o).find("  cut: bytes b\"abc\"... (6 bytes)\n") != std::string::npos);
 }
+
+TEST_CASE("tree: torch.dtype, torch.device, torch.Size and numpy values") {
+  Value v = Value::make_dict();
+  v["dtype"] = DType::Float16;
+  v["device"] = sgckpt::TorchDevice{"cuda", 1};
+  v["size"] = Value::make_torch_size({2, 3});
+  v["acc"] =
+      sgckpt::NumpyValue{Tensor::from_values<double>(DType::Float64, {}, std::vector<double>{0.5}), true};
+  v["big"] = sgckpt::NumpyValue{
+      Tensor::from_values<std::uint64_t>(DType::UInt64, {}, std::vector<std::uint64_t>{~0ull}), true};
+  v["metrics"] = sgckpt::NumpyValue{Tensor::zeros(DType::Float64, {3}), false};
+  CHECK(render_tree(v) ==
+        "<root>: dict, 6 items\n"
+        "  dtype: dtype torch.float16\n"
+        "  device: device cuda:1\n"
+        "  size: torch.Size [2, 3]\n"
+        "  acc: numpy scalar float64 0.5\n"
+        "  big: numpy scalar uint64 18446744073709551615\n"
+        "  metrics: numpy array float64 [3], 24 bytes\n"
+        "total: 0 tensors, 0 storages, 0 tensor bytes, 0 storage bytes\n");
+}

@@ -17,9 +17,13 @@ namespace sgckpt::tool {
 // Adds the options that control reading a checkpoint.
 //   --mmap    map the file; tensors are zero-copy views into the mapping
 //   --no-crc  (with_crc_flag) skip the CRC-32 check of each record
+//   --no-numpy  refuse numpy scalars and arrays (as torch's weights_only loader does)
 inline void add_load_options(CLI::App& cmd, LoadOptions& options, bool with_crc_flag) {
   cmd.add_flag("--mmap", options.mmap,
                "Memory-map the file instead of reading it (tensors view the mapping)");
+  cmd.add_flag_callback(
+      "--no-numpy", [&options] { options.numpy = false; },
+      "Refuse numpy scalars and arrays instead of reading them");
   if (with_crc_flag)
     cmd.add_flag_callback(
         "--no-crc", [&options] { options.verify_crc = false; },

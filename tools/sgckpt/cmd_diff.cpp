@@ -26,6 +26,7 @@
 #include "commands.hpp"
 #include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/float_text.hpp"
+#include "sgckpt/core/identical.hpp"
 #include "sgckpt/io/pth.hpp"
 #include "state_edit.hpp"
 
@@ -69,28 +70,15 @@ std::string scalar_text(const Value& v) {
       return "'" + v.as_str().substr(0, 200) + (v.as_str().size() > 200 ? "...'" : "'");
     case Kind::Bytes:
       return "bytes of " + std::to_string(v.as_bytes().data.size());
+    case Kind::DType:
+      return "torch." + std::string(name(v.as_dtype()));
+    case Kind::Device:
+      return "device '" + v.as_device().to_string() + "'";
+    case Kind::Numpy:
+      return std::string("numpy ") + (v.numpy().scalar ? "scalar " : "array ") +
+             std::string(name(v.numpy().data.dtype())) + " " + shape_text(v.numpy().data.shape());
     default:
       return kind_name(v.kind());
-  }
-}
-
-bool same_scalar(const Value& a, const Value& b) {
-  if (a.kind() != b.kind()) return false;
-  switch (a.kind()) {
-    case Kind::None:
-      return true;
-    case Kind::Bool:
-      return a.as_bool() == b.as_bool();
-    case Kind::Int:
-      return a.as_big_int() == b.as_big_int();
-    case Kind::Float:
-      return a.as_float() == b.as_float() || (std::isnan(a.as_float()) && std::isnan(b.as_float()));
-    case Kind::Str:
-      return a.as_str() == b.as_str();
-    case Kind::Bytes:
-      return a.as_bytes() == b.as_bytes();
-    default:
-      return false;
   }
 }
 
@@ -159,7 +147,7 @@ void run_diff(const DiffOptions& o) {
     } else if (va->kind() != vb.kind()) {
       out += "changed: " + path + ": a " + kind_name(va->kind()) + " -> a " + kind_name(vb.kind()) + "\n";
       ++changed_kind;
-    } else if (!same_scalar(*va, vb)) {
+    } else if (!identical(*va, vb)) {
       out += "value: " + path + ": " + scalar_text(*va) + " -> " + scalar_text(vb) + "\n";
       ++changed_value;
     }

@@ -15,6 +15,11 @@
 //   - tensor or Parameter -> {"$tensor": {"dtype": "float32", "shape": [3, 5], "sha256": "<hex>"}}
 //     with the SHA-256 of the elements in row-major order as contiguous little-endian bytes
 //     (see tensor_hash.hpp).
+//   - numpy array or scalar -> {"$numpy": {"dtype": "float64", "shape": [2, 2], "scalar": false,
+//     "sha256": "<hex>"}}: dtype by torch's name (numpy's is the same for every dtype read),
+//     the hash as for a tensor; a scalar has shape [].
+//   - torch.dtype -> {"$dtype": "float32"}; torch.device -> {"$device": "cuda:1"} (torch's str());
+//     torch.Size -> an array of ints, as any tuple.
 //   - Layout: Python's json.dumps style separators (", " and ": "), one line, no trailing
 //     newline (the command adds one).
 //   - Strings: UTF-8 is written as is; '"', '\\' and control characters are escaped (\b \f \n
@@ -150,15 +155,8 @@ struct Context {
   KeyPath path;  // of the value being written, for errors
 };
 
-inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
-  out += "{\"$tensor\": {\"dtype\": \"";
-  out += name(t.dtype());
-  out += "\", \"shape\": [";
-  for (std::size_t d = 0; d < t.dim(); ++d) {
-    if (d) out += ", ";
-    out += std::to_string(t.shape()[d]);
-  }
-  out += "], \"sha256\": \"";
+// The SHA-256 of a tensor's elements, once per distinct view (the hash budget counts it).
+inline const std::string& tensor_hash(const Tensor& t, Context& ctx) {
   auto [it, fresh] =
       ctx.hashes.try_emplace({t.storage().get(), t.dtype(), t.storage_offset(), t.shape(), t.strides()});
   if (fresh) {
@@ -171,8 +169,33 @@ inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
     }
     it->second = tensor_sha256(t);
   }
-  out += it->second;
-  out += "\"}}";
+  return it->second;
+}
+
+inline void append_shape(std::string& out, const Tensor& t) {
+  out += "\"shape\": [";
+  for (std::size_t d = 0; d < t.dim(); ++d) {
+    if (d) out += ", ";
+    out += std::to_string(t.shape()[d]);
+  }
+  out += ']';
+}
+
+inline void append_tensor(std::string& out, const Tensor& t, Context& ctx) {
+  out += "{\"$tensor\": {\"dtype\": \"";
+  out += name(t.dtype());
+  out += "\", ";
+  append_shape(out, t);
+  out += ", \"sha256\": \"" + tensor_hash(t, ctx) + "\"}}";
+}
+
+inline void append_numpy(std::string& out, const NumpyValue& n, Context& ctx) {
+  out += "{\"$numpy\": {\"dtype\": \"";
+  out += name(n.data.dtype());
+  out += "\", ";
+  append_shape(out, n.data);
+  out += n.scalar ? ", \"scalar\": true" : ", \"scalar\": false";
+  out += ", \"sha256\": \"" + tensor_hash(n.data, ctx) + "\"}}";
 }
 
 // Appends the JSON mirror of `v`. Errors (a tensor without storage, the budget) carry the
@@ -202,6 +225,23 @@ inline void append_value(std::string& out, const Value& v, Context& ctx) {
       } catch (const Error& e) {
         throw e.with_key_path(path);
       }
+      break;
+    case Kind::Numpy:
+      try {
+        append_numpy(out, v.numpy(), ctx);
+      } catch (const Error& e) {
+        throw e.with_key_path(path);
+      }
+      break;
+    case Kind::DType:
+      out += "{\"$dtype\": ";
+      append_string(out, std::string(name(v.as_dtype())));
+      out += '}';
+      break;
+    case Kind::Device:
+      out += "{\"$device\": ";
+      append_string(out, v.as_device().to_string());
+      out += '}';
       break;
     case Kind::List:
     case Kind::Tuple: {

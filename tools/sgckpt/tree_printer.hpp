@@ -26,6 +26,7 @@
 
 #include "expansion_budget.hpp"
 #include "json_writer.hpp"
+#include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
@@ -168,12 +169,30 @@ class TreePrinter {
       case Kind::Bytes:
         bytes_value(out, v.as_bytes().data);
         break;
+      case Kind::DType:
+        out += "dtype torch.";
+        out += name(v.as_dtype());
+        break;
+      case Kind::Device:
+        out += "device ";
+        text::append_escaped(out, v.as_device().to_string(), false);
+        break;
+      case Kind::Numpy:
+        numpy_value(out, v.numpy());
+        break;
       case Kind::Tensor:
         tensor(out, v.tensor_value(), path);
         break;
       case Kind::List:
       case Kind::Tuple: {
         const auto& items = v.items();
+        if (v.is_torch_size()) {
+          out += "torch.Size ";
+          std::vector<std::int64_t> dims;
+          for (const auto& e : items) dims.push_back(e.as_int());
+          text::append_dims(out, dims);
+          break;
+        }
         out += v.is_list() ? "list, " : "tuple, ";
         out += text::count(items.size(), "item", "items");
         out += '\n';
@@ -273,6 +292,27 @@ class TreePrinter {
     }
     out += '"';
     if (shown < b.size()) out += "... (" + std::to_string(b.size()) + " bytes)";
+  }
+
+  // "numpy scalar float64 1.5", "numpy array float64 [2, 2], 32 bytes".
+  static void numpy_value(std::string& out, const NumpyValue& n) {
+    const Tensor& t = n.data;
+    out += n.scalar ? "numpy scalar " : "numpy array ";
+    out += name(t.dtype());
+    out += ' ';
+    if (n.scalar && !is_complex(t.dtype())) {
+      if (t.dtype() == DType::Bool)
+        out += t.element_as_double(0) != 0 ? "True" : "False";
+      else if (is_floating(t.dtype()))
+        out += json::format_double(t.element_as_double(0));
+      else if (t.dtype() == DType::UInt64)
+        out += std::to_string(t.item<std::uint64_t>());
+      else
+        out += std::to_string(cast(t, DType::Int64).item<std::int64_t>());
+      return;
+    }
+    text::append_dims(out, t.shape());
+    out += ", " + text::byte_size(t.nbytes());
   }
 
   void tensor(std::string& out, const TensorValue<Tensor>& tv, const std::string& path) {

@@ -16,8 +16,8 @@
 //     never enters (SG PR #1598).
 // The snapshots persist in <run_dir>/averaging_snapshots.pkl, a torch.save file despite the
 // name (as SG): {"snapshot0": None | state dict, ..., "snapshot{N-1}": ..., "snapshots_metric":
-// float64 tensor [N]} (SG stores a numpy array there; a tensor keeps the file loadable with
-// torch.load(weights_only=True) and by our restricted reader). It is rewritten atomically
+// float64 tensor [N]} (SG stores a numpy array there, which is read too; a tensor keeps the
+// file loadable with torch.load(weights_only=True) without allowlisting numpy). It is rewritten atomically
 // after every update that changes it (SG rewrites it after every attempt; an unchanged state
 // gives an identical file, so we skip that write) and read back by the constructor, so a
 // resumed run continues the same averaging.
@@ -422,9 +422,10 @@ class ModelAveraging {
     const Value* mv = root.dict().find("snapshots_metric");
     if (mv == nullptr) fail_resume(ErrorKind::Schema, file, "the file has no 'snapshots_metric'");
     std::vector<double> metrics;
-    if (mv->is_tensor() && is_floating(mv->tensor().dtype()) && mv->tensor().dim() == 1) {
-      for (std::size_t i = 0; i < mv->tensor().numel(); ++i)
-        metrics.push_back(mv->tensor().element_as_double(i));
+    // Ours is a tensor, SG's a numpy array.
+    const Tensor* mt = mv->is_tensor() ? &mv->tensor() : mv->is_numpy() ? &mv->numpy().data : nullptr;
+    if (mt && is_floating(mt->dtype()) && mt->dim() == 1) {
+      for (std::size_t i = 0; i < mt->numel(); ++i) metrics.push_back(mt->element_as_double(i));
     } else if (mv->is_list() || mv->is_tuple()) {
       for (const auto& x : mv->items()) {
         if (!x.is_number())

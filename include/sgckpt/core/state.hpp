@@ -17,8 +17,10 @@
 // sgckpt::save(state, path) and sgckpt::load_state<MyTensor>(path) then convert at the boundary.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "sgckpt/core/tensor.hpp"
 #include "sgckpt/core/value.hpp"
@@ -55,12 +57,23 @@ BasicValue<U> map_tensors(const BasicValue<T>& v, F&& f) {
       return BasicValue<U>(v.as_str());
     case Kind::Bytes:
       return BasicValue<U>(v.as_bytes());
+    case Kind::DType:
+      return BasicValue<U>(v.as_dtype());
+    case Kind::Device:
+      return BasicValue<U>(v.as_device());
+    case Kind::Numpy:  // host data whatever the tensor type
+      return BasicValue<U>(v.numpy());
     case Kind::Tensor: {
       const auto& tv = v.tensor_value();
       return BasicValue<U>(TensorValue<U>{f(tv.tensor), tv.requires_grad, tv.parameter});
     }
     case Kind::List:
     case Kind::Tuple: {
+      if (v.is_torch_size()) {
+        std::vector<std::int64_t> dims;
+        for (const auto& e : v.items()) dims.push_back(e.as_int());
+        return BasicValue<U>::make_torch_size(dims);
+      }
       typename BasicValue<U>::List out;
       out.reserve(v.items().size());
       for (const auto& e : v.items()) out.push_back(map_tensors<U>(e, f));

@@ -1,9 +1,11 @@
 // sgckpt/core/value.hpp: the tree of everything a torch checkpoint holds.
 //
 // BasicValue<T> is one node: None, bool, int (any size, kept exactly), float (double),
-// str, bytes, a tensor of type T (plain or nn.Parameter, with requires_grad), list, tuple, or a
-// dict with str or int keys that remembers whether it was a dict, an OrderedDict (with its
-// attributes, e.g. a module state_dict's `_metadata`) or a collections.Counter.
+// str, bytes, a tensor of type T (plain or nn.Parameter, with requires_grad), list, tuple
+// (or a torch.Size, a tuple of ints that remembers it was one), a dict with str or int keys
+// that remembers whether it was a dict, an OrderedDict (with its attributes, e.g. a module
+// state_dict's `_metadata`) or a collections.Counter, a torch.dtype, a torch.device, or a
+// numpy array or scalar (docs/pth-format.md, "Values besides tensors").
 //
 // Values have value semantics (copying a value copies the tree; tensors inside share their
 // storage, like torch tensors). Python's bool, int and float stay distinct kinds, because
@@ -15,6 +17,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,8 +25,10 @@
 #include <variant>
 #include <vector>
 
+#include "sgckpt/core/dtype.hpp"
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/core/key_path.hpp"
+#include "sgckpt/core/tensor.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
 
 namespace sgckpt {
@@ -293,12 +298,44 @@ class BasicDict {
   std::vector<std::pair<std::string, BasicValue<T>>> attrs_;
 };
 
-enum class Kind : std::uint8_t { None, Bool, Int, Float, Str, Tensor, List, Tuple, Dict, Bytes };
+enum class Kind : std::uint8_t {
+  None,
+  Bool,
+  Int,
+  Float,
+  Str,
+  Tensor,
+  List,
+  Tuple,
+  Dict,
+  Bytes,
+  DType,
+  Device,
+  Numpy
+};
 
 // A Python bytes object (rare in checkpoints; torch pickles it as _codecs.encode(..., 'latin1')).
 struct Bytes {
   std::string data;  // raw bytes
   friend bool operator==(const Bytes& a, const Bytes& b) { return a.data == b.data; }
+};
+
+// A torch.device: its type ("cpu", "cuda", "meta", ...) and index (none in torch.device("cpu")).
+struct TorchDevice {
+  std::string type;
+  std::optional<std::int64_t> index;
+  // As torch prints it: "cuda:1", "cpu".
+  std::string to_string() const { return index ? type + ":" + std::to_string(*index) : type; }
+  friend bool operator==(const TorchDevice&, const TorchDevice&) = default;
+};
+
+// A numpy array or numpy scalar (numpy.float64(0.5)), as older checkpoints and SuperGradients'
+// averaging_snapshots.pkl hold them. The elements are a host tensor, native (little-endian)
+// byte order; `scalar` tells a numpy scalar from a 0-d array. Only plain numeric dtypes are
+// read (docs/pth-format.md).
+struct NumpyValue {
+  Tensor data;
+  bool scalar = false;
 };
 
 inline const char* kind_name(Kind k) {
@@ -323,6 +360,12 @@ inline const char* kind_name(Kind k) {
       return "dict";
     case Kind::Bytes:
       return "bytes";
+    case Kind::DType:
+      return "dtype";
+    case Kind::Device:
+      return "device";
+    case Kind::Numpy:
+      return "numpy";
   }
   return "?";
 }
@@ -353,10 +396,20 @@ class BasicValue {
   BasicValue(List l) : v_(ListBox(std::move(l))) {}                   // NOLINT(google-explicit-constructor)
   BasicValue(Dict d) : v_(DictBox(std::move(d))) {}                   // NOLINT(google-explicit-constructor)
   BasicValue(Bytes b) : v_(std::move(b)) {}                           // NOLINT(google-explicit-constructor)
+  BasicValue(DType d) : v_(d) {}                                      // NOLINT(google-explicit-constructor)
+  BasicValue(TorchDevice d) : v_(std::move(d)) {}                     // NOLINT(google-explicit-constructor)
+  BasicValue(NumpyValue n) : v_(std::move(n)) {}                      // NOLINT(google-explicit-constructor)
 
   static BasicValue make_tuple(List items = {}) {
     BasicValue v;
     v.v_ = TupleBox(std::move(items));
+    return v;
+  }
+  // A torch.Size: a tuple of ints that is written back as torch.Size.
+  static BasicValue make_torch_size(const std::vector<std::int64_t>& dims) {
+    List items(dims.begin(), dims.end());
+    BasicValue v = make_tuple(std::move(items));
+    std::get<TupleBox>(v.v_).torch_size = true;
     return v;
   }
   static BasicValue make_list(List items = {}) { return BasicValue(std::move(items)); }
@@ -378,18 +431,28 @@ class BasicValue {
   bool is_dict() const noexcept { return kind() == Kind::Dict; }
   bool is_bytes() const noexcept { return kind() == Kind::Bytes; }
   bool is_number() const noexcept { return is_int() || is_float(); }
+  bool is_dtype() const noexcept { return kind() == Kind::DType; }
+  bool is_device() const noexcept { return kind() == Kind::Device; }
+  bool is_numpy() const noexcept { return kind() == Kind::Numpy; }
+  bool is_torch_size() const noexcept { return is_tuple() && std::get<TupleBox>(v_).torch_size; }
 
   bool as_bool() const { return get<bool>("bool"); }
   const Int& as_big_int() const { return get<Int>("int"); }
   std::int64_t as_int() const { return get<Int>("int").to_int64(); }
   double as_float() const { return get<double>("float"); }
-  // int or float as double (Python numbers mix freely: weight_decay may be int 0).
+  // int, float or a real numpy scalar as double (Python numbers mix freely: weight_decay may
+  // be int 0, and checkpoints written with numpy hold numpy.float64 metrics).
   double as_number() const {
     if (is_int()) return static_cast<double>(as_int());
+    if (is_numpy() && numpy().data.numel() == 1 && !is_complex(numpy().data.dtype()))
+      return numpy().data.element_as_double(0);
     return as_float();
   }
   const std::string& as_str() const { return get<std::string>("str"); }
   const Bytes& as_bytes() const { return get<Bytes>("bytes"); }
+  DType as_dtype() const { return get<DType>("dtype"); }
+  const TorchDevice& as_device() const { return get<TorchDevice>("device"); }
+  const NumpyValue& numpy() const { return get<NumpyValue>("numpy value"); }
 
   const TensorValue<T>& tensor_value() const { return get<TensorValue<T>>("tensor"); }
   TensorValue<T>& tensor_value() { return get<TensorValue<T>>("tensor"); }
@@ -482,6 +545,7 @@ class BasicValue {
   using ListBox = detail::Box<List>;
   struct TupleBox : detail::Box<List> {
     using detail::Box<List>::Box;
+    bool torch_size = false;  // a torch.Size
   };
   using DictBox = detail::Box<Dict>;
 
@@ -508,7 +572,7 @@ class BasicValue {
 
   // The index order must match Kind.
   std::variant<std::monostate, bool, Int, double, std::string, TensorValue<T>, ListBox, TupleBox, DictBox,
-               Bytes>
+               Bytes, DType, TorchDevice, NumpyValue>
       v_;
 };
 

@@ -36,6 +36,10 @@ struct LoadOptions {
   bool mmap = false;
   // Check each record's CRC-32 against the central directory (torch never does).
   bool verify_crc = true;
+  // Read numpy scalars and arrays of plain numeric dtypes (a restricted rebuild, never numpy
+  // itself: docs/pth-format.md). false refuses them, as torch's weights_only loader does
+  // unless told otherwise.
+  bool numpy = true;
   Limits limits{};
 };
 

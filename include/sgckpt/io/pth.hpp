@@ -236,7 +236,7 @@ inline Value load_zip(std::span<const std::byte> bytes, std::shared_ptr<const vo
   };
 
   try {
-    pickle::ReaderConfig cfg{opt.limits, false, bytes.size()};
+    pickle::ReaderConfig cfg{opt.limits, false, bytes.size(), opt.numpy};
     return pickle::read(pickle_bytes, resolve, cfg);
   } catch (const Error& e) {
     throw e.with_record(pkl->name).with_file(label);
@@ -251,7 +251,7 @@ inline Value load_legacy(std::span<const std::byte> bytes, const LoadOptions& op
   auto next_pickle = [&](const pickle::StorageResolver& r, bool legacy_ids, const char* what) {
     std::size_t used = 0;
     try {
-      pickle::ReaderConfig cfg{opt.limits, legacy_ids, bytes.size()};
+      pickle::ReaderConfig cfg{opt.limits, legacy_ids, bytes.size(), opt.numpy};
       Value v = pickle::read(bytes.subspan(pos), r, cfg, &used);
       pos += used;
       return v;

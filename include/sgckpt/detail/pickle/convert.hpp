@@ -95,7 +95,18 @@ class Converter {
         const DType d = s.dtype.value_or(DType::UInt8);
         return Value(Tensor::view_of(s.storage, d, 0, {static_cast<std::int64_t>(s.numel)}, {1}));
       }
+      case NodeKind::Device:
+        return Value(*as<TorchDevice>(&n));
+      case NodeKind::Numpy:
+        if (!as<NumpyObj>(&n)->built)
+          throw Error(ErrorKind::Corrupt, "a numpy array without its state (no BUILD after _reconstruct)",
+                      ErrorContext::at_key(path));
+        return Value(as<NumpyObj>(&n)->value);
+      case NodeKind::NumpyDType:
+        throw Error(ErrorKind::Refused, "a bare numpy.dtype value is not read (only arrays and scalars)",
+                    ErrorContext::at_key(path));
       case NodeKind::Global:
+        if (as<Global>(&n)->id == G::DTypeObject) return Value(as<Global>(&n)->dtype);  // torch.float32
         break;
     }
     throw Error(ErrorKind::Refused,
@@ -111,6 +122,7 @@ class Converter {
     if (auto* b = as<Bytes>(&n)) cost += b->data.size() / kBytesPerValue;
     if (auto* i = as<Int>(&n); i && !i->fits_int64()) cost += 4096 / kBytesPerValue;  // LONG: <= 4096 bytes
     if (auto* t = as<TensorObj>(&n)) cost += 2 * t->tensor.dim();
+    if (auto* a = as<NumpyObj>(&n)) cost += 2 * a->value.data.dim();
     if (auto* d = as<DictObj>(&n)) {
       for (auto& kv : d->items) cost += kv.first.is_str() ? kv.first.str().size() / kBytesPerValue : 0;
       for (auto& kv : d->attrs) cost += kv.first.size() / kBytesPerValue;
@@ -141,6 +153,11 @@ class Converter {
     for (std::size_t i = 0; i < items.size(); ++i) {
       auto level = path_.index(i);
       out.push_back(convert(*items[i], depth + 1));
+    }
+    if (kind == NodeKind::Tuple && as<TupleObj>(&n)->torch_size) {
+      std::vector<std::int64_t> dims;  // REDUCE checked they are 64-bit ints
+      for (const Value& d : out) dims.push_back(d.as_int());
+      return Value::make_torch_size(dims);
     }
     return kind == NodeKind::List ? Value::make_list(std::move(out)) : Value::make_tuple(std::move(out));
   }

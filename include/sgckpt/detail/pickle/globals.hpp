@@ -1,8 +1,10 @@
 // sgckpt/detail/pickle/globals.hpp: torch's globals, the only names a checkpoint pickle may name.
 //
 // A GLOBAL is only a name looked up in a fixed allowlist (tensor rebuild functions, storage
-// classes, dtypes, OrderedDict, Counter, torch.Size); no Python object is ever created from a
-// name, so nothing can execute. What calling one means is in rebuild.hpp.
+// classes, dtypes, OrderedDict, Counter, torch.Size, torch.device, and the four numpy names
+// that numpy's own pickles of numeric arrays and scalars use); no Python object is ever
+// created from a name, so nothing can execute. What calling one means is in rebuild.hpp and
+// numpy.hpp.
 #pragma once
 
 #include <cstdint>
@@ -25,12 +27,21 @@ enum class G : std::uint8_t {
   TorchSize,
   TensorClass,
   ParameterClass,
-  StorageClass,    // a typed storage class; dtype says which
-  UntypedStorage,  // torch.storage.UntypedStorage
-  DTypeObject,     // torch.float32 etc.; dtype says which
-  CodecsEncode,    // _codecs.encode(str, 'latin1'): how protocol 2 pickles bytes
-  BytesClass,      // builtins.bytes(): empty bytes
+  StorageClass,      // a typed storage class; dtype says which
+  UntypedStorage,    // torch.storage.UntypedStorage
+  DTypeObject,       // torch.float32 etc.; dtype says which
+  CodecsEncode,      // _codecs.encode(str, 'latin1'): how protocol 2 pickles bytes
+  BytesClass,        // builtins.bytes(): empty bytes
+  TorchDevice,       // torch.device
+  NumpyDType,        // numpy.dtype
+  NumpyScalar,       // numpy.core.multiarray.scalar (numpy 2: numpy._core.multiarray)
+  NumpyReconstruct,  // numpy.core.multiarray._reconstruct
+  NumpyNDArray,      // numpy.ndarray, the class _reconstruct is given
 };
+
+inline bool is_numpy_global(G id) {
+  return id == G::NumpyDType || id == G::NumpyScalar || id == G::NumpyReconstruct || id == G::NumpyNDArray;
+}
 
 struct Global {
   G id;
@@ -59,6 +70,16 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
     return std::nullopt;
   }
   if (module == "_codecs" && name == "encode") return g(G::CodecsEncode);
+  if (module == "numpy") {
+    if (name == "dtype") return g(G::NumpyDType);
+    if (name == "ndarray") return g(G::NumpyNDArray);
+    return std::nullopt;
+  }
+  if (module == "numpy.core.multiarray" || module == "numpy._core.multiarray") {
+    if (name == "scalar") return g(G::NumpyScalar);
+    if (name == "_reconstruct") return g(G::NumpyReconstruct);
+    return std::nullopt;
+  }
   if (module == "builtins" && name == "bytes") return g(G::BytesClass);
   if (module == "torch._tensor" && name == "_rebuild_from_type_v2") return g(G::RebuildFromTypeV2);
   if (module == "torch.nn.parameter" && name == "Parameter") return g(G::ParameterClass);
@@ -67,6 +88,7 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
     if (auto d = dtype_from_storage_class(name)) return g(G::StorageClass, *d);
     if (module == "torch") {
       if (name == "Size") return g(G::TorchSize);
+      if (name == "device") return g(G::TorchDevice);
       if (name == "Tensor") return g(G::TensorClass);
       for (const auto& i : kDTypes)
         if (i.name == name) return g(G::DTypeObject, i.dtype);

@@ -34,6 +34,7 @@ struct ListObj {
 };
 struct TupleObj {
   std::vector<NodeP> items;
+  bool torch_size = false;  // made by torch.Size(...)
 };
 struct DictObj {
   DictKind kind = DictKind::Dict;
@@ -47,6 +48,17 @@ struct TensorObj {
   Tensor tensor;
   bool requires_grad = false;
   bool parameter = false;
+};
+// numpy.dtype(code, False, True): its element type once BUILD has given the byte order.
+struct NumpyDTypeObj {
+  DType dtype = DType::Float64;
+  char byteorder = 0;  // '<', '>', '|' ('=' is stored as '<'); 0 until BUILD
+};
+// numpy.core.multiarray._reconstruct(ndarray, (0,), b'b') before its BUILD (empty data), or a
+// numpy scalar / array with its elements.
+struct NumpyObj {
+  NumpyValue value;
+  bool built = false;
 };
 struct StorageObj {
   std::shared_ptr<Storage> storage;
@@ -68,17 +80,23 @@ enum class NodeKind : std::uint8_t {
   Tensor,
   Global,
   Storage,
-  Bytes
+  Bytes,
+  Device,
+  NumpyDType,
+  Numpy
 };
 
 // The large, rare alternatives are boxed so that every node stays small.
 template <class X>
-inline constexpr bool kBoxed = std::is_same_v<X, DictObj> || std::is_same_v<X, TensorObj> ||
-                               std::is_same_v<X, Global> || std::is_same_v<X, StorageObj>;
+inline constexpr bool kBoxed =
+    std::is_same_v<X, DictObj> || std::is_same_v<X, TensorObj> || std::is_same_v<X, Global> ||
+    std::is_same_v<X, StorageObj> || std::is_same_v<X, TorchDevice> || std::is_same_v<X, NumpyDTypeObj> ||
+    std::is_same_v<X, NumpyObj>;
 
 struct Node {
   std::variant<std::monostate, bool, Int, double, std::string, ListObj, TupleObj, std::unique_ptr<DictObj>,
-               std::unique_ptr<TensorObj>, std::unique_ptr<Global>, std::unique_ptr<StorageObj>, Bytes>
+               std::unique_ptr<TensorObj>, std::unique_ptr<Global>, std::unique_ptr<StorageObj>, Bytes,
+               std::unique_ptr<TorchDevice>, std::unique_ptr<NumpyDTypeObj>, std::unique_ptr<NumpyObj>>
       v;
   bool on_path = false;    // cycle detection during conversion
   bool copied = false;     // its data was copied once already (as a key, Counter() source, ...)
@@ -141,6 +159,12 @@ inline const char* node_kind(const Node& n) {
       return "storage";
     case NodeKind::Bytes:
       return "bytes";
+    case NodeKind::Device:
+      return "torch.device";
+    case NodeKind::NumpyDType:
+      return "numpy.dtype";
+    case NodeKind::Numpy:
+      return "numpy array";
   }
   return "?";
 }

@@ -36,6 +36,8 @@ struct ReaderConfig {
   bool legacy = false;
   // Size of the whole input (the file) that the memory budget scales with; 0: the pickle's.
   std::uint64_t input_bytes = 0;
+  // numpy scalars and arrays are read (LoadOptions::numpy).
+  bool numpy = true;
 };
 
 class Machine {
@@ -45,7 +47,7 @@ class Machine {
         n_(data.size()),
         lim_(config.limits),
         graph_(config.limits, config.input_bytes, data.size()),
-        torch_(graph_, resolver, config.legacy) {}
+        torch_(graph_, resolver, config.legacy, config.numpy) {}
 
   // Runs the opcodes up to STOP and returns the one object left on the stack. The graph
   // lives as long as the machine.

@@ -20,6 +20,7 @@
 #include "sgckpt/detail/keyed_hash.hpp"
 #include "sgckpt/detail/pickle/globals.hpp"
 #include "sgckpt/detail/pickle/graph.hpp"
+#include "sgckpt/detail/pickle/numpy.hpp"
 
 namespace sgckpt::detail::pickle {
 
@@ -38,8 +39,9 @@ using StorageResolver = std::function<std::shared_ptr<Storage>(const StorageRequ
 class Rebuilder {
  public:
   // `legacy`: pre-1.6 stream, whose storage persistent ids are 6-tuples with view metadata.
-  Rebuilder(Graph& graph, const StorageResolver& resolver, bool legacy)
-      : g_(graph), resolver_(resolver), legacy_(legacy) {}
+  // `numpy`: numpy scalars and arrays are read (LoadOptions::numpy).
+  Rebuilder(Graph& graph, const StorageResolver& resolver, bool legacy, bool numpy)
+      : g_(graph), resolver_(resolver), legacy_(legacy), numpy_allowed_(numpy), numpy_(graph) {}
 
   // GLOBAL and STACK_GLOBAL: the global `module.name`, if it is allowed.
   NodeP global(const std::string& module, const std::string& name) {
@@ -48,6 +50,10 @@ class Rebuilder {
       fail(ErrorKind::Refused,
            "refused global '" + module + "." + name +
                "': only tensor, storage and container globals are allowed in checkpoint data");
+    if (is_numpy_global(g->id) && !numpy_allowed_)
+      fail(ErrorKind::Refused,
+           "numpy value ('" + g->name +
+               "') refused: numpy values are switched off (LoadOptions::numpy, --no-numpy)");
     return make(std::move(*g));
   }
 
@@ -107,9 +113,9 @@ class Rebuilder {
       }
       case G::TorchSize: {
         argc(0, 1);
-        if (a.empty()) return make(TupleObj{});
+        if (a.empty()) return make(TupleObj{{}, true});
         int_tuple(a[0], "torch.Size dimension");  // charges the copy
-        return make(TupleObj{as<TupleObj>(a[0])->items});
+        return make(TupleObj{as<TupleObj>(a[0])->items, true});
       }
       case G::RebuildTensor: {
         argc(4, 4);
@@ -137,12 +143,26 @@ class Rebuilder {
       case G::RebuildFromTypeV2:
         argc(4, 4);
         return rebuild_from_type(a);
+      case G::TorchDevice:
+        argc(1, 2);
+        return numpy_.device(a);
+      case G::NumpyDType:
+        argc(3, 3);
+        return numpy_.dtype(a);
+      case G::NumpyScalar:
+        argc(1, 2);
+        return numpy_.scalar(a);
+      case G::NumpyReconstruct:
+        argc(3, 3);
+        return numpy_.reconstruct(a);
       default:
         fail(ErrorKind::Refused, "'" + g->name + "' cannot be called");
     }
   }
 
   void build(const NodeP& target, const NodeP& state) {
+    if (auto* d = as<NumpyDTypeObj>(target)) return numpy_.build_dtype(*d, state);
+    if (auto* arr = as<NumpyObj>(target)) return numpy_.build_array(*arr, state);
     if (auto* d = as<DictObj>(target)) {
       if (d->kind != DictKind::OrderedDict) fail(ErrorKind::Refused, "BUILD on a plain dict is not allowed");
       auto* st = as<DictObj>(state);
@@ -438,6 +458,8 @@ class Rebuilder {
   Graph& g_;
   const StorageResolver& resolver_;
   bool legacy_;
+  bool numpy_allowed_;
+  NumpyRebuilder numpy_;
   std::unordered_map<std::string, NodeP, sgckpt::detail::KeyedHash> storages_;  // by key, views included
 };
 

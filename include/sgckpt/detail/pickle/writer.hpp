@@ -9,6 +9,12 @@
 // each distinct storage gets one key ("0", "1", ... in first-pickled order) and is written
 // whole, so views and sharing survive the round trip, as with torch.save.
 //
+// torch.dtype, torch.device and torch.Size values are written as torch writes them (every
+// torch 2.x weights_only loader accepts them; torch 1.13's refuses torch.device). numpy scalars
+// and arrays as numpy 1.x pickles them (numpy.core.multiarray.scalar / _reconstruct, which
+// numpy 2 also reads; torch's weights_only loader needs them allowlisted, see
+// docs/pth-format.md).
+//
 // A str or bytes value of kMemoMinBytes or more that occurs again is written once and then
 // referenced through the memo (BINPUT, BINGET), as Python's pickler does for the object it
 // shares: the value tree holds a copy per reference, and writing each copy in full turned a
@@ -28,6 +34,7 @@
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
 #include "sgckpt/detail/little_endian.hpp"
+#include "sgckpt/detail/pickle/numpy.hpp"
 #include "sgckpt/detail/pickle/ops.hpp"
 
 namespace sgckpt::detail::pickle {
@@ -254,8 +261,9 @@ class Writer {
   }
 
   // Protocol 2 has no bytes opcode: Python writes _codecs.encode(latin1 text, 'latin1').
-  void bytes(const std::string& data) {
-    if (memo_get(bytes_memo_, data)) return;
+  // `memoize`: data lives in the tree being dumped (the memo keeps a view of it).
+  void bytes(const std::string& data, bool memoize = true) {
+    if (memoize && memo_get(bytes_memo_, data)) return;
     global("_codecs", "encode");
     std::string text;
     for (char c : data) {
@@ -274,7 +282,80 @@ class Writer {
     str("latin1");
     emit(op::TUPLE2);
     emit(op::REDUCE);
-    memo_put(bytes_memo_, data);
+    if (memoize) memo_put(bytes_memo_, data);
+  }
+
+  // torch.device(type[, index]).
+  void device(const TorchDevice& d) {
+    global("torch", "device");
+    str(d.type);
+    if (d.index) integer(Int(*d.index));
+    emit(d.index ? op::TUPLE2 : op::TUPLE1);
+    emit(op::REDUCE);
+  }
+
+  // torch.Size((d0, d1, ...)).
+  void torch_size(const Value& v) {
+    global("torch", "Size");
+    Shape dims;
+    for (const auto& e : v.items()) dims.push_back(e.as_int());
+    tuple_of_ints(dims);
+    emit(op::TUPLE1);
+    emit(op::REDUCE);
+  }
+
+  // numpy.dtype(code, False, True) and its state (3, byteorder, None, None, None, -1, -1, 0).
+  void numpy_dtype(DType d) {
+    const std::string_view code = numpy_code(d);
+    if (code.empty())
+      throw Error("numpy has no " + std::string(name(d)) + " dtype: cast the numpy value's data first",
+                  at_path());
+    global("numpy", "dtype");
+    str(code);
+    emit(op::NEWFALSE);
+    emit(op::NEWTRUE);
+    emit(op::TUPLE3);
+    emit(op::REDUCE);
+    emit(op::MARK);
+    integer(Int(3));
+    str(itemsize(d) == 1 ? "|" : "<");
+    for (int i = 0; i < 3; ++i) emit(op::NONE);
+    integer(Int(-1));
+    integer(Int(-1));
+    integer(Int(0));
+    emit(op::TUPLE);
+    emit(op::BUILD);
+  }
+
+  // A numpy scalar: scalar(dtype, bytes); an array: _reconstruct(ndarray, (0,), b'b') and its
+  // state (1, shape, dtype, False, C-order bytes).
+  void numpy(const NumpyValue& n) {
+    const Tensor data = n.data.contiguous();
+    const std::string raw(reinterpret_cast<const char*>(data.raw_data()), data.nbytes());
+    if (n.scalar) {
+      if (data.numel() != 1) throw Error("a numpy scalar must hold one element", at_path());
+      global("numpy.core.multiarray", "scalar");
+      numpy_dtype(data.dtype());
+      bytes(raw, false);
+      emit(op::TUPLE2);
+      emit(op::REDUCE);
+      return;
+    }
+    global("numpy.core.multiarray", "_reconstruct");
+    global("numpy", "ndarray");
+    integer(Int(0));
+    emit(op::TUPLE1);
+    bytes("b", false);
+    emit(op::TUPLE3);
+    emit(op::REDUCE);
+    emit(op::MARK);
+    integer(Int(1));
+    tuple_of_ints(data.shape());
+    numpy_dtype(data.dtype());
+    emit(op::NEWFALSE);
+    bytes(raw, false);
+    emit(op::TUPLE);
+    emit(op::BUILD);
   }
 
   void value(const Value& v) {
@@ -299,6 +380,15 @@ class Writer {
       case Kind::Bytes:
         bytes(v.as_bytes().data);
         break;
+      case Kind::DType:
+        global("torch", name(v.as_dtype()));
+        break;
+      case Kind::Device:
+        device(v.as_device());
+        break;
+      case Kind::Numpy:
+        numpy(v.numpy());
+        break;
       case Kind::Tensor:
         tensor(v.tensor_value());
         break;
@@ -310,6 +400,10 @@ class Writer {
         });
         break;
       case Kind::Tuple: {
+        if (v.is_torch_size()) {
+          torch_size(v);
+          break;
+        }
         const auto& items = v.items();
         if (items.empty()) {
           emit(op::EMPTY_TUPLE);

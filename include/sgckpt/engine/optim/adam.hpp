@@ -6,7 +6,6 @@
 
 #include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/optim/param.hpp>
-#include <sgckpt/engine/optim/sgd.hpp>  // GroupSpec
 
 #include <math.h>
 

@@ -132,9 +132,13 @@ class Optimizer {
   std::vector<std::pair<std::int64_t, std::size_t>> load_groups(const Value& sd) {
     const Value& saved = sd.at("param_groups");
     if (saved.size() != groups_.size())
-      throw Error(ErrorKind::Mismatch, "loaded state dict has a different number of parameter groups (" +
-                                           std::to_string(saved.size()) + " vs " +
-                                           std::to_string(groups_.size()) + ")");
+      throw Error(
+          ErrorKind::Mismatch,
+          "the checkpoint's optimizer has " + std::to_string(saved.size()) +
+              " parameter group(s), this one " + std::to_string(groups_.size()) +
+              " (the parameters were grouped differently: SuperGradients' "
+              "zero_weight_decay_on_bias_and_bn makes 2 groups, one without weight decay; it is off by "
+              "default there)");
     std::vector<std::pair<std::int64_t, std::size_t>> id_map;
     for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
       const Value& sg = saved.items()[gi];
@@ -192,6 +196,13 @@ inline std::vector<std::size_t> iota(std::size_t n) {
 
 }  // namespace optim_detail
 
+// One param group for the constructors: parameter indices and the group's own options
+// (any of the optimizer's keys; the rest come from the defaults).
+struct GroupSpec {
+  std::vector<std::size_t> params;
+  Value options = Value::make_dict();
+};
+
 // SuperGradients' `zero_weight_decay_on_bias_and_bn`: the rule used here to split parameters
 // into a decayed and a non-decayed group, by name only. A parameter gets NO weight decay when
 //   * its name ends in ".bias" (every bias, BatchNorm's included), or
@@ -217,13 +228,21 @@ inline bool is_bias_or_bn(const std::string& name) {
   return false;
 }
 
-// Splits parameter indices into {decayed, not decayed} with is_bias_or_bn.
-inline std::pair<std::vector<std::size_t>, std::vector<std::size_t>> split_bias_bn(
-    const std::vector<ParamRef>& params) {
-  std::pair<std::vector<std::size_t>, std::vector<std::size_t>> r;
+// The two groups of SG's zero_weight_decay_on_bias_and_bn, in SG's order (its
+// separate_zero_wd_params_groups_for_optimizer): group 0 = bias / BatchNorm parameters
+// (is_bias_or_bn) with weight_decay 0.0, group 1 = the rest with the options as given. The
+// order is part of the optimizer's state_dict: SG's trainer refuses to resume a file whose
+// groups come the other way round.
+inline std::vector<GroupSpec> zero_wd_groups(const std::vector<ParamRef>& params) {
+  std::vector<std::size_t> no_decay, decay;
   for (std::size_t i = 0; i < params.size(); ++i)
-    (is_bias_or_bn(params[i].name) ? r.second : r.first).push_back(i);
-  return r;
+    (is_bias_or_bn(params[i].name) ? no_decay : decay).push_back(i);
+  Value nd = Value::make_dict();
+  nd["weight_decay"] = 0.0;
+  std::vector<GroupSpec> groups;
+  groups.push_back({std::move(no_decay), std::move(nd)});
+  groups.push_back({std::move(decay), Value::make_dict()});
+  return groups;
 }
 
 }  // namespace sgckpt::engine

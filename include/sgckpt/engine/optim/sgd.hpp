@@ -16,13 +16,6 @@
 
 namespace sgckpt::engine {
 
-// One param group for the constructors: parameter indices and the group's own options
-// (any SGD key; the rest come from the defaults).
-struct GroupSpec {
-  std::vector<std::size_t> params;
-  Value options = Value::make_dict();
-};
-
 class SGD : public Optimizer {
  public:
   // torch 1.13's defaults dict, key order and types: lr (required), momentum 0, dampening 0,
@@ -58,16 +51,9 @@ class SGD : public Optimizer {
     reset_state();
   }
 
-  // SG's zero_weight_decay_on_bias_and_bn: group 0 = decayed params (options as given),
-  // group 1 = bias / BatchNorm params with weight_decay 0 (see is_bias_or_bn for the rule).
-  // SG builds the groups in this order: [{named decay params}, {no-decay, weight_decay: 0.0}].
+  // SG's zero_weight_decay_on_bias_and_bn (zero_wd_groups).
   static SGD zero_wd_on_bias_and_bn(std::vector<ParamRef> params, const Value& options) {
-    auto [decay, no_decay] = split_bias_bn(params);
-    std::vector<GroupSpec> groups;
-    groups.push_back({std::move(decay), Value::make_dict()});
-    Value nd = Value::make_dict();
-    nd["weight_decay"] = 0.0;
-    groups.push_back({std::move(no_decay), std::move(nd)});
+    auto groups = zero_wd_groups(params);
     return SGD(std::move(params), std::move(groups), options);
   }
 

@@ -39,6 +39,7 @@
 #include "sgckpt/ckpt/run_dir.hpp"
 #include "sgckpt/engine/data/dataset.hpp"
 #include "sgckpt/engine/data/loader.hpp"
+#include "sgckpt/engine/data/prefetcher.hpp"
 #include "sgckpt/engine/grad_mode.hpp"
 #include "sgckpt/engine/nn/functional.hpp"
 #include "sgckpt/engine/nn/loss.hpp"
@@ -75,6 +76,9 @@ struct TrainConfig {
   bool shuffle = true;
   bool drop_last = false;
   data::Augment augment;
+  // Batches prepared ahead on a background thread while one trains (data/prefetcher.hpp);
+  // 0 prepares each in turn. The batches and the data generator are the same either way.
+  std::size_t prefetch_batches = 2;
   // Where the model trains: the CPU, or the device of a registered backend (engine/backend.hpp).
   // Batches are made in host memory and copied there; checkpoints are written from host copies.
   Device device = Device::CPU;
@@ -203,30 +207,33 @@ class Trainer {
       loader.start_epoch(data_gen_);
       double loss_sum = 0;
       std::int64_t seen = 0, correct = 0;
-      for (std::int64_t b = 0; b < batches; ++b) {
-        const data::Batch batch = loader.batch(b, data_gen_);
-        model_->zero_grad();
-        const Tensor logits = model_->forward(batch.x.to(cfg_.device));
-        const float loss = criterion.forward(logits, batch.y);
-        if (!std::isfinite(loss))
-          throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
-                      std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
-        // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
-        model_->backward(criterion.backward(scaler_.get_scale()));
-        scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
-        scaler_.update();
-        if (ema_) {  // every batch, stepped or not, as SG does
-          // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
-          const std::int64_t step = (b + 1) + batches * epoch;
-          ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
+      {  // the prefetcher owns data_gen_ until its thread is joined here
+        data::Prefetcher prefetched(loader, data_gen_, cfg_.prefetch_batches);
+        for (std::int64_t b = 0; b < batches; ++b) {
+          const data::Batch batch = prefetched.next();
+          model_->zero_grad();
+          const Tensor logits = model_->forward(batch.x.to(cfg_.device));
+          const float loss = criterion.forward(logits, batch.y);
+          if (!std::isfinite(loss))
+            throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
+                        std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
+          // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
+          model_->backward(criterion.backward(scaler_.get_scale()));
+          scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
+          scaler_.update();
+          if (ema_) {  // every batch, stepped or not, as SG does
+            // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
+            const std::int64_t step = (b + 1) + batches * epoch;
+            ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
+          }
+          const std::int64_t n = batch.y.shape()[0];
+          loss_sum += static_cast<double>(loss) * static_cast<double>(n);
+          const std::int64_t batch_correct = nn::functional::topk_correct(logits, batch.y, 1);
+          correct += batch_correct;
+          seen += n;
+          logger.step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
+          if (on_step) on_step({epoch, b, batches, loss, lr, n, batch_correct});
         }
-        const std::int64_t n = batch.y.shape()[0];
-        loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-        const std::int64_t batch_correct = nn::functional::topk_correct(logits, batch.y, 1);
-        correct += batch_correct;
-        seen += n;
-        logger.step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
-        if (on_step) on_step({epoch, b, batches, loss, lr, n, batch_correct});
       }
 
       Metrics metrics;
@@ -299,14 +306,12 @@ class Trainer {
     options["lr"] = cfg_.lr.initial_lr;  // SG passes initial_lr to the optimizer's constructor
     if (cfg_.optimizer_params.is_dict())
       for (const auto& [k, v] : cfg_.optimizer_params.dict()) options.dict().set(k, v);
-    std::vector<GroupSpec> groups;
-    if (cfg_.zero_weight_decay_on_bias_and_bn) {
-      auto [decay, no_decay] = split_bias_bn(refs_);
-      groups.push_back({std::move(decay), Value::make_dict()});
-      Value nd = Value::make_dict();
-      nd["weight_decay"] = 0.0;
-      groups.push_back({std::move(no_decay), std::move(nd)});
-    }
+    std::vector<GroupSpec> groups =
+        cfg_.zero_weight_decay_on_bias_and_bn
+            ? zero_wd_groups(refs_)
+            : std::vector<GroupSpec>{{optim_detail::iota(refs_.size()), Value::make_dict()}};
+    // SG names every group ("default"); its trainer reads the names back when it resumes.
+    for (auto& g : groups) g.options["name"] = "default";
     if (cfg_.optimizer == "SGD")
       opt_ = std::make_unique<SGD>(refs_, std::move(groups), options);
     else if (cfg_.optimizer == "Adam")
