@@ -7,6 +7,13 @@
 //   train_resnet18 --run-id RUN_ID --experiment NAME --ckpt-root DIR
 //   train_resnet18 --recipe R --resume-path FILE      (branch: a new run from FILE's weights)
 //   train_resnet18 --evaluate ckpt_best.pth --experiment NAME --ckpt-root DIR [--run-id ID]
+//   train_resnet18 --evaluate path/to/any.pth [--recipe R] [--metrics-json OUT.json]
+//
+// --evaluate is SG's evaluate_checkpoint (a checkpoint of a run, scored with the recipe the run
+// stored, unless --recipe) and evaluate_recipe (a checkpoint file by path, with --recipe or the
+// recipe.yaml beside it). It scores the EMA weights when the file has them, as SG does, says
+// which weights and which recipe it used and what the file itself records, and with
+// --metrics-json writes the metrics as JSON.
 //
 // Overrides use Hydra's dotted syntax: training_hyperparams.max_epochs=3. A resumed run
 // (--resume / --run-id) reads the recipe its run stored (recipe.yaml), like SG's
@@ -30,9 +37,13 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -207,6 +218,22 @@ YAML::Node load_recipe_file(const std::string& file) {
 // ---- The recipe: a YAML tree read strictly ----------------------------------------------------
 
 // Reads keys of one mapping, remembering which were used, so that leftovers can be reported.
+// Levenshtein distance (keys are short: a row at a time is plenty).
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
 class Section {
  public:
   Section(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {
@@ -228,12 +255,18 @@ class Section {
   }
   Section sub(const std::string& key) { return Section(get(key), where(key)); }
   std::string where(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
-  // Throws for keys nobody asked for.
+  // Throws for keys nobody asked for, suggesting the known key closest to a typo.
   void finish() const {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
       const std::string k = kv.first.as<std::string>();
-      if (!used_.count(k)) throw Error("recipe: unknown key '" + where(k) + "'");
+      if (used_.count(k)) continue;
+      std::string best;
+      std::size_t best_distance = 3;  // suggest only within 2 edits
+      for (const auto& known : used_)
+        if (const std::size_t d = edit_distance(k, known); d < best_distance) best = known, best_distance = d;
+      throw Error("recipe: unknown key '" + where(k) + "'" +
+                  (best.empty() ? std::string() : " (did you mean '" + where(best) + "'?)"));
     }
   }
 
@@ -300,6 +333,30 @@ struct Recipe {
   train::TrainConfig train;
   CheckpointConfig ckpt;
 };
+
+// Numbers that would only fail after the run directory exists are refused here, before
+// anything is written.
+void validate(const Recipe& r) {
+  auto positive = [](const char* key, double v) {
+    if (!(v > 0)) throw Error(std::string("recipe: ") + key + " must be positive (got " + fmt(v) + ")");
+  };
+  auto count = [](const char* key, std::int64_t v) {
+    if (v == 0 || v < -1)
+      throw Error(std::string("recipe: ") + key + " must be a positive count, or -1 for all (got " +
+                  std::to_string(v) + ")");
+  };
+  positive("training_hyperparams.max_epochs", r.train.max_epochs);
+  positive("training_hyperparams.batch_size", static_cast<double>(r.train.batch_size));
+  positive("training_hyperparams.valid_batch_size", static_cast<double>(r.train.valid_batch_size));
+  positive("training_hyperparams.initial_lr", r.train.lr.initial_lr);
+  positive("arch_params.num_classes", static_cast<double>(r.arch.num_classes));
+  positive("arch_params.in_channels", static_cast<double>(r.arch.in_channels));
+  positive("arch_params.width_mult (each layer's width int(64 * width_mult) and up)",
+           static_cast<double>(r.arch.planes[0]));
+  positive("training_hyperparams.n_models_to_average", static_cast<double>(r.ckpt.n_models_to_average));
+  count("dataset_params.train_samples", r.train_samples);
+  count("dataset_params.valid_samples", r.valid_samples);
+}
 
 Recipe parse_recipe(const YAML::Node& root) {
   Recipe r;
@@ -388,6 +445,7 @@ Recipe parse_recipe(const YAML::Node& root) {
   c.durable = th.value<bool>("durable_checkpoints", true);
   th.finish();
   top.finish();
+  validate(r);
   c.ckpt_root_dir = r.ckpt_root_dir;
   c.experiment_name = r.experiment_name;
   c.architecture = "resnet18_cifar";
@@ -396,8 +454,20 @@ Recipe parse_recipe(const YAML::Node& root) {
 
 data::Dataset load_dataset(const Recipe& r, data::Split split) {
   const std::int64_t limit = split == data::Split::Train ? r.train_samples : r.valid_samples;
-  if (r.dataset == "fashion_mnist") return data::fashion_mnist(r.data_root, split, limit, r.arch.in_channels);
-  if (r.dataset == "cifar10") return data::cifar10(r.data_root, split, limit);
+  // A root that holds the other dataset (a name overridden, the recipe's root kept) is named as such.
+  auto require = [&](const char* file, const char* what) {
+    if (!fs::exists(r.data_root / file) && !fs::exists(r.data_root / (std::string(file) + ".gz")))
+      throw Error("recipe: dataset_params.root '" + r.data_root.string() + "' holds no " + what + " (" +
+                  file + "): set dataset_params.root to the " + r.dataset + " directory");
+  };
+  if (r.dataset == "fashion_mnist") {
+    require("t10k-images-idx3-ubyte", "Fashion-MNIST");
+    return data::fashion_mnist(r.data_root, split, limit, r.arch.in_channels);
+  }
+  if (r.dataset == "cifar10") {
+    require("test_batch.bin", "CIFAR-10 binary batches");
+    return data::cifar10(r.data_root, split, limit);
+  }
   throw Error("recipe: dataset_params.name \"" + r.dataset + "\" is not fashion_mnist or cifar10");
 }
 
@@ -407,9 +477,105 @@ std::string metrics_text(const MetricList& m) {
   return s;
 }
 
+// ---- Ctrl-C ---------------------------------------------------------------------------------
+
+// What SIGINT prints before exiting with 130: what is saved and how to continue. Rebuilt
+// after each epoch; the handler only reads the current text (write(2) is async-signal-safe).
+std::atomic<const char*> g_interrupt_text{nullptr};
+std::deque<std::string> g_interrupt_texts;  // keeps every published text alive
+
+void set_interrupt_text(std::string text) {
+  g_interrupt_texts.push_back(std::move(text));
+  g_interrupt_text.store(g_interrupt_texts.back().c_str());
+}
+
+extern "C" void on_interrupt(int) {
+  if (const char* t = g_interrupt_text.load()) {
+    const ssize_t ignored = ::write(STDERR_FILENO, t, std::strlen(t));
+    (void)ignored;
+  }
+  ::_exit(130);
+}
+
+// ---- --evaluate ---------------------------------------------------------------------------
+
+// The file --evaluate names: a path (it has a '/'), or a checkpoint name in the run
+// (--run-id, else the latest run of the experiment).
+fs::path evaluation_file(const std::string& evaluate, const fs::path& ckpt_root,
+                         const std::string& experiment, const std::string& run_id) {
+  if (evaluate.find('/') != std::string::npos) {
+    if (!fs::is_regular_file(evaluate)) throw Error("--evaluate: no checkpoint file \"" + evaluate + "\"");
+    return evaluate;
+  }
+  if (experiment.empty() || ckpt_root.empty())
+    throw Error("--evaluate " + evaluate +
+                " needs --experiment and --ckpt-root (or --recipe naming them), or a path to the file");
+  return evaluate_checkpoint_path(ckpt_root, experiment, evaluate,
+                                  run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
+}
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+struct Evaluation {
+  fs::path file;
+  std::string weights;  // "ema_net", "net" or "state dict"
+  std::string recipe;   // where the recipe came from
+  MetricList metrics;
+  std::optional<double> recorded;  // the file's own "acc"
+  std::optional<std::int64_t> epoch;
+};
+
+void write_metrics_json(const fs::path& out, const Evaluation& e, const std::string& metric_name) {
+  std::string j = "{\"checkpoint\": " + json_string(e.file.string()) +
+                  ", \"weights\": " + json_string(e.weights) + ", \"recipe\": " + json_string(e.recipe) +
+                  ", \"metrics\": {";
+  bool first = true;
+  for (const auto& [k, v] : e.metrics) {
+    j += (first ? "" : ", ") + json_string(k) + ": " + float_text(v);
+    first = false;
+  }
+  j += "}, \"recorded\": {";
+  if (e.recorded) j += json_string(metric_name) + ": " + float_text(*e.recorded);
+  if (e.epoch) j += std::string(e.recorded ? ", " : "") + "\"epoch\": " + std::to_string(*e.epoch);
+  j += "}}\n";
+  std::ofstream f(out, std::ios::binary);
+  if (!(f << j) || !f.flush()) throw Error("cannot write " + out.string());
+}
+
+// Scores `file` on the recipe's validation set with the EMA weights when it has them.
+Evaluation evaluate_file(const fs::path& file, const Recipe& r, const data::Dataset& valid) {
+  Evaluation e;
+  e.file = file;
+  const Value ck = load(file, {.mmap = true});
+  const std::string_view which = checkpoint_state_dict_key(ck, Weights::PreferEma);
+  e.weights = which.empty() ? "state dict" : std::string(which);
+  const Value& sd = checkpoint_state_dict(ck, Weights::PreferEma);
+  train::Trainer trainer(nn::ResNet18Config::from_state_dict(sd), r.train, r.ckpt);
+  trainer.model().load_state_dict(sd);
+  e.metrics = trainer.evaluate(trainer.model(), valid);
+  if (ck.is_dict() && ck.contains("acc") && ck.at("acc").is_number()) e.recorded = ck.at("acc").as_number();
+  if (ck.is_dict() && ck.contains("epoch") && ck.at("epoch").is_int()) e.epoch = ck.at("epoch").as_int();
+  return e;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"Trains the engine's ResNet18 with SuperGradients' checkpoint lifecycle"};
-  std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate;
+  std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate, metrics_json;
   bool resume = false;
   int threads = 0;
   std::int64_t log_every = 0;
@@ -420,17 +586,35 @@ int run(int argc, char** argv) {
   app.add_flag("--resume", resume, "continue the latest run of the experiment, in place");
   app.add_option("--run-id", run_id, "continue this run (RUN_<time>), in place");
   app.add_option("--resume-path", resume_path, "start a new run from this checkpoint's weights and state");
-  app.add_option("--evaluate", evaluate, "evaluate this checkpoint of the run (e.g. ckpt_best.pth) and exit");
+  app.add_option(
+      "--evaluate", evaluate,
+      "evaluate this checkpoint of the run (e.g. ckpt_best.pth), or a checkpoint file by path, and exit");
+  app.add_option("--metrics-json", metrics_json, "with --evaluate: also write the metrics to this JSON file");
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "print the effective recipe (file or stored recipe, overrides applied), checked, and exit");
   app.add_option("--threads", threads, "CPU threads (default: $SGCKPT_NUM_THREADS or all cores)");
   app.add_option("--log-every", log_every, "print a step line every N steps (0: epochs only)");
   app.add_option("overrides", overrides, "key.path=value recipe overrides");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
 
-  // The recipe: the given file, else the run's stored one when continuing a run.
+  if (!metrics_json.empty() && evaluate.empty()) throw Error("--metrics-json goes with --evaluate");
+
+  // The recipe: the given file, else the run's stored one when continuing or evaluating a run.
   YAML::Node root;
+  std::string recipe_source = recipe_file;
   std::optional<ExperimentResume> continued;
-  if (resume || !run_id.empty()) {
+  std::optional<fs::path> eval_file;
+  if (!evaluate.empty() && recipe_file.empty()) {
+    eval_file = evaluation_file(evaluate, ckpt_root, experiment, run_id);
+    const fs::path stored = eval_file->parent_path() / std::string(kRecipeFileName);
+    if (!fs::is_regular_file(stored))
+      throw Error("--evaluate " + eval_file->string() + ": its directory holds no " +
+                  std::string(kRecipeFileName) + " (the run's recipe): give --recipe");
+    root = load_recipe_file(stored.string());
+    recipe_source = stored.string();
+  } else if (evaluate.empty() && (resume || !run_id.empty())) {
     if (experiment.empty() || ckpt_root.empty())
       throw Error("--resume and --run-id need --experiment and --ckpt-root (where to look for the run)");
     continued = resume_experiment(ckpt_root, experiment,
@@ -440,7 +624,7 @@ int run(int argc, char** argv) {
                                : load_recipe_file(recipe_file);
   } else if (!recipe_file.empty()) {
     root = load_recipe_file(recipe_file);
-  } else if (evaluate.empty()) {
+  } else {
     throw Error("give --recipe FILE (or --resume/--run-id with --experiment and --ckpt-root)");
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
@@ -448,23 +632,24 @@ int run(int argc, char** argv) {
   if (!experiment.empty()) root["experiment_name"] = experiment;
   if (!ckpt_root.empty()) root["ckpt_root_dir"] = ckpt_root;
   Recipe r = parse_recipe(root);
+  if (print_config) {
+    std::cout << YAML::Dump(root) << "\n";
+    return 0;
+  }
   r.ckpt.log = [](std::string_view line) { say("[sgckpt] " + std::string(line)); };
 
   const data::Dataset valid = load_dataset(r, data::Split::Test);
   if (!evaluate.empty()) {
     const fs::path file =
-        evaluate_checkpoint_path(r.ckpt_root_dir, r.experiment_name, evaluate,
-                                 run_id.empty() ? std::nullopt : std::optional<std::string>(run_id));
-    // SG's evaluate_checkpoint: the EMA weights when the file has them, else its net (a bare
-    // state dict works too).
-    const Value ck = load(file, {.mmap = true});
-    const std::string_view which = checkpoint_state_dict_key(ck, Weights::PreferEma);
-    const Value& sd = checkpoint_state_dict(ck, Weights::PreferEma);
-    nn::ResNet18Config arch = nn::ResNet18Config::from_state_dict(sd);
-    train::Trainer trainer(arch, r.train, r.ckpt);
-    trainer.model().load_state_dict(sd);
-    say("evaluate " + file.string() + " [" + std::string(which.empty() ? "state dict" : which) +
-        "]: " + metrics_text(trainer.evaluate(trainer.model(), valid)));
+        eval_file ? *eval_file : evaluation_file(evaluate, r.ckpt_root_dir, r.experiment_name, run_id);
+    Evaluation e = evaluate_file(file, r, valid);
+    e.recipe = recipe_source;
+    say("evaluate " + file.string() + " [" + e.weights + "]: " + metrics_text(e.metrics));
+    say("  recipe " + recipe_source + "; " + r.dataset + ", " + std::to_string(valid.size()) + " images" +
+        (e.recorded ? "; the file records " + r.ckpt.metric_to_watch + "=" + fmt(*e.recorded) +
+                          (e.epoch ? " (epoch " + std::to_string(*e.epoch) + ")" : "")
+                    : ""));
+    if (!metrics_json.empty()) write_metrics_json(metrics_json, e, r.ckpt.metric_to_watch);
     return 0;
   }
   const data::Dataset train_set = load_dataset(r, data::Split::Train);
@@ -479,6 +664,14 @@ int run(int argc, char** argv) {
   }
   std::string recipe_text = YAML::Dump(root) + "\n";
 
+  const std::string resume_command = "train_resnet18 --resume --experiment " + r.experiment_name +
+                                     " --ckpt-root " + r.ckpt_root_dir.string();
+  set_interrupt_text(
+      "\ntrain_resnet18: interrupted before an epoch finished: no new checkpoint was saved" +
+      std::string(plan.checkpoint ? " (the run continues from " + plan.checkpoint->string() + ")" : "") +
+      "\n");
+  std::signal(SIGINT, on_interrupt);
+
   train::Trainer trainer(r.arch, r.train, r.ckpt);
   say("ResNet18 width " + fmt(r.width, 3) + ", " + std::to_string(trainer.model().num_parameters()) +
       " parameters; " + r.dataset + ": " + std::to_string(train_set.size()) + " train, " +
@@ -488,6 +681,9 @@ int run(int argc, char** argv) {
     say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) +
         " lr=" + fmt(e.lr, 5) + " train: " + metrics_text(e.metrics.train) + " | valid: " +
         metrics_text(e.metrics.valid) + (e.best ? " (best)" : "") + " | " + fmt(e.seconds, 1) + " s");
+    set_interrupt_text("\ntrain_resnet18: interrupted; epoch " + std::to_string(e.epoch) + " of " +
+                       std::to_string(r.train.max_epochs) +
+                       " is saved in ckpt_latest.pth. Continue with:\n  " + resume_command + "\n");
   };
   const auto started = std::chrono::steady_clock::now();
   const train::TrainResult result = trainer.fit(train_set, valid, plan, recipe_text);

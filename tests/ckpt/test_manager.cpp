@@ -641,16 +641,23 @@ TEST_SUITE("ckpt/manager") {
     const ExperimentResume by_id = resume_experiment(tmp.path, "exp", run.filename().string());
     CHECK(by_id.plan.mode == ResumePlan::RunId);
 
-    // Continuing the run in place keeps the recipe it started with.
+    // Continuing the run in place with another recipe (an override on resume) stores it, so
+    // that the next resume runs with it too, and keeps the earlier one beside it.
     std::vector<std::string> logs;
     cfg.log = [&](std::string_view s) { logs.emplace_back(s); };
     CheckpointManager m(cfg);
     m.start_run(er.plan, std::string_view("something else"));
-    std::ifstream again(run / "recipe.yaml", std::ios::binary);
-    CHECK(std::string(std::istreambuf_iterator<char>(again), {}) == recipe);
-    bool kept = false;
-    for (const auto& l : logs) kept |= l.find("Kept the recipe") != std::string::npos;
-    CHECK(kept);
+    auto text_of = [](const fs::path& p) {
+      std::ifstream in(p, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    CHECK(text_of(run / "recipe.yaml") == "something else");
+    CHECK(text_of(run / "recipe.yaml.1") == recipe);
+    CHECK(resume_experiment(tmp.path, "exp").recipe_text == "something else");
+    bool said = false;
+    for (const auto& l : logs)
+      said |= l.find("the earlier one is kept as \"recipe.yaml.1\"") != std::string::npos;
+    CHECK(said);
     CHECK(error_of([&] { m.start_run(); }).find("twice") != std::string::npos);
   }
 

@@ -9,13 +9,19 @@
     `net` and `ema_net` load into
     SuperGradients' ResNet18 in torch with strict=True, and torch's accuracy of `ema_net` on the
     same held-out images is the accuracy the checkpoint records (SG validates the EMA model);
-    average_model.pth loads strictly too; `--evaluate ckpt_best.pth` reports torch's accuracy
-    of `ema_net` (SG's evaluate_checkpoint prefers the EMA weights);
+    average_model.pth loads strictly too; `--evaluate ckpt_best.pth` (the run's stored recipe,
+    the EMA weights) reports torch's accuracy and the file's recorded one, and --metrics-json
+    writes them; `--evaluate PATH --recipe R` scores any file (SG's evaluate_recipe);
   * resume: a run killed (SIGKILL) in the middle of epoch 2 and resumed with --resume ends with
     the same ckpt_latest.pth, ckpt_best.pth and average_model.pth, bit for bit, as a run that
     was never interrupted (weights, BatchNorm buffers, AdamW state, EMA, GradScaler, data
     generator);
-  * a recipe with an unknown key is refused, naming the key.
+  * a bad recipe is refused before anything is written (an unknown key with a "did you mean",
+    a zero batch size or sample count, a dataset root that holds another dataset), and
+    --print-config prints the effective recipe;
+  * resume: overrides given on resume are stored with the run (the next resume continues
+    with them), a changed optimizer or thread count is named, and Ctrl-C says what is saved
+    and the command that continues.
 
 Environment: SGCKPT_EXAMPLES_DIR (the built examples; see oracle.require_example); SGCKPT_FASHION_MNIST_DIR
 (default /usr/share/datasets/fashion-mnist).
@@ -31,6 +37,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import glob  # noqa: E402
+import json  # noqa: E402
 import gzip  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
@@ -141,14 +148,27 @@ def check_torch_agrees(learned):
 
     exp = os.path.basename(os.path.dirname(learned.run_dir))
     root = os.path.dirname(os.path.dirname(learned.run_dir))
+    # SG's evaluate_checkpoint: the run's own recipe (none given here), the EMA weights when
+    # the file has them, and the number the file records.
+    metrics_json = os.path.join(root, "metrics.json")
     out = run_train(["--evaluate", "ckpt_best.pth", "--experiment", exp, "--ckpt-root", root,
-                     "--recipe", RECIPE])
+                     "--metrics-json", metrics_json])
     line = [s for s in out.splitlines() if s.startswith("evaluate ")]
     assert line, out
-    # SG's evaluate_checkpoint prefers the EMA weights when the file has them.
     assert "[ema_net]" in line[-1], line[-1]
     acc = metrics(line[-1].split(": ", 1)[1])["Accuracy"]
     assert abs(acc - ema_acc) <= 0.002, "--evaluate says %.4f, torch's ema_net %.4f" % (acc, ema_acc)
+    assert abs(acc - best["acc"]) <= 0.002, "--evaluate says %.4f, the file records %.4f" % (acc, best["acc"])
+    recipe_line = out[out.index(line[-1]):].splitlines()[1]
+    assert os.path.join(learned.run_dir, "recipe.yaml") in recipe_line and "the file records Accuracy=" in recipe_line, recipe_line
+    with open(metrics_json) as f:
+        j = json.load(f)
+    assert j["weights"] == "ema_net" and abs(j["metrics"]["Accuracy"] - acc) < 1e-4, j
+    assert j["recorded"]["Accuracy"] == best["acc"] and j["recorded"]["epoch"] == best["epoch"], j
+    # SG's evaluate_recipe: any checkpoint file by path, with a recipe.
+    out = run_train(["--evaluate", os.path.join(learned.run_dir, "ckpt_best.pth"), "--recipe", RECIPE])
+    line = [s for s in out.splitlines() if s.startswith("evaluate ")]
+    assert line and abs(metrics(line[-1].split(": ", 1)[1])["Accuracy"] - acc) < 1e-4, out
 
 
 # ------------------------------------------------------------------------------------------
@@ -226,12 +246,54 @@ def check_killed_run_resumes_bit_exactly(d):
     assert a["scaler_state_dict"]["scale"] == 65536.0 and a["scaler_state_dict"]["_growth_tracker"] == 24, a["scaler_state_dict"]
 
 
-def check_bad_recipe(d):
-    p = subprocess.run(oracle.host_argv([TRAIN, "--recipe", RECIPE, "--ckpt-root", d, "training_hyperparams.max_epoch=3"]),
-                       capture_output=True, text=True, env=ENV, timeout=120)
-    assert p.returncode == 1, "exit %d" % p.returncode
-    assert "unknown key 'training_hyperparams.max_epoch'" in p.stderr, p.stderr
+def refused(args, phrase):
+    p = subprocess.run(oracle.host_argv([TRAIN] + args), capture_output=True, text=True, env=ENV, timeout=120)
+    assert p.returncode == 1, "%s: exit %d" % (args, p.returncode)
+    assert phrase in p.stderr, "%s: %s" % (args, p.stderr)
     assert p.stderr.count("\n") == 1, p.stderr
+
+
+def check_bad_recipe(d):
+    root = os.path.join(d, "refused")
+    base = ["--recipe", RECIPE, "--ckpt-root", root]
+    refused(base + ["training_hyperparams.max_epoch=3"],
+            "unknown key 'training_hyperparams.max_epoch' (did you mean 'training_hyperparams.max_epochs'?)")
+    refused(base + ["training_hyperparams.batch_size=0"], "training_hyperparams.batch_size must be positive")
+    refused(base + ["dataset_params.train_samples=0"], "dataset_params.train_samples must be a positive count")
+    refused(base + ["dataset_params.name=cifar10"], "holds no CIFAR-10 binary batches")
+    assert not os.path.exists(root), "a refused recipe left %s behind: %s" % (root, os.listdir(root))
+    # The effective configuration, overrides applied, without training.
+    out = run_train(base + ["--print-config", "training_hyperparams.max_epochs=7"])
+    assert "max_epochs: 7" in out and "experiment_name: fashion_mnist_resnet18" in out, out
+    assert not os.path.exists(root)
+
+
+def check_resume_changes(d):
+    """Overrides given on resume are stored with the run; a changed optimizer and a changed
+    thread count are named; Ctrl-C says what is saved and how to continue."""
+    root = os.path.join(d, "changes")
+    base = ["--recipe", RECIPE, "--experiment", "tiny", "--ckpt-root", root] + TINY
+    run = run_dir_of(run_train(base + ["training_hyperparams.max_epochs=1"]))
+    out = run_train(["--resume", "--experiment", "tiny", "--ckpt-root", root, "training_hyperparams.max_epochs=2",
+                     "--threads", "1"])
+    assert "trained with 2 thread(s), this run uses 1" in out, out[-2000:]
+    out = run_train(["--resume", "--experiment", "tiny", "--ckpt-root", root])
+    assert "nothing to do: the checkpoint already finished 2 of 2 epochs" in out, out[-2000:]
+    assert os.path.isfile(os.path.join(run, "recipe.yaml.1")), os.listdir(run)
+    refused(["--resume", "--experiment", "tiny", "--ckpt-root", root, "training_hyperparams.max_epochs=3",
+             "training_hyperparams.optimizer=SGD"], "the checkpoint's optimizer is Adam or AdamW, this run's is SGD")
+
+    p = subprocess.Popen(oracle.host_argv([TRAIN, "--resume", "--experiment", "tiny", "--ckpt-root", root,
+                                           "training_hyperparams.max_epochs=4", "--log-every", "1"]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in p.stdout:
+        if line.startswith("step epoch=4 batch=2/"):
+            p.send_signal(signal.SIGINT)
+            break
+    err = p.communicate(timeout=600)[1]
+    assert p.returncode == 130, "exit status %s: %s" % (p.returncode, err[-1000:])
+    assert "interrupted; epoch 3 of 4 is saved in ckpt_latest.pth" in err, err[-1000:]
+    assert "train_resnet18 --resume --experiment tiny --ckpt-root " + root in err, err[-1000:]
 
 
 def main():
@@ -243,7 +305,9 @@ def main():
         oracle.fatal("Fashion-MNIST not found in %s (Debian package dataset-fashion-mnist; scripts/install-deps.sh installs it)" % FMNIST)
     with tempfile.TemporaryDirectory(prefix="sgckpt_train_") as d:
         learned = Learned()
-        r.check("recipe with an unknown key is refused", check_bad_recipe, d)
+        r.check("a bad recipe is refused before anything is written, naming the key; --print-config", check_bad_recipe, d)
+        r.check("resume: overrides stored, optimizer and thread changes named, Ctrl-C says how to continue",
+                check_resume_changes, d)
         r.check("killed mid-epoch, resumed: bit-identical to an uninterrupted run", check_killed_run_resumes_bit_exactly, d)
         r.check("learns Fashion-MNIST: loss falls, held-out accuracy > 70% in 3 epochs", check_learns, os.path.join(d, "learn"), learned)
         r.check("torch: checkpoints load strictly, accuracy agrees", check_torch_agrees, learned)

@@ -19,7 +19,8 @@ test images, EMA and weight averaging on):
   * `sgckpt inspect --json` reads every checkpoint of SG's run directory and its
     averaging_snapshots.pkl (a numpy array inside), equal to torch.load's mirror;
   * the engine's logits for SG's ckpt_best.pth (EMA weights) match SG's own model's;
-  * `train_resnet18 --resume-path` continues SG's ckpt_latest.pth in a new run directory;
+  * `train_resnet18 --resume-path` continues SG's ckpt_latest.pth in a new run directory, whose
+    run log names the file it branched from;
     where the parameter grouping differs, it refuses naming the setting.
 
 Environment: SGCKPT_EXAMPLES_DIR (train_resnet18), SGCKPT_DRIVERS_DIR (resnet18_forward).
@@ -197,6 +198,9 @@ def check_engine_resumes_sg_latest():
     p = engine_resume(latest, "training_hyperparams.zero_weight_decay_on_bias_and_bn=true")
     assert p.returncode == 0, p.stderr[-2000:]
     run = [l for l in p.stdout.splitlines() if l.startswith("run_dir=")][-1][len("run_dir="):]
+    log = [l for l in p.stdout.splitlines() if l.startswith("log=")][-1][len("log="):]
+    with open(log) as f:
+        assert "Branched from " + latest in f.read(), "the run log does not name the file it branched from"
     ck = torch.load(os.path.join(run, "ckpt_latest.pth"))
     assert ck["epoch"] == 3, ck["epoch"]
     theirs = torch.load(latest)

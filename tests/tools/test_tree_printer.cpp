@@ -72,7 +72,8 @@ TEST_CASE("tree: a training checkpoint with views, Parameters and scalars") {
       "  note: str \"line\\nbreak \\\"q\\\"\"\n"
       "  none: None\n"
       "  inf: float inf\n"
-      "total: 5 tensors, 3 storages, 2097272 tensor bytes, 2097208 storage bytes\n");
+      "total: 5 tensors, 3 storages, 2097272 tensor bytes, 2097208 storage bytes\n"
+      "state dicts: model 4 tensors, 29 elements\n");
 }
 
 TEST_CASE("tree: a bare tensor, long strings and odd keys") {
@@ -148,4 +149,17 @@ TEST_CASE("tree: torch.dtype, torch.device, torch.Size and numpy values") {
         "  big: numpy scalar uint64 18446744073709551615\n"
         "  metrics: numpy array float64 [3], 24 bytes\n"
         "total: 0 tensors, 0 storages, 0 tensor bytes, 0 storage bytes\n");
+}
+
+TEST_CASE("tree: --depth shows the first levels, the totals count everything") {
+  Value root = Value::make_dict();
+  root["net"]["w"] = Tensor::zeros(DType::Float32, {2, 3});
+  root["net"]["b"] = Tensor::zeros(DType::Float32, {3});
+  TreeOptions o;
+  o.max_depth = 1;
+  CHECK(render_tree(root, o) ==
+        "<root>: dict, 1 item\n"
+        "  net: dict, 2 items\n"
+        "total: 2 tensors, 2 storages, 36 tensor bytes, 36 storage bytes\n"
+        "state dicts: net 2 tensors, 9 elements\n");
 }

@@ -36,7 +36,10 @@ namespace sgckpt::tool {
 struct TreeOptions {
   std::size_t max_string_bytes = 60;  // longer str values are cut (at a character boundary)
   std::size_t indent = 2;             // spaces per nesting level
-  ExpansionBudget budget;             // bounds the text (expansion_budget.hpp)
+  // Lines deeper than this many levels below the root are not shown (their tensors still
+  // count in the totals).
+  std::size_t max_depth = static_cast<std::size_t>(-1);
+  ExpansionBudget budget;  // bounds the text (expansion_budget.hpp)
 };
 
 struct TreeTotals {
@@ -131,6 +134,29 @@ class TreePrinter {
 
   const TreeTotals& totals() const noexcept { return totals_; }
 
+  // "state dicts: net 122 tensors, 11173962 elements; ema_net ...": the dicts directly under
+  // the root whose values are all tensors (a checkpoint's models), empty if none.
+  static std::string state_dicts_line(const Value& root) {
+    if (!root.is_dict()) return {};
+    std::string out;
+    for (const auto& [k, v] : root.dict()) {
+      if (!v.is_dict() || v.dict().empty()) continue;
+      std::uint64_t tensors = 0, elements = 0;
+      for (const auto& [name, t] : v.dict()) {
+        if (!t.is_tensor()) {
+          tensors = 0;
+          break;
+        }
+        ++tensors;
+        elements += t.tensor().numel();
+      }
+      if (tensors == 0) continue;
+      out += (out.empty() ? "state dicts: " : "; ") + k.to_string() + " " +
+             text::count(tensors, "tensor", "tensors") + ", " + text::count(elements, "element", "elements");
+    }
+    return out;
+  }
+
   static std::string totals_line(const TreeTotals& t) {
     return "total: " + text::count(t.tensors, "tensor", "tensors") + ", " +
            text::count(t.storages, "storage", "storages") + ", " + std::to_string(t.tensor_bytes) +
@@ -140,7 +166,10 @@ class TreePrinter {
  private:
   // Depth is bounded by the loader's (Limits::max_depth); long keys are abbreviated in paths
   // (KeyPath), so a line costs O(depth), and the budget bounds the whole text.
-  void node(std::string& out, const Value& v, std::size_t depth) {
+  void node(std::string& out_shown, const Value& v, std::size_t depth) {
+    // Below max_depth the lines are made (the totals come with them) but not kept.
+    if (depth > options_.max_depth) hidden_.clear();
+    std::string& out = depth > options_.max_depth ? hidden_ : out_shown;
     const std::string& path = path_.str();
     options_.budget.check(out.size(), "the listing");
     out.append(std::min(depth, kMaxIndentLevels) * options_.indent, ' ');
@@ -344,6 +373,7 @@ class TreePrinter {
   }
 
   TreeOptions options_;
+  std::string hidden_;  // the lines below max_depth, discarded
   TreeTotals totals_;
   KeyPath path_;                                              // of the node being printed
   std::unordered_map<const Storage*, std::string> storages_;  // storage -> first tensor's path
@@ -356,6 +386,7 @@ inline std::string render_tree(const Value& root, const TreeOptions& options = {
   p.print(out, root);
   out += TreePrinter::totals_line(p.totals());
   out += '\n';
+  if (const std::string sd = TreePrinter::state_dicts_line(root); !sd.empty()) out += sd + '\n';
   return out;
 }
 

@@ -133,7 +133,8 @@ class CheckpointManager {
   // continues the existing one (Resume, RunId: stale temporaries of a crashed writer are
   // removed, averaging snapshots are reloaded). With a recipe text, stores it verbatim as
   // <run_dir>/recipe.yaml (atomically), the record resume_experiment() reads back; a run
-  // continued in place keeps the recipe it was started with (like SG's frozen .hydra copy).
+  // continued in place with a different recipe stores the new one and keeps the earlier
+  // (store_recipe).
   // Returns the run directory.
   const std::filesystem::path& start_run(const ResumePlan& plan,
                                          std::optional<std::string_view> recipe_text = std::nullopt) {
@@ -449,14 +450,30 @@ class CheckpointManager {
     rs.best_metrics = on_disk_metrics;
   }
 
+  // A run continued with another recipe (overrides given on resume: more epochs) stores the
+  // one it now runs with, so that the next resume continues with it too; each earlier one is
+  // kept beside it as recipe.yaml.1, recipe.yaml.2, ...
   void store_recipe(std::string_view text, bool new_dir) {
     const std::filesystem::path path = run_dir_ / std::string(kRecipeFileName);
     if (!new_dir && detail::is_regular_file(path)) {
-      if (detail::read_text_file(path, std::uintmax_t{64} << 20) != text)
-        log("Kept the recipe stored when run \"" + run_dir_.string() +
-            "\" started; the recipe given now differs and is not stored");
-      return;
+      const std::string earlier = detail::read_text_file(path, std::uintmax_t{64} << 20);
+      if (earlier == text) return;
+      std::filesystem::path kept;
+      for (int i = 1;; ++i) {
+        kept = path;
+        kept += "." + std::to_string(i);
+        std::error_code ec;  // any entry, a dangling link included, takes the name
+        if (!std::filesystem::exists(std::filesystem::symlink_status(kept, ec))) break;
+      }
+      write_text(kept, earlier);
+      log("The run continues with another recipe than the one it stored: stored it, the earlier one is kept "
+          "as \"" +
+          kept.filename().string() + "\"");
     }
+    write_text(path, text);
+  }
+
+  void write_text(const std::filesystem::path& path, std::string_view text) const {
     detail::fs::AtomicFile f(path, config_.durable);
     f.write(std::as_bytes(std::span<const char>(text.data(), text.size())));
     f.commit();

@@ -149,6 +149,15 @@ class ResNet18 : public Module {
     return dx;
   }
 
+  // SG's replace_head: a new classifier for num_classes (initialized from gen as a new Linear),
+  // everything else kept; for fine-tuning a checkpoint on another number of classes. The new
+  // head is on the CPU: call it before to(device).
+  void replace_head(std::int64_t num_classes, Generator& gen) {
+    if (num_classes <= 0) throw Error("ResNet18.replace_head: num_classes must be positive");
+    linear = Linear(config.planes[3], num_classes, true, gen);
+    config.num_classes = num_classes;
+  }
+
   ResNet18Config config;
   Conv2d conv1;
   BatchNorm2d bn1;

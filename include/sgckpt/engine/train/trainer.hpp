@@ -182,6 +182,11 @@ class Trainer {
     RunLogger logger(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
     result.log = logger.log_path();
     result.events = logger.events_path();
+    if (plan.mode == ResumePlan::ResumePath && plan.checkpoint)
+      logger.note("Branched from " + plan.checkpoint->string() + " (run " +
+                  plan.checkpoint->parent_path().filename().string() + " of experiment " +
+                  plan.checkpoint->parent_path().parent_path().filename().string() +
+                  "); that run is left untouched");
     if (rs.resumed)
       logger.note("Resumed from " + checkpoint_name(rs) + " at epoch " + std::to_string(result.start_epoch) +
                   (logger.repaired_bytes()
@@ -329,7 +334,25 @@ class Trainer {
     d["data"]["seed"] = Value(Int(static_cast<std::int64_t>(s.seed)));
     d["data"]["offset"] = Value(Int(static_cast<std::int64_t>(s.offset)));
     d["model_init_seed"] = Value(Int(static_cast<std::int64_t>(cfg_.seed)));
+    // The CPU kernels split their reductions by the thread count: a resume is bit-exact only
+    // with the same count.
+    d["num_threads"] = Value(Int(static_cast<std::int64_t>(num_threads())));
     return d;
+  }
+
+  // An optimizer state of another family (SGD vs Adam/AdamW, told apart by their
+  // hyper-parameters) would fail deep inside with "missing key 'step'": say what changed.
+  void check_same_optimizer(const Value& sd) const {
+    const Value* groups = sd.is_dict() ? sd.dict().find("param_groups") : nullptr;
+    if (!groups || !groups->is_list() || groups->items().empty() || !groups->items()[0].is_dict()) return;
+    const Value& g = groups->items()[0];
+    const char* theirs = g.contains("betas") ? "Adam or AdamW" : g.contains("momentum") ? "SGD" : nullptr;
+    const bool ours_sgd = cfg_.optimizer == "SGD";
+    if (!theirs || ours_sgd == (std::string_view(theirs) == "SGD")) return;
+    throw Error(ErrorKind::Mismatch, std::string("the checkpoint's optimizer is ") + theirs +
+                                         ", this run's is " + cfg_.optimizer +
+                                         ": the optimizer changed since the checkpoint "
+                                         "(training_hyperparams.optimizer); resume with the checkpoint's");
   }
 
   static std::string checkpoint_name(const ResumeState& rs) {
@@ -349,7 +372,10 @@ class Trainer {
 
   void resume_from(const ResumeState& rs) {
     load_part(rs, "net", [&] { model_->load_state_dict(rs.net); });
-    load_part(rs, "optimizer_state_dict", [&] { opt_->load_state_dict(rs.optimizer); });
+    load_part(rs, "optimizer_state_dict", [&] {
+      check_same_optimizer(rs.optimizer);
+      opt_->load_state_dict(rs.optimizer);
+    });
     if (scaler_.enabled()) {
       if (rs.scaler.is_dict() && rs.scaler.size() > 0)
         load_part(rs, "scaler_state_dict", [&] { scaler_.load_state_dict(rs.scaler); });
@@ -376,6 +402,14 @@ class Trainer {
       });
       data_gen_.set_state(s);
       found_rng = true;
+      const Value* threads = v.dict().find("num_threads");
+      if (threads && threads->is_int() && threads->as_int() != static_cast<std::int64_t>(num_threads()) &&
+          ckpt_.log)
+        ckpt_.log("The checkpoint was trained with " + std::to_string(threads->as_int()) +
+                  " thread(s), this run uses " + std::to_string(num_threads()) +
+                  ": the resume is not bit-exact (the CPU kernels split reductions by "
+                  "the thread count; --threads " +
+                  std::to_string(threads->as_int()) + " restores it)");
     }
     // A checkpoint from elsewhere (torch, SG) has no engine generator state: the data order
     // then restarts from the seed, and the resume is not bit-exact (said in the log).
