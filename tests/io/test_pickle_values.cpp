@@ -245,4 +245,47 @@ TEST_SUITE("values besides tensors") {
     a["lr"] = 0.0;
     CHECK(first_difference(a, b)->what == "float differs");  // bit for bit: 0.0 is not -0.0
   }
+
+  TEST_CASE("numpy shapes numpy itself refuses are refused: too many dimensions, sizes past int64") {
+    auto array_with_dims = [](const std::vector<std::uint64_t>& dims, bool fortran) {
+      NumpyPickle p;
+      p.array_head().raw({op::MARK}).i1(1).raw({op::MARK});
+      for (auto d : dims) {
+        p.b.push_back(op::LONG1);
+        p.b.push_back(8);
+        for (int i = 0; i < 8; ++i) p.b.push_back(static_cast<std::uint8_t>(d >> (8 * i)));
+      }
+      p.raw({op::TUPLE});
+      p.dtype("u1", "|").raw({fortran ? op::NEWTRUE : op::NEWFALSE}).bin("").raw({op::TUPLE, op::BUILD});
+      return p;
+    };
+    // 65 dimensions of 1 and a 0: no element, but numpy's 64-dimension limit (a Fortran copy
+    // of 10^6 dimensions would take elements x dimensions steps).
+    NumpyPickle deep = array_with_dims(std::vector<std::uint64_t>(65, 0), true);
+    CHECK(contains(refusal(deep.stop()), "numpy array of 65 dimensions (numpy allows 64)"));
+    // An empty array whose other dimensions overflow int64 however they are ordered.
+    for (auto dims :
+         {std::vector<std::uint64_t>{0, 4, 1ull << 62}, std::vector<std::uint64_t>{1ull << 62, 4, 0}}) {
+      NumpyPickle huge = array_with_dims(dims, false);
+      CHECK(contains(refusal(huge.stop()), "is too large (numpy refuses it)"));
+    }
+  }
+
+  TEST_CASE("the writer references a numpy value met again instead of writing it again") {
+    const NumpyValue big{Tensor::zeros(DType::UInt8, {1 << 20}), false};
+    Value v = Value::make_list();
+    for (int i = 0; i < 50; ++i) v.items().push_back(big);
+    const auto image = save_to_memory(v);
+    CHECK(image.size() < (3u << 20));  // one copy (latin-1 text of zeros: 1 MiB), not 50
+    CHECK(identical(load(image), v));
+  }
+
+  TEST_CASE("the writer refuses numpy and device values no reader could take back") {
+    Value scalar_1d = NumpyValue{Tensor::zeros(DType::Float64, {1}), true};
+    CHECK(contains(test::error_message([&] { save_to_memory(scalar_1d); }), "must be 0-dimensional"));
+    Value no_data = NumpyValue{};
+    CHECK(contains(test::error_message([&] { save_to_memory(no_data); }), "without data"));
+    Value bad_device = TorchDevice{"os.system", std::nullopt};
+    CHECK(contains(test::error_message([&] { save_to_memory(bad_device); }), "is not one torch can make"));
+  }
 }

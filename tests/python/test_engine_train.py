@@ -277,6 +277,13 @@ def check_resume_changes(d):
     out = run_train(["--resume", "--experiment", "tiny", "--ckpt-root", root, "training_hyperparams.max_epochs=2",
                      "--threads", "1"])
     assert "trained with 2 thread(s), this run uses 1" in out, out[-2000:]
+    # The run log holds what the terminal said about the resume, the environment and the epoch times.
+    log = [l for l in out.splitlines() if l.startswith("log=")][-1][len("log="):]
+    with open(log) as f:
+        text = f.read()
+    for phrase in ("Resuming the latest run", "trained with 2 thread(s), this run uses 1", "Environment: 1 CPU thread(s)",
+                   "Epoch 1 took "):
+        assert phrase in text, "the run log lacks %r:\n%s" % (phrase, text[-3000:])
     out = run_train(["--resume", "--experiment", "tiny", "--ckpt-root", root])
     assert "nothing to do: the checkpoint already finished 2 of 2 epochs" in out, out[-2000:]
     assert os.path.isfile(os.path.join(run, "recipe.yaml.1")), os.listdir(run)

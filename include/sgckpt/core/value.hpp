@@ -444,7 +444,8 @@ class BasicValue {
   // be int 0, and checkpoints written with numpy hold numpy.float64 metrics).
   double as_number() const {
     if (is_int()) return static_cast<double>(as_int());
-    if (is_numpy() && numpy().data.numel() == 1 && !is_complex(numpy().data.dtype()))
+    if (is_numpy() && numpy().data.defined() && numpy().data.numel() == 1 &&
+        !is_complex(numpy().data.dtype()))
       return numpy().data.element_as_double(0);
     return as_float();
   }

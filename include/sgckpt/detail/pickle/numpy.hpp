@@ -82,6 +82,18 @@ inline std::string_view numpy_code(DType d) {
   }
 }
 
+// The device types torch.device accepts; its index is an int8_t (DeviceIndex), 0..127 here.
+inline bool is_torch_device_type(std::string_view t) {
+  static constexpr std::string_view types[] = {
+      "cpu", "cuda", "mkldnn", "opengl", "opencl", "ideep", "hip",  "ve",  "fpga", "maia",
+      "xla", "lazy", "vulkan", "mps",    "meta",   "hpu",   "mtia", "xpu", "ipu",  "privateuseone"};
+  return std::find(std::begin(types), std::end(types), t) != std::end(types);
+}
+inline constexpr std::int64_t kMaxDeviceIndex = 127;
+
+// numpy's own limit on dimensions (NPY_MAXDIMS: 32 in numpy 1, 64 in numpy 2).
+inline constexpr std::size_t kMaxNumpyDims = 64;
+
 class NumpyRebuilder {
  public:
   explicit NumpyRebuilder(Graph& graph) : g_(graph) {}
@@ -184,10 +196,17 @@ class NumpyRebuilder {
     auto* b = as<Bytes>(s[3]);
     if (!b)
       fail(ErrorKind::Corrupt, std::string("numpy array data must be bytes, found a ") + node_kind(*s[3]));
-    std::uint64_t numel = 1, nbytes = 0;
-    for (auto n : shape)
-      if (sgckpt::detail::mul_overflows(numel, static_cast<std::uint64_t>(n), numel))
-        fail(ErrorKind::Corrupt, "numpy array shape overflows 64 bits");
+    // As numpy: the product of the dimensions (empty ones counted as 1, so that the check does
+    // not depend on their order) times the item size must fit in int64; then the strides do too.
+    std::uint64_t span = itemsize(d.dtype), numel = 1, nbytes = 0;
+    for (auto n : shape) {
+      numel *= static_cast<std::uint64_t>(n);  // cannot overflow once span has not
+      if (sgckpt::detail::mul_overflows(span, static_cast<std::uint64_t>(std::max<std::int64_t>(n, 1)),
+                                        span) ||
+          span > static_cast<std::uint64_t>(INT64_MAX))
+        fail(ErrorKind::Corrupt,
+             "numpy array shape " + shape_text(shape) + " is too large (numpy refuses it)");
+    }
     if (sgckpt::detail::mul_overflows(numel, itemsize(d.dtype), nbytes) || nbytes != b->data.size())
       fail(ErrorKind::Corrupt, "numpy array data of " + std::to_string(b->data.size()) + " bytes for " +
                                    std::to_string(numel) + " " + std::string(name(d.dtype)) + " elements");
@@ -209,10 +228,10 @@ class NumpyRebuilder {
         fail(ErrorKind::Corrupt, "torch.device string '" + shown(*text) + "' has no valid index");
       dev.index = std::stoll(digits);
     }
-    if (!known_device_type(dev.type))
+    if (!is_torch_device_type(dev.type))
       fail(ErrorKind::Corrupt, "torch.device type '" + shown(dev.type) + "' is not one torch knows");
     // torch's DeviceIndex is an int8_t.
-    if (dev.index && (*dev.index < 0 || *dev.index > 127))
+    if (dev.index && (*dev.index < 0 || *dev.index > kMaxDeviceIndex))
       fail(ErrorKind::Corrupt, "torch.device index " + std::to_string(*dev.index) + " outside 0..127");
     return g_.make(std::move(dev));
   }
@@ -221,13 +240,6 @@ class NumpyRebuilder {
   [[noreturn]] void fail(ErrorKind kind, const std::string& msg) const { g_.fail(kind, msg); }
 
   static std::string shown(const std::string& s) { return s.size() <= 40 ? s : s.substr(0, 40) + "..."; }
-
-  static bool known_device_type(std::string_view t) {
-    static constexpr std::string_view types[] = {
-        "cpu", "cuda", "mkldnn", "opengl", "opencl", "ideep", "hip",  "ve",  "fpga", "maia",
-        "xla", "lazy", "vulkan", "mps",    "meta",   "hpu",   "mtia", "xpu", "ipu",  "privateuseone"};
-    return std::find(std::begin(types), std::end(types), t) != std::end(types);
-  }
 
   std::int64_t int_of(const NodeP& n, const char* what) {
     auto* i = as<Int>(n);
@@ -240,6 +252,9 @@ class NumpyRebuilder {
     auto* t = as<TupleObj>(n);
     if (!t)
       fail(ErrorKind::Corrupt, std::string("numpy array shape must be a tuple, found a ") + node_kind(*n));
+    if (t->items.size() > kMaxNumpyDims)
+      fail(ErrorKind::Corrupt, "numpy array of " + std::to_string(t->items.size()) +
+                                   " dimensions (numpy allows " + std::to_string(kMaxNumpyDims) + ")");
     g_.budget.charge(t->items.size());  // copied into a Shape
     Shape out;
     for (auto& e : t->items) {
@@ -279,8 +294,14 @@ class NumpyRebuilder {
       for (std::size_t i = shape.size(); i-- > 0;)
         strides[i] = step, step *= std::max<std::int64_t>(shape[i], 1);
     }
-    Tensor t = Tensor::view_of(std::move(storage), d.dtype, 0, std::move(shape), std::move(strides));
-    return fortran ? t.contiguous() : t;
+    try {
+      Tensor t = Tensor::view_of(std::move(storage), d.dtype, 0, std::move(shape), std::move(strides));
+      if (!fortran) return t;
+      g_.budget.account(data.size());  // the C-order copy
+      return t.contiguous();
+    } catch (const Error& e) {
+      fail(ErrorKind::Corrupt, "numpy array: " + e.message());
+    }
   }
 
   Graph& g_;

@@ -25,9 +25,11 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -54,6 +56,7 @@ class Writer {
     out_.reserve(4096);
     str_memo_.clear();
     bytes_memo_.clear();
+    numpy_memo_.clear();
     next_slot_ = 0;
     emit(op::PROTO);
     emit(2);
@@ -89,17 +92,25 @@ class Writer {
     if (s.size() < kMemoMinBytes) return false;
     auto it = memo.find(s);
     if (it == memo.end()) return false;
-    if (it->second < 256) {
-      emit(op::BINGET);
-      emit(static_cast<std::uint8_t>(it->second));
-    } else {
-      emit(op::LONG_BINGET);
-      emit_le(it->second, 4);
-    }
+    memo_ref(it->second);
     return true;
   }
   void memo_put(Memo& memo, std::string_view s) {
     if (s.size() < kMemoMinBytes) return;
+    memo.emplace(s, next_slot_);
+    memo_slot();
+  }
+  // BINGET of a memo slot; BINPUT of the object on top of the stack into the next slot.
+  void memo_ref(std::uint32_t slot) {
+    if (slot < 256) {
+      emit(op::BINGET);
+      emit(static_cast<std::uint8_t>(slot));
+    } else {
+      emit(op::LONG_BINGET);
+      emit_le(slot, 4);
+    }
+  }
+  void memo_slot() {
     const std::uint32_t slot = next_slot_++;
     if (slot < 256) {
       emit(op::BINPUT);
@@ -108,7 +119,6 @@ class Writer {
       emit(op::LONG_BINPUT);
       emit_le(slot, 4);
     }
-    memo.emplace(s, slot);
   }
   void global(std::string_view module, std::string_view name) {
     emit(op::GLOBAL);
@@ -287,6 +297,8 @@ class Writer {
 
   // torch.device(type[, index]).
   void device(const TorchDevice& d) {
+    if (!is_torch_device_type(d.type) || (d.index && (*d.index < 0 || *d.index > kMaxDeviceIndex)))
+      throw Error("torch.device '" + d.to_string() + "' is not one torch can make", at_path());
     global("torch", "device");
     str(d.type);
     if (d.index) integer(Int(*d.index));
@@ -329,11 +341,27 @@ class Writer {
 
   // A numpy scalar: scalar(dtype, bytes); an array: _reconstruct(ndarray, (0,), b'b') and its
   // state (1, shape, dtype, False, C-order bytes).
+  // A value met again (copies of one read numpy object share its storage) is written once and
+  // then referenced through the memo, as Python's pickler does: writing each copy in full
+  // would let a small file that references one large array many times write terabytes.
   void numpy(const NumpyValue& n) {
+    if (!n.data.defined()) throw Error("cannot save a numpy value without data", at_path());
+    const Tensor& t = n.data;
+    const NumpyKey key{t.storage().get(), t.storage_offset(), t.dtype(), t.shape(), t.strides(), n.scalar};
+    if (auto it = numpy_memo_.find(key); it != numpy_memo_.end()) {
+      memo_ref(it->second);
+      return;
+    }
+    numpy_object(n);
+    numpy_memo_.emplace(key, next_slot_);
+    memo_slot();
+  }
+
+  void numpy_object(const NumpyValue& n) {
     const Tensor data = n.data.contiguous();
     const std::string raw(reinterpret_cast<const char*>(data.raw_data()), data.nbytes());
     if (n.scalar) {
-      if (data.numel() != 1) throw Error("a numpy scalar must hold one element", at_path());
+      if (data.dim() != 0) throw Error("a numpy scalar must be 0-dimensional", at_path());
       global("numpy.core.multiarray", "scalar");
       numpy_dtype(data.dtype());
       bytes(raw, false);
@@ -460,6 +488,9 @@ class Writer {
   int depth_ = 0;
   KeyPath path_;  // key path of the value being written, for errors
   Memo str_memo_, bytes_memo_;
+  // A numpy value by its data and layout (storage, offset, dtype, shape, strides, scalar).
+  using NumpyKey = std::tuple<const Storage*, std::int64_t, DType, Shape, Shape, bool>;
+  std::map<NumpyKey, std::uint32_t> numpy_memo_;
   std::uint32_t next_slot_ = 0;
 };
 

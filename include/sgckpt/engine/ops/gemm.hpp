@@ -346,6 +346,20 @@ inline void scale_c(std::int64_t M, std::int64_t N, float beta, float* C, std::i
 
 }  // namespace gemm_detail
 
+// The GEMM kernels in use: "avx512", "avx2" or "eigen" (the run log records it: two
+// machines agree bit for bit only with the same ones, docs/engine.md).
+inline const char* gemm_kernels() {
+  switch (gemm_detail::isa()) {
+    case gemm_detail::Isa::Avx512:
+      return "avx512";
+    case gemm_detail::Isa::Avx2:
+      return "avx2";
+    case gemm_detail::Isa::Eigen:
+      return "eigen";
+  }
+  return "?";
+}
+
 // As sgemm below with B[K, N] not stored but produced block by block:
 //   fill_b(p0, kc, j0, n, dst, width) writes B[p0 + p][j0 + j] for p < kc, j < n to
 //   panel_at(dst, kc, width, p, j).

@@ -170,6 +170,23 @@ class Trainer {
     if (train.channels() != arch_.in_channels || valid.channels() != arch_.in_channels)
       throw Error("Trainer: the model takes " + std::to_string(arch_.in_channels) +
                   " input channels, the data has " + std::to_string(train.channels()));
+    // What the lifecycle and the resume say (the resume decision, skipped runs, warnings) goes
+    // to the run log too: held until the log exists, then written as it comes.
+    RunLogger* run_log = nullptr;
+    std::vector<std::string> early_lines;
+    const auto user_log = ckpt_.log;
+    struct Restore {
+      CheckpointConfig& c;
+      std::function<void(std::string_view)> f;
+      ~Restore() { c.log = std::move(f); }
+    } restore_log{ckpt_, user_log};
+    ckpt_.log = [&, user_log](std::string_view line) {
+      if (user_log) user_log(line);
+      if (run_log)
+        run_log->note(line);
+      else
+        early_lines.emplace_back(line);
+    };
     CheckpointManager manager(ckpt_);
     TrainResult result;
     const ResumeState rs = manager.restore(plan);
@@ -182,6 +199,10 @@ class Trainer {
     RunLogger logger(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
     result.log = logger.log_path();
     result.events = logger.events_path();
+    logger.note("Environment: " + std::to_string(num_threads()) + " CPU thread(s), GEMM kernels " +
+                ops::gemm_kernels() + ", device " + device_name(cfg_.device));
+    for (const auto& line : early_lines) logger.note(line);
+    run_log = &logger;
     if (plan.mode == ResumePlan::ResumePath && plan.checkpoint)
       logger.note("Branched from " + plan.checkpoint->string() + " (run " +
                   plan.checkpoint->parent_path().filename().string() + " of experiment " +
@@ -270,10 +291,12 @@ class Trainer {
       s.best = er.best;
       s.lr = lr;
       s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      logger.note("Epoch " + std::to_string(epoch) + " took " + float_text(s.seconds) + " s");
       if (on_epoch) on_epoch(s);
       result.epochs.push_back(std::move(s));
     }
     manager.finish();
+    run_log = nullptr;  // the logger goes out of scope before the hook is restored
     return result;
   }
 
