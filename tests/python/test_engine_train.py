@@ -68,6 +68,13 @@ def run_train(args, timeout=1800):
     return p.stdout
 
 
+def log_of(out):
+    """The run log a train_resnet18 output names (its "log=" line)."""
+    lines = [line for line in out.splitlines() if line.startswith("log=")]
+    assert lines, "no log= line in:\n" + out[-2000:]
+    return lines[-1][len("log="):]
+
+
 def run_dir_of(out):
     lines = [line for line in out.splitlines() if line.startswith("run_dir=")]
     assert lines, "no run_dir= line in:\n" + out[-2000:]
@@ -278,8 +285,7 @@ def check_resume_changes(d):
                      "--threads", "1"])
     assert "trained with 2 thread(s), this run uses 1" in out, out[-2000:]
     # The run log holds what the terminal said about the resume, the environment and the epoch times.
-    log = [l for l in out.splitlines() if l.startswith("log=")][-1][len("log="):]
-    with open(log) as f:
+    with open(log_of(out)) as f:
         text = f.read()
     for phrase in ("Resuming the latest run", "trained with 2 thread(s), this run uses 1", "Environment: 1 CPU thread(s)",
                    "Epoch 1 took "):

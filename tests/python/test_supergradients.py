@@ -51,7 +51,7 @@ try:
 except ImportError as e:
     oracle.fatal("the SuperGradients oracle is missing (%s): run scripts/install-pypi-oracle.sh and use its python" % e)
 
-from test_engine_train import fashion_mnist_test  # noqa: E402
+from test_engine_train import fashion_mnist_test, log_of  # noqa: E402
 
 TRAIN = os.path.join(oracle.require_example("train_resnet18"), "train_resnet18")
 FORWARD = os.path.join(oracle.require_driver("resnet18_forward"), "resnet18_forward")
@@ -198,8 +198,7 @@ def check_engine_resumes_sg_latest():
     p = engine_resume(latest, "training_hyperparams.zero_weight_decay_on_bias_and_bn=true")
     assert p.returncode == 0, p.stderr[-2000:]
     run = [l for l in p.stdout.splitlines() if l.startswith("run_dir=")][-1][len("run_dir="):]
-    log = [l for l in p.stdout.splitlines() if l.startswith("log=")][-1][len("log="):]
-    with open(log) as f:
+    with open(log_of(p.stdout)) as f:
         assert "Branched from " + latest in f.read(), "the run log does not name the file it branched from"
     ck = torch.load(os.path.join(run, "ckpt_latest.pth"))
     assert ck["epoch"] == 3, ck["epoch"]
