@@ -27,59 +27,32 @@
 
 namespace sgckpt::detail::pickle {
 
-// The numpy type code ("f8", "<i4", "b1") of a dtype we read, or nullopt.
+// The numpy type codes of the dtypes read and written, both ways.
+struct NumpyCode {
+  std::string_view code;
+  DType dtype;
+};
+inline constexpr NumpyCode kNumpyCodes[] = {
+    {"b1", DType::Bool},      {"i1", DType::Int8},        {"u1", DType::UInt8},   {"i2", DType::Int16},
+    {"u2", DType::UInt16},    {"i4", DType::Int32},       {"u4", DType::UInt32},  {"i8", DType::Int64},
+    {"u8", DType::UInt64},    {"f2", DType::Float16},     {"f4", DType::Float32}, {"f8", DType::Float64},
+    {"c8", DType::Complex64}, {"c16", DType::Complex128},
+};
+
+// The dtype of a numpy type code ("f8", "<i4", "b1"), or nullopt for one not read.
 inline std::optional<DType> numpy_code_dtype(std::string_view code) {
   if (!code.empty() && (code[0] == '<' || code[0] == '>' || code[0] == '=' || code[0] == '|'))
     code.remove_prefix(1);
-  struct Code {
-    std::string_view code;
-    DType dtype;
-  };
-  static constexpr Code codes[] = {
-      {"b1", DType::Bool},      {"i1", DType::Int8},        {"u1", DType::UInt8},   {"i2", DType::Int16},
-      {"u2", DType::UInt16},    {"i4", DType::Int32},       {"u4", DType::UInt32},  {"i8", DType::Int64},
-      {"u8", DType::UInt64},    {"f2", DType::Float16},     {"f4", DType::Float32}, {"f8", DType::Float64},
-      {"c8", DType::Complex64}, {"c16", DType::Complex128},
-  };
-  for (const auto& c : codes)
+  for (const auto& c : kNumpyCodes)
     if (c.code == code) return c.dtype;
   return std::nullopt;
 }
 
 // The code numpy writes for a dtype ("f8"), empty for a dtype numpy has no equivalent of.
 inline std::string_view numpy_code(DType d) {
-  switch (d) {
-    case DType::Bool:
-      return "b1";
-    case DType::Int8:
-      return "i1";
-    case DType::UInt8:
-      return "u1";
-    case DType::Int16:
-      return "i2";
-    case DType::UInt16:
-      return "u2";
-    case DType::Int32:
-      return "i4";
-    case DType::UInt32:
-      return "u4";
-    case DType::Int64:
-      return "i8";
-    case DType::UInt64:
-      return "u8";
-    case DType::Float16:
-      return "f2";
-    case DType::Float32:
-      return "f4";
-    case DType::Float64:
-      return "f8";
-    case DType::Complex64:
-      return "c8";
-    case DType::Complex128:
-      return "c16";
-    default:
-      return {};
-  }
+  for (const auto& c : kNumpyCodes)
+    if (c.dtype == d) return c.code;
+  return {};
 }
 
 // The device types torch.device accepts; its index is an int8_t (DeviceIndex), 0..127 here.
