@@ -81,7 +81,9 @@ std::string fmt(double v, int digits = 4) {
 // Per-step output: on a terminal, a progress bar redrawn in place; with --log-every N (or
 // where stdout is not a terminal and N is given), a plain line every N steps:
 // "step epoch=E batch=B/N loss=L acc=A img/s=X" (running means over the epoch so far).
-std::function<void(const train::StepInfo&)> progress_printer(int max_epochs, std::int64_t log_every) {
+// `keep` receives what the run log keeps of it: the step lines and each epoch's final bar.
+std::function<void(const train::StepInfo&)> progress_printer(int max_epochs, std::int64_t log_every,
+                                                             std::function<void(std::string_view)> keep) {
   struct Running {
     int epoch = -1;
     double loss = 0;
@@ -107,13 +109,18 @@ std::function<void(const train::StepInfo&)> progress_printer(int max_epochs, std
                             seen / std::max(elapsed, 1e-9),
                             elapsed};
     if (log_every > 0) {
-      if ((s.batch + 1) % log_every == 0 || s.batch + 1 == s.batches)
-        say("step epoch=" + std::to_string(p.epoch) + " batch=" + std::to_string(p.batch) + "/" +
-            std::to_string(p.batches) + " loss=" + fmt(s.loss) + " acc=" + fmt(p.accuracy) +
-            " img/s=" + fmt(p.images_per_second, 0));
+      if ((s.batch + 1) % log_every == 0 || s.batch + 1 == s.batches) {
+        const std::string line = "step epoch=" + std::to_string(p.epoch) +
+                                 " batch=" + std::to_string(p.batch) + "/" + std::to_string(p.batches) +
+                                 " loss=" + fmt(s.loss) + " acc=" + fmt(p.accuracy) +
+                                 " img/s=" + fmt(p.images_per_second, 0);
+        say(line);
+        keep(line);
+      }
     } else if (tty) {
       bar->update(p);
     }
+    if (log_every <= 0 && p.batch == p.batches) keep(train::progress_text(p));
   };
 }
 
@@ -676,7 +683,8 @@ int run(int argc, char** argv) {
   say("ResNet18 width " + fmt(r.width, 3) + ", " + std::to_string(trainer.model().num_parameters()) +
       " parameters; " + r.dataset + ": " + std::to_string(train_set.size()) + " train, " +
       std::to_string(valid.size()) + " valid images; " + std::to_string(num_threads()) + " thread(s)");
-  trainer.on_step = progress_printer(r.train.max_epochs, log_every);
+  trainer.on_step = progress_printer(r.train.max_epochs, log_every,
+                                     [&trainer](std::string_view line) { trainer.note(line); });
   trainer.on_epoch = [&](const train::EpochSummary& e) {
     say("epoch " + std::to_string(e.epoch) + "/" + std::to_string(r.train.max_epochs) +
         " lr=" + fmt(e.lr, 5) + " train: " + metrics_text(e.metrics.train) + " | valid: " +

@@ -241,6 +241,9 @@ def check_killed_run_resumes_bit_exactly(d):
     assert "Resumed from" in out and "starting at epoch 1" in out, out[-2000:]
     resumed = run_dir_of(out)
     assert resumed == runs[0], "resumed in %s, not in the killed run %s" % (resumed, runs[0])
+    # What the terminal showed is in the run log too: here the step lines of --log-every.
+    with open(log_of(out)) as f:
+        assert "step epoch=2 batch=4/" in f.read(), "the run log lacks the step lines"
     print("     killed at '%s'; resumed in place from epoch 1" % killed_at, flush=True)
 
     for name in ("ckpt_latest.pth", "ckpt_best.pth", "ckpt_epoch_1.pth", "average_model.pth"):
@@ -287,8 +290,9 @@ def check_resume_changes(d):
     # The run log holds what the terminal said about the resume, the environment and the epoch times.
     with open(log_of(out)) as f:
         text = f.read()
+    # Without --log-every, each epoch's final progress line (as a terminal shows it) is kept.
     for phrase in ("Resuming the latest run", "trained with 2 thread(s), this run uses 1", "Environment: 1 CPU thread(s)",
-                   "Epoch 1 took "):
+                   "Epoch 1 took ", "epoch 2/2 [####################]"):
         assert phrase in text, "the run log lacks %r:\n%s" % (phrase, text[-3000:])
     out = run_train(["--resume", "--experiment", "tiny", "--ckpt-root", root])
     assert "nothing to do: the checkpoint already finished 2 of 2 epochs" in out, out[-2000:]

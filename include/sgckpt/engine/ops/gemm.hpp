@@ -32,6 +32,8 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <string>
+#include <utility>
 
 #include "sgckpt/detail/cpu_features.hpp"
 
@@ -358,6 +360,16 @@ inline const char* gemm_kernels() {
       return "eigen";
   }
   return "?";
+}
+
+// The CPU features the engine's loops choose between ("avx2+fma avx512f pclmul", or "none").
+inline std::string cpu_features_text() {
+  const auto& f = sgckpt::detail::cpu_features();
+  std::string t;
+  for (const auto& [has, name] :
+       {std::pair{f.avx2_fma, "avx2+fma"}, {f.avx512f, "avx512f"}, {f.pclmul, "pclmul"}})
+    if (has) t += (t.empty() ? "" : " ") + std::string(name);
+  return t.empty() ? "none" : t;
 }
 
 // As sgemm below with B[K, N] not stored but produced block by block:

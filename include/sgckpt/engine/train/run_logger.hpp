@@ -32,12 +32,12 @@
 
 namespace sgckpt::engine::train {
 
-// SG's event tag: lowercase, spaces as underscores.
-inline std::string event_tag(std::string_view title) {
+// SG's event tag: spaces as underscores and lowercase (the text log keeps the case).
+inline std::string event_tag(std::string_view title, bool lowercase = true) {
   std::string t(title);
   for (char& c : t) {
     if (c == ' ') c = '_';
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (lowercase && c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
   return t;
 }
@@ -109,15 +109,10 @@ class RunLogger {
     log_ << "\nEpoch " << epoch << " (" << epoch + 1 << "/" << max_epochs_ << ")  - ";
     for (const auto& [title, value] : values) {
       const std::string full = std::string(prefix) + title;
-      log_ << event_tag_keep_case(full) << ": " << float_text(value) << '\t';
+      log_ << event_tag(full, /*lowercase=*/false) << ": " << float_text(value) << '\t';
       if (events_) events_->add_scalar(event_tag(full), value, epoch);
     }
     log_ << '\n';
-  }
-  static std::string event_tag_keep_case(std::string t) {
-    for (char& c : t)
-      if (c == ' ') c = '_';
-    return t;
   }
 
   int max_epochs_;

@@ -163,6 +163,12 @@ class Trainer {
   // Called after every epoch's checkpoint was handed to the manager.
   std::function<void(const EpochSummary&)> on_epoch;
 
+  // Writes a line to the run log of the fit in progress: what a caller shows on the terminal
+  // (progress, step lines) and wants kept beside the lifecycle's lines. A no-op outside fit().
+  void note(std::string_view line) {
+    if (run_log_) run_log_->note(line);
+  }
+
   // Trains from the plan's checkpoint (or from scratch) to max_epochs. The recipe text, when
   // given, is stored in a new run directory (recipe.yaml) for resume_experiment().
   TrainResult fit(const data::Dataset& train, const data::Dataset& valid, const ResumePlan& plan,
@@ -172,7 +178,6 @@ class Trainer {
                   " input channels, the data has " + std::to_string(train.channels()));
     // What the lifecycle and the resume say (the resume decision, skipped runs, warnings) goes
     // to the run log too: held until the log exists, then written as it comes.
-    RunLogger* run_log = nullptr;
     std::vector<std::string> early_lines;
     const auto user_log = ckpt_.log;
     struct Restore {
@@ -182,8 +187,8 @@ class Trainer {
     } restore_log{ckpt_, user_log};
     ckpt_.log = [&, user_log](std::string_view line) {
       if (user_log) user_log(line);
-      if (run_log)
-        run_log->note(line);
+      if (run_log_)
+        run_log_->note(line);
       else
         early_lines.emplace_back(line);
     };
@@ -199,10 +204,17 @@ class Trainer {
     RunLogger logger(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
     result.log = logger.log_path();
     result.events = logger.events_path();
-    logger.note("Environment: " + std::to_string(num_threads()) + " CPU thread(s), GEMM kernels " +
-                ops::gemm_kernels() + ", device " + device_name(cfg_.device));
+    logger.note("Environment: " + std::to_string(num_threads()) + " CPU thread(s), CPU features " +
+                ops::cpu_features_text() + ", GEMM kernels " + ops::gemm_kernels() + ", device " +
+                device_name(cfg_.device));
     for (const auto& line : early_lines) logger.note(line);
-    run_log = &logger;
+    // Detached before the logger goes out of scope, also when an exception leaves (the
+    // manager's destructor may still report).
+    struct Detach {
+      RunLogger*& log;
+      ~Detach() { log = nullptr; }
+    } detach{run_log_};
+    run_log_ = &logger;
     if (plan.mode == ResumePlan::ResumePath && plan.checkpoint)
       logger.note("Branched from " + plan.checkpoint->string() + " (run " +
                   plan.checkpoint->parent_path().filename().string() + " of experiment " +
@@ -296,7 +308,6 @@ class Trainer {
       result.epochs.push_back(std::move(s));
     }
     manager.finish();
-    run_log = nullptr;  // the logger goes out of scope before the hook is restored
     return result;
   }
 
@@ -449,6 +460,7 @@ class Trainer {
   std::unique_ptr<Optimizer> opt_;
   GradScaler scaler_;
   std::optional<Value> ema_;
+  RunLogger* run_log_ = nullptr;              // the log of the fit in progress
   Generator data_gen_{data_seed(cfg_.seed)};  // cfg_ is declared (so initialized) first
 };
 
