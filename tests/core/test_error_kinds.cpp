@@ -60,6 +60,7 @@ TEST_SUITE("core/error_kinds") {
     CHECK(e.kind() == ErrorKind::Corrupt);
     CHECK(std::string(e.what()) == "bad bytes (file 'a.pth', byte offset 3, key path 'net')");
     CHECK(std::string(kind_name(ErrorKind::Mismatch)) == "mismatch");
+    CHECK(std::string(kind_name(ErrorKind::Timeout)) == "timeout");
   }
 
   TEST_CASE("reading a file: io, refused, truncated, corrupt, limit") {

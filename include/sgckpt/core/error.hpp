@@ -26,6 +26,7 @@ enum class ErrorKind : std::uint8_t {
   Limit,      // a resource bound would be exceeded (sgckpt::Limits, memory)
   Schema,     // well-formed data that is not what was asked for: a missing key, another kind of value
   Mismatch,   // two things that must agree do not: a model and a checkpoint (keys, shapes, dtypes)
+  Timeout,    // a peer (another rank, a store) did not answer within the configured time
 };
 
 inline const char* kind_name(ErrorKind k) noexcept {
@@ -44,6 +45,8 @@ inline const char* kind_name(ErrorKind k) noexcept {
       return "schema";
     case ErrorKind::Mismatch:
       return "mismatch";
+    case ErrorKind::Timeout:
+      return "timeout";
     case ErrorKind::Usage:
       break;
   }
