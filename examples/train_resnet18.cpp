@@ -56,10 +56,14 @@
 #include <string>
 #include <vector>
 
+#include "sgckpt/engine/dist/launch.hpp"
 #include "sgckpt/engine/engine.hpp"
 #include "sgckpt/engine/train/progress.hpp"
 #include "sgckpt/engine/train/trainer.hpp"
 #include "sgckpt/lifecycle.hpp"
+#ifdef SGCKPT_EXAMPLE_MPI
+#include "sgckpt/engine/dist/mpi.hpp"
+#endif
 
 using namespace sgckpt;
 using namespace sgckpt::engine;
@@ -67,7 +71,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// In a data-parallel run only rank 0 speaks (the others' lines would repeat it).
+bool g_quiet = false;
+[[maybe_unused]] bool g_distributed = false;  // an MPI job is running: an error on one rank must end all
+
 void say(const std::string& line) {
+  if (g_quiet) return;
   std::fputs((line + "\n").c_str(), stdout);
   std::fflush(stdout);  // a test reading our output line by line sees each one at once
 }
@@ -88,17 +97,16 @@ std::function<void(const train::StepInfo&)> progress_printer(int max_epochs, std
     int epoch = -1;
     double loss = 0;
     std::int64_t correct = 0, seen = 0;
-    std::chrono::steady_clock::time_point t0{};
   };
   auto run = std::make_shared<Running>();
   auto bar = std::make_shared<train::ProgressLine>(stdout);
   const bool tty = ::isatty(::fileno(stdout)) == 1;
   return [=](const train::StepInfo& s) {
-    if (s.epoch != run->epoch) *run = {s.epoch, 0, 0, 0, std::chrono::steady_clock::now()};
+    if (s.epoch != run->epoch) *run = {s.epoch, 0, 0, 0};
     run->loss += s.loss * static_cast<double>(s.samples);
     run->correct += s.correct;
     run->seen += s.samples;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run->t0).count();
+    const double elapsed = s.elapsed;  // from the epoch's start: the first batch's time counts
     const double seen = static_cast<double>(run->seen);
     const train::Progress p{s.epoch + 1,
                             max_epochs,
@@ -580,6 +588,32 @@ Evaluation evaluate_file(const fs::path& file, const Recipe& r, const data::Data
   return e;
 }
 
+// The collective of a data-parallel run when a launcher started several processes, else null.
+// Rank 0 keeps the terminal. Errors name the launcher's missing variable (dist/launch.hpp).
+std::unique_ptr<dist::Collective> data_parallel(int& argc, char**& argv, int timeout_seconds) {
+  const dist::LaunchInfo launch = dist::launch_info_from_env();
+  if (launch.world_size == 1) return nullptr;
+  if (launch.launcher == "torchrun")
+    throw Error(
+        "torchrun's environment (RANK, WORLD_SIZE, ...) needs the NCCL backend, which comes with CUDA; "
+        "on CPUs launch with mpirun -np N");
+#ifdef SGCKPT_EXAMPLE_MPI
+  static dist::MpiSession session(&argc, &argv);
+  auto c = std::make_unique<dist::MpiCollective>(
+      session, dist::MpiOptions{.timeout = std::chrono::seconds(timeout_seconds)});
+  g_quiet = c->rank() != 0;
+  g_distributed = true;
+  return c;
+#else
+  (void)argc;
+  (void)argv;
+  (void)timeout_seconds;
+  throw Error("launched as rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world_size) +
+              " by " + launch.launcher +
+              ", but this train_resnet18 was built without MPI (install libopenmpi-dev)");
+#endif
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"Trains the engine's ResNet18 with SuperGradients' checkpoint lifecycle"};
   std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate, metrics_json;
@@ -602,6 +636,9 @@ int run(int argc, char** argv) {
                "print the effective recipe (file or stored recipe, overrides applied), checked, and exit");
   app.add_option("--threads", threads, "CPU threads (default: $SGCKPT_NUM_THREADS or all cores)");
   app.add_option("--log-every", log_every, "print a step line every N steps (0: epochs only)");
+  int dist_timeout = 1800;
+  app.add_option("--dist-timeout", dist_timeout,
+                 "under mpirun: seconds a rank waits for the others before the run stops (default 1800)");
   app.add_option("overrides", overrides, "key.path=value recipe overrides");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
@@ -680,6 +717,12 @@ int run(int argc, char** argv) {
   std::signal(SIGINT, on_interrupt);
 
   train::Trainer trainer(r.arch, r.train, r.ckpt);
+  const std::unique_ptr<dist::Collective> collective = data_parallel(argc, argv, dist_timeout);
+  if (collective) {
+    trainer.distribute(*collective);
+    say(std::to_string(collective->world_size()) + " ranks (" + collective->backend() +
+        "): each trains on its share of every epoch; rank 0 writes the run");
+  }
   say("ResNet18 width " + fmt(r.width, 3) + ", " + std::to_string(trainer.model().num_parameters()) +
       " parameters; " + r.dataset + ": " + std::to_string(train_set.size()) + " train, " +
       std::to_string(valid.size()) + " valid images; " + std::to_string(num_threads()) + " thread(s)");
@@ -716,6 +759,13 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_resnet18: error: %s\n", e.what());
+#ifdef SGCKPT_EXAMPLE_MPI
+    // One rank's failure ends the others too, instead of leaving them waiting for it.
+    if (g_distributed) {
+      std::fflush(stderr);
+      sgckpt::engine::dist::MpiSession::abort(1);
+    }
+#endif
     return 1;
   }
 }

@@ -61,7 +61,8 @@ class DataLoader {
   }
 
   std::int64_t num_batches() const {
-    const std::int64_t n = ds_->size(), b = opt_.batch_size;
+    const auto n = static_cast<std::int64_t>(order_.size());
+    const std::int64_t b = opt_.batch_size;
     return opt_.drop_last ? n / b : (n + b - 1) / b;
   }
   const LoaderOptions& options() const noexcept { return opt_; }
@@ -69,6 +70,7 @@ class DataLoader {
 
   // The sample order of the next epoch: the identity, or a shuffle drawn from gen.
   void start_epoch(Generator& gen) {
+    order_.resize(static_cast<std::size_t>(ds_->size()));
     std::iota(order_.begin(), order_.end(), std::int64_t{0});
     if (!opt_.shuffle) return;
     for (std::size_t i = order_.size(); i > 1; --i) {
@@ -77,12 +79,24 @@ class DataLoader {
     }
   }
 
+  // An order given by the caller instead (a rank's share: dist::DistributedSampler); indices may
+  // repeat (torch's padding) but must lie in the dataset.
+  void set_order(std::vector<std::int64_t> order) {
+    for (const auto i : order)
+      if (i < 0 || i >= ds_->size())
+        throw Error("DataLoader: index " + std::to_string(i) + " outside the dataset of " +
+                    std::to_string(ds_->size()));
+    if (order.empty()) throw Error("DataLoader: an empty order");
+    order_ = std::move(order);
+  }
+
   // Batch b of the current epoch; one draw per sample from gen when augmenting.
   Batch batch(std::int64_t b, Generator& gen) const {
     if (b < 0 || b >= num_batches())
       throw Error("DataLoader: batch " + std::to_string(b) + " of " + std::to_string(num_batches()));
     const std::int64_t begin = b * opt_.batch_size;
-    const std::int64_t end = std::min<std::int64_t>(begin + opt_.batch_size, ds_->size());
+    const std::int64_t end =
+        std::min<std::int64_t>(begin + opt_.batch_size, static_cast<std::int64_t>(order_.size()));
     const std::int64_t B = end - begin, C = ds_->channels(), H = ds_->height(), W = ds_->width();
     Batch out{Tensor::empty({B, C, H, W}), Tensor::empty({B}, DType::Int64)};
     const float* src = ds_->images.data<float>();

@@ -22,12 +22,15 @@
 // the middle of an epoch resumes from the last finished epoch and repeats the part it lost.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,6 +43,8 @@
 #include "sgckpt/engine/data/dataset.hpp"
 #include "sgckpt/engine/data/loader.hpp"
 #include "sgckpt/engine/data/prefetcher.hpp"
+#include "sgckpt/engine/dist/collective.hpp"
+#include "sgckpt/engine/dist/sampler.hpp"
 #include "sgckpt/engine/grad_mode.hpp"
 #include "sgckpt/engine/nn/functional.hpp"
 #include "sgckpt/engine/nn/loss.hpp"
@@ -95,6 +100,7 @@ struct StepInfo {
   double lr = 0;
   std::int64_t samples = 0;  // in this batch
   std::int64_t correct = 0;  // of them, predicted right (top-1)
+  double elapsed = 0;        // seconds since the epoch started (its first batch included)
 };
 
 struct EpochSummary {
@@ -163,6 +169,15 @@ class Trainer {
   // Called after every epoch's checkpoint was handed to the manager.
   std::function<void(const EpochSummary&)> on_epoch;
 
+  // Makes this trainer one rank of a data-parallel run (docs/distributed.md), as torch's DDP:
+  // rank 0's weights and buffers to every rank at start, each rank's share of every epoch
+  // (DistributedSampler's indices), gradients averaged after backward (before unscaling),
+  // rank 0's BatchNorm buffers on every rank after each step, metrics summed over ranks, and
+  // rank 0 alone writing the checkpoints, events and log. Every rank resumes from rank 0's
+  // checkpoint. The collective must outlive fit(); CPU only for now.
+  void distribute(dist::Collective& collective) { collective_ = &collective; }
+  bool is_rank0() const noexcept { return !collective_ || collective_->rank() == 0; }
+
   // Writes a line to the run log of the fit in progress: what a caller shows on the terminal
   // (progress, step lines) and wants kept beside the lifecycle's lines. A no-op outside fit().
   void note(std::string_view line) {
@@ -176,6 +191,9 @@ class Trainer {
     if (train.channels() != arch_.in_channels || valid.channels() != arch_.in_channels)
       throw Error("Trainer: the model takes " + std::to_string(arch_.in_channels) +
                   " input channels, the data has " + std::to_string(train.channels()));
+    if (world() > 1 && cfg_.device != Device::CPU)
+      throw Error(
+          "Trainer: data-parallel training runs on the CPU for now (the NCCL backend comes with CUDA)");
     // What the lifecycle and the resume say (the resume decision, skipped runs, warnings) goes
     // to the run log too: held until the log exists, then written as it comes.
     std::vector<std::string> early_lines;
@@ -200,35 +218,54 @@ class Trainer {
     result.start_epoch =
         checked_in_file(checkpoint_name(rs), [&] { return int_in_range<int>(rs.start_epoch, "epoch", 0); });
     if (rs.resumed) resume_from(rs);
-    result.run_dir = manager.start_run(plan, recipe_text);
-    RunLogger logger(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
-    result.log = logger.log_path();
-    result.events = logger.events_path();
-    logger.note("Environment: " + std::to_string(num_threads()) + " CPU thread(s), CPU features " +
-                ops::cpu_features_text() + ", GEMM kernels " + ops::gemm_kernels() + ", device " +
-                device_name(cfg_.device));
-    for (const auto& line : early_lines) logger.note(line);
+    if (world() > 1) broadcast_state();  // every rank restored (or not) before this point
+    // Rank 0 alone writes the run directory, its checkpoints, events and log.
+    const bool writer = is_rank0();
+    std::optional<RunLogger> logger;
+    if (writer) {
+      result.run_dir = manager.start_run(plan, recipe_text);
+      logger.emplace(result.run_dir, cfg_.max_epochs, recipe_text.value_or(""), cfg_.logging);
+      result.log = logger->log_path();
+      result.events = logger->events_path();
+    }
+    auto note = [&](const std::string& line) {
+      if (logger) logger->note(line);
+    };
+    note("Environment: " + std::to_string(num_threads()) + " CPU thread(s), CPU features " +
+         ops::cpu_features_text() + ", GEMM kernels " + ops::gemm_kernels() + ", device " +
+         device_name(cfg_.device) + ", " + std::to_string(world()) + " rank(s)" +
+         (collective_ ? std::string(" (") + collective_->backend() + ")" : std::string()));
+    for (const auto& line : early_lines) note(line);
     // Detached before the logger goes out of scope, also when an exception leaves (the
     // manager's destructor may still report).
     struct Detach {
       RunLogger*& log;
       ~Detach() { log = nullptr; }
     } detach{run_log_};
-    run_log_ = &logger;
+    run_log_ = logger ? &*logger : nullptr;
     if (plan.mode == ResumePlan::ResumePath && plan.checkpoint)
-      logger.note("Branched from " + plan.checkpoint->string() + " (run " +
-                  plan.checkpoint->parent_path().filename().string() + " of experiment " +
-                  plan.checkpoint->parent_path().parent_path().filename().string() +
-                  "); that run is left untouched");
+      note("Branched from " + plan.checkpoint->string() + " (run " +
+           plan.checkpoint->parent_path().filename().string() + " of experiment " +
+           plan.checkpoint->parent_path().parent_path().filename().string() +
+           "); that run is left untouched");
     if (rs.resumed)
-      logger.note("Resumed from " + checkpoint_name(rs) + " at epoch " + std::to_string(result.start_epoch) +
-                  (logger.repaired_bytes()
-                       ? " (cut a torn tail of " + std::to_string(logger.repaired_bytes()) +
-                             " bytes off the event files)"
-                       : ""));
+      note("Resumed from " + checkpoint_name(rs) + " at epoch " + std::to_string(result.start_epoch) +
+           (logger && logger->repaired_bytes()
+                ? " (cut a torn tail of " + std::to_string(logger->repaired_bytes()) +
+                      " bytes off the event files)"
+                : ""));
     if (!ema_ && cfg_.ema && !rs.ema_missing) ema_ = clone_state(model_->state_dict());
 
     data::DataLoader loader(train, {cfg_.batch_size, cfg_.shuffle, cfg_.drop_last, cfg_.augment});
+    // A rank's share of each epoch is torch's DistributedSampler's (the same on every resume).
+    std::optional<dist::DistributedSampler> sampler;
+    if (world() > 1) {
+      sampler.emplace(train.size(), dist::DistributedSampler::Options{.num_replicas = world(),
+                                                                      .rank = collective_->rank(),
+                                                                      .shuffle = cfg_.shuffle,
+                                                                      .seed = cfg_.seed});
+      loader.set_order(sampler->indices(result.start_epoch));
+    }
     const std::int64_t batches = loader.num_batches();
     const std::int64_t total_steps = batches * cfg_.max_epochs;
     SGLRSchedule schedule(cfg_.lr);
@@ -242,7 +279,10 @@ class Trainer {
       schedule.apply(*opt_, epoch);
       const double lr = opt_->param_groups().front().lr();
       model_->train();
-      loader.start_epoch(data_gen_);
+      if (sampler)
+        loader.set_order(sampler->indices(epoch));
+      else
+        loader.start_epoch(data_gen_);
       double loss_sum = 0;
       std::int64_t seen = 0, correct = 0;
       {  // the prefetcher owns data_gen_ until its thread is joined here
@@ -257,7 +297,8 @@ class Trainer {
                         std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
           // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
           model_->backward(criterion.backward(scaler_.get_scale()));
-          scaler_.step(*opt_);  // unscales; skips the step when a gradient is inf/NaN
+          if (world() > 1) synchronize_step();  // gradients averaged before unscaling
+          scaler_.step(*opt_);                  // unscales; skips the step when a gradient is inf/NaN
           scaler_.update();
           if (ema_) {  // every batch, stepped or not, as SG does
             // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
@@ -269,14 +310,18 @@ class Trainer {
           const std::int64_t batch_correct = nn::functional::topk_correct(logits, batch.y, 1);
           correct += batch_correct;
           seen += n;
-          logger.step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
-          if (on_step) on_step({epoch, b, batches, loss, lr, n, batch_correct});
+          if (logger) logger->step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
+          if (on_step)
+            on_step({epoch, b, batches, loss, lr, n, batch_correct,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
         }
       }
 
       Metrics metrics;
-      metrics.train = {{"CrossEntropyLoss", loss_sum / static_cast<double>(seen)},
-                       {"Accuracy", static_cast<double>(correct) / static_cast<double>(seen)}};
+      double train_sums[3] = {loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
+      if (world() > 1) collective_->all_reduce(std::span<double>(train_sums), dist::ReduceOp::Sum);
+      metrics.train = {{"CrossEntropyLoss", train_sums[0] / train_sums[2]},
+                       {"Accuracy", train_sums[1] / train_sums[2]}};
       if (ema_) {
         if (!ema_model_) {
           ema_model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
@@ -294,48 +339,86 @@ class Trainer {
       state.scaler = scaler_.state_dict();  // {} without mixed precision, as SG writes
       if (ema_) state.ema = *ema_;
       state.extra.emplace_back("rng_state", rng_state());
-      const EpochResult er = manager.on_epoch_end(epoch + 1, metrics, std::move(state));
-      logger.epoch(epoch, metrics, lr);
-      for (const auto& f : er.files) logger.note("Checkpoint saved in " + f.string());
+      const EpochResult er =
+          writer ? manager.on_epoch_end(epoch + 1, metrics, std::move(state)) : EpochResult{};
+      if (logger) logger->epoch(epoch, metrics, lr);
+      for (const auto& f : er.files) note("Checkpoint saved in " + f.string());
       EpochSummary s;
       s.epoch = epoch + 1;
       s.metrics = std::move(metrics);
       s.best = er.best;
       s.lr = lr;
       s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      logger.note("Epoch " + std::to_string(epoch) + " took " + float_text(s.seconds) + " s");
+      note("Epoch " + std::to_string(epoch) + " took " + float_text(s.seconds) + " s");
       if (on_epoch) on_epoch(s);
       result.epochs.push_back(std::move(s));
     }
     manager.finish();
+    if (world() > 1) collective_->barrier();  // rank 0's last files are written when every rank returns
     return result;
   }
 
-  // Loss, top-1 ("Accuracy") and top-5 of a model in evaluation mode over a dataset.
+  // Loss, top-1 ("Accuracy") and top-5 of a model in evaluation mode over a dataset. In a
+  // data-parallel fit each rank scores a contiguous share and the sums are added over ranks.
   MetricList evaluate(nn::ResNet18& m, const data::Dataset& ds) const {
+    const std::int64_t n = ds.size(), r = world(), rank = collective_ ? collective_->rank() : 0;
+    std::array<double, 4> sums = evaluate_sums(m, ds, n * rank / r, n * (rank + 1) / r);
+    if (r > 1) collective_->all_reduce(std::span<double>(sums), dist::ReduceOp::Sum);
+    const double N = sums[3];
+    return {{"CrossEntropyLoss", sums[0] / N}, {"Accuracy", sums[1] / N}, {"Top5", sums[2] / N}};
+  }
+
+ private:
+  int world() const noexcept { return collective_ ? collective_->world_size() : 1; }
+
+  // {loss sum, top-1 hits, top-5 hits, samples} over samples [begin, end) of ds.
+  std::array<double, 4> evaluate_sums(nn::ResNet18& m, const data::Dataset& ds, std::int64_t begin,
+                                      std::int64_t end) const {
+    std::array<double, 4> sums{};
+    if (begin >= end) return sums;
     NoGradGuard no_grad;
     const bool was_training = m.training();
     m.eval();
     data::DataLoader loader(ds, {cfg_.valid_batch_size, false, false, {}});
+    std::vector<std::int64_t> share(static_cast<std::size_t>(end - begin));
+    std::iota(share.begin(), share.end(), begin);
+    loader.set_order(std::move(share));
     nn::CrossEntropyLoss criterion(cfg_.label_smoothing);
     Generator unused(0);
-    double loss_sum = 0;
-    std::int64_t top1 = 0, top5 = 0, seen = 0;
     for (std::int64_t b = 0; b < loader.num_batches(); ++b) {
       const data::Batch batch = loader.batch(b, unused);
       const Tensor logits = m.forward(batch.x.to(m.device()));
       const std::int64_t n = batch.y.shape()[0], C = logits.shape()[1];
-      loss_sum += static_cast<double>(criterion.forward(logits, batch.y)) * static_cast<double>(n);
-      top1 += nn::functional::topk_correct(logits, batch.y, 1);
-      top5 += nn::functional::topk_correct(logits, batch.y, std::min<std::int64_t>(5, C));
-      seen += n;
+      sums[0] += static_cast<double>(criterion.forward(logits, batch.y)) * static_cast<double>(n);
+      sums[1] += static_cast<double>(nn::functional::topk_correct(logits, batch.y, 1));
+      sums[2] +=
+          static_cast<double>(nn::functional::topk_correct(logits, batch.y, std::min<std::int64_t>(5, C)));
+      sums[3] += static_cast<double>(n);
     }
     m.train(was_training);
-    const double N = static_cast<double>(seen);
-    return {{"CrossEntropyLoss", loss_sum / N}, {"Accuracy", top1 / N}, {"Top5", top5 / N}};
+    return sums;
   }
 
- private:
+  // Rank 0's parameters and buffers to every rank (DDP's broadcast at construction).
+  void broadcast_state() {
+    auto send = [&](Tensor& t) {
+      collective_->broadcast(std::span<std::byte>(static_cast<std::byte*>(t.raw_data()), t.nbytes()), 0);
+    };
+    for (auto& p : model_->named_parameters()) send(p.value);
+    for (auto& b : model_->named_buffers()) send(b.value);
+  }
+
+  // After backward: gradients averaged over ranks (DDP), and rank 0's BatchNorm buffers on every
+  // rank (DDP broadcasts them before the next forward; here before the EMA reads them, so that
+  // every rank's EMA, and so its validation share, is rank 0's: docs/distributed.md).
+  void synchronize_step() {
+    for (auto& p : model_->named_parameters())
+      collective_->all_reduce(std::span<float>(p.grad.data<float>(), p.grad.numel()), dist::ReduceOp::Mean);
+    for (auto& b : model_->named_buffers())
+      collective_->broadcast(
+          std::span<std::byte>(static_cast<std::byte*>(b.value.raw_data()), b.value.nbytes()), 0);
+  }
+
   void build_optimizer() {
     refs_.clear();
     for (auto& p : model_->named_parameters())
@@ -460,6 +543,7 @@ class Trainer {
   std::unique_ptr<Optimizer> opt_;
   GradScaler scaler_;
   std::optional<Value> ema_;
+  dist::Collective* collective_ = nullptr;    // a data-parallel fit's; null: one process
   RunLogger* run_log_ = nullptr;              // the log of the fit in progress
   Generator data_gen_{data_seed(cfg_.seed)};  // cfg_ is declared (so initialized) first
 };
