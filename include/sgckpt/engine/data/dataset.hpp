@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
-#include "sgckpt/detail/fs/file.hpp"
 #include "sgckpt/engine/data/idx.hpp"
 #include "sgckpt/engine/tensor.hpp"
+#include "sgckpt/io/file.hpp"
 
 namespace sgckpt::engine::data {
 
@@ -140,7 +140,7 @@ inline Dataset cifar10(const std::filesystem::path& dir, Split split, std::int64
     const auto path = dir / name;
     // A regular file only: opening a FIFO under the batch's name would block forever.
     struct stat st;
-    const sgckpt::detail::fs::FdCloser fd{sgckpt::detail::fs::open_regular_file(path, st)};
+    const sgckpt::FdCloser fd{sgckpt::open_regular_file(path, st)};
     const auto size = static_cast<std::int64_t>(st.st_size);
     if (size <= 0 || size % kRecord != 0)
       throw Error(ErrorKind::Corrupt,

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "sgckpt/core/error.hpp"
-#include "sgckpt/detail/fs/file.hpp"
+#include "sgckpt/io/file.hpp"
 
 namespace sgckpt::engine::data {
 
@@ -41,7 +41,7 @@ inline IdxArray read_idx(const std::filesystem::path& path, std::uint64_t max_by
   };
   // A regular file only: gzopen() of a FIFO under a dataset's name would block forever.
   struct stat st;
-  const int fd = sgckpt::detail::fs::open_regular_file(path, st);
+  const int fd = sgckpt::open_regular_file(path, st);
   std::unique_ptr<gzFile_s, decltype(&gzclose)> f(gzdopen(fd, "rb"), &gzclose);
   if (!f) {
     ::close(fd);
