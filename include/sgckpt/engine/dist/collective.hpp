@@ -46,7 +46,8 @@ class Collective {
   virtual std::vector<std::vector<std::byte>> all_gather(std::span<const std::byte> blob) = 0;
 };
 
-// A single process: every operation is the identity. What the trainer uses without a launcher.
+// A single process: every operation is the identity (for code written against Collective that
+// also runs alone; the Trainer itself needs none: without distribute() it is one process).
 class SingleProcess final : public Collective {
  public:
   int rank() const noexcept override { return 0; }
