@@ -427,6 +427,7 @@ Recipe parse_recipe(const YAML::Node& root) {
   }
   t.zero_weight_decay_on_bias_and_bn = th.value<bool>("zero_weight_decay_on_bias_and_bn", false);
   t.mixed_precision = th.value<bool>("mixed_precision", false);
+  t.batch_accumulate = th.value<int>("batch_accumulate", 1);
   t.ema = th.value<bool>("ema", false);
   {
     Section ep = th.sub("ema_params");

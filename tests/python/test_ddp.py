@@ -119,6 +119,24 @@ def check_stopped_run_resumes_bit_exactly(d, state):
     print("     stopped at '%s'; resumed with 2 ranks, bit-exact" % stopped_at, flush=True)
 
 
+def check_resume_with_another_world_size(d, state):
+    # As torch allows: the checkpoint is rank 0's whole state; one process continues it (its
+    # data is then the whole epoch instead of a half per rank).
+    start = os.path.join(state["straight"], "ckpt_epoch_1.pth")
+    p = subprocess.run([TRAIN, "--recipe", RECIPE, "--experiment", "ddp1", "--ckpt-root", os.path.join(d, "one"),
+                        "--resume-path", start] + TINY[:-4], capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = run_dir_of(p.stdout)
+    logs = glob.glob(os.path.join(run, "experiment_logs_*.txt"))
+    with open(logs[0]) as f:
+        assert "1 rank(s)" in f.read()
+    latest = load(os.path.join(run, "ckpt_latest.pth"))
+    assert latest["epoch"] == 3, latest["epoch"]
+    first = load(start)
+    assert not torch.equal(latest["net"]["conv1.weight"], first["net"]["conv1.weight"]), "the weights did not move"
+    print("     2-rank checkpoint of epoch 1 continued by one process to epoch 3", flush=True)
+
+
 def check_incomplete_launch_environment(d, state):
     env = dict(ENV, RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     p = subprocess.run([TRAIN, "--recipe", RECIPE, "--experiment", "bad", "--ckpt-root", os.path.join(d, "bad")] + TINY,
@@ -134,6 +152,8 @@ with tempfile.TemporaryDirectory() as d:
                check_two_ranks, d, state):
         R.check("validation metrics summed over ranks equal one process's", check_metrics_reduced, d, state)
         R.check("a 2-rank run stopped mid-epoch resumes bit-exactly", check_stopped_run_resumes_bit_exactly, d, state)
+        R.check("a 2-rank checkpoint resumes in one process (another world size)", check_resume_with_another_world_size,
+                d, state)
     R.check("an incomplete launch environment is refused, naming the variable", check_incomplete_launch_environment,
             d, state)
 R.finish()

@@ -8,7 +8,10 @@
 // between tensors is kept. --layout torch2 adds the records torch 2.x writes (docs/pth-format.md).
 // --select/--key/--drop/--cast change the state on the way (state_edit.hpp), e.g. to give a
 // float8 or uint16 checkpoint to a torch that lacks those dtypes, or to slice out a state
-// dict. Prints nothing on success.
+// dict. IN may also be a torch.distributed.checkpoint directory (merged into one state, every
+// tensor whole); --dcp N writes OUT as such a directory instead, each tensor of one or more
+// dimensions split along its first dimension as N ranks would hold it (docs/dcp.md).
+// Prints nothing on success.
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +20,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "load_any.hpp"
 #include "sgckpt/io/pth.hpp"
 #include "state_edit.hpp"
 
@@ -31,6 +35,7 @@ struct ConvertOptions {
   SaveOptions save;
   EditOptions edit;
   std::vector<std::string> casts;  // FROM=TO, parsed into edit.casts
+  int dcp_ranks = 0;               // --dcp N; 0: a file
 };
 
 std::pair<DType, DType> parse_cast(const std::string& spec) {
@@ -52,7 +57,7 @@ std::pair<DType, DType> parse_cast(const std::string& spec) {
 
 void run_convert(ConvertOptions o) {
   for (const auto& spec : o.casts) o.edit.casts.push_back(parse_cast(spec));
-  Value root = load(o.input, o.load);
+  Value root = load_any(o.input, o.load);
   if (!o.edit.empty()) {
     try {
       root = edit(std::move(root), o.edit);
@@ -60,7 +65,10 @@ void run_convert(ConvertOptions o) {
       throw e.with_file(o.input);
     }
   }
-  save(root, o.output, o.save);
+  if (o.dcp_ranks > 0)
+    dcp::save_split(root, o.output, o.dcp_ranks, o.save);
+  else
+    save(root, o.output, o.save);
 }
 
 }  // namespace
@@ -69,7 +77,10 @@ void register_convert(CLI::App& app) {
   auto opts = std::make_shared<ConvertOptions>();
   CLI::App* cmd =
       app.add_subcommand("convert", "Read a checkpoint and write it again (.pth or .safetensors)");
-  cmd->add_option("IN", opts->input, "The file to read (.pth, legacy torch or safetensors)")->required();
+  cmd->add_option(
+         "IN", opts->input,
+         "The file to read (.pth, legacy torch or safetensors) or a torch.distributed.checkpoint directory")
+      ->required();
   cmd->add_option("OUT", opts->output, "The file to write (replaced atomically)")->required();
   cmd->add_option(
          "--format", opts->save.format,
@@ -89,6 +100,10 @@ void register_convert(CLI::App& app) {
           CLI::CheckedTransformer(std::map<std::string, ArchiveLayout>{{"torch1", ArchiveLayout::Torch1},
                                                                        {"torch2", ArchiveLayout::Torch2}},
                                   CLI::ignore_case));
+  cmd->add_option("--dcp", opts->dcp_ranks,
+                  "Write OUT as a torch.distributed.checkpoint directory, tensors split along their first "
+                  "dimension as N ranks would hold them")
+      ->check(CLI::Range(1, 4096));
   cmd->add_option("--select", opts->edit.select,
                   "Write only the value at this key path (e.g. net: the state dict)");
   cmd->add_option("--key", opts->edit.keep,

@@ -24,6 +24,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "load_any.hpp"
 #include "sgckpt/core/cast.hpp"
 #include "sgckpt/core/float_text.hpp"
 #include "sgckpt/core/identical.hpp"
@@ -116,7 +117,7 @@ std::string fmt(double v) {
 }
 
 void run_diff(const DiffOptions& o) {
-  Value a = load(o.a, o.load), b = load(o.b, o.load);
+  Value a = load_any(o.a, o.load), b = load_any(o.b, o.load);
   if (!o.select.empty()) {
     a = edit(std::move(a), {.select = o.select, .keep = {}, .drop = {}, .casts = {}});
     b = edit(std::move(b), {.select = o.select, .keep = {}, .drop = {}, .casts = {}});

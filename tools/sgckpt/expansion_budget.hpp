@@ -33,6 +33,12 @@ class ExpansionBudget {
     std::uint64_t total = 0;
     for (const auto& p : paths) {
       std::error_code ec;
+      if (std::filesystem::is_directory(p, ec)) {  // a DCP checkpoint: the files in it
+        for (auto it = std::filesystem::directory_iterator(p, ec);
+             !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+          if (it->is_regular_file(ec)) total += it->file_size(ec);
+        continue;
+      }
       const auto n = std::filesystem::file_size(p, ec);
       if (!ec) total += n;
     }

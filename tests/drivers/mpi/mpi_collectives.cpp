@@ -6,6 +6,11 @@
 //        mpi_collectives hang SECONDS   rank 1 stops answering; rank 0's all_reduce must end
 //                                       with a Timeout after SECONDS and abort the job
 //        mpi_collectives kill SECONDS   rank 1 dies (SIGKILL) before the all_reduce
+//        mpi_collectives dcp DIR GEN    both ranks save one DCP checkpoint into DIR (io/dcp):
+//                                       w (7x3 float32, rows split 4/3), v (5 int64, split 3/2),
+//                                       b (3 floats, held by both) and step; values from GEN
+//        mpi_collectives dcp-kill DIR GEN   the same, but rank 1 dies (SIGKILL) after writing
+//                                       its shards, before rank 0 publishes the checkpoint
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "sgckpt/engine/dist/dcp_group.hpp"
 #include "sgckpt/engine/dist/launch.hpp"
 #include "sgckpt/engine/dist/mpi.hpp"
 #include "sgckpt/engine/dist/threads.hpp"
@@ -77,16 +83,50 @@ void check(Collective& comm) {
   std::printf("ok rank %d\n", rank);
 }
 
+// The DCP save of `dcp` / `dcp-kill` (tests/python/test_mpi.py checks it with torch 2.x).
+void save_dcp(Collective& comm, const std::string& dir, int gen, bool kill) {
+  const int rank = comm.rank();
+  std::vector<float> w(21);
+  for (int i = 0; i < 21; ++i) w[static_cast<std::size_t>(i)] = static_cast<float>(i + 1000 * gen);
+  std::vector<std::int64_t> v(5);
+  for (int i = 0; i < 5; ++i) v[static_cast<std::size_t>(i)] = i + gen;
+  const auto [wb, we] = dcp::row_block(7, comm.world_size(), rank);
+  const auto [vb, ve] = dcp::row_block(5, comm.world_size(), rank);
+  Value state = Value::make_dict();
+  state["w"] =
+      Tensor::from_values(DType::Float32, {we - wb, 3},
+                          std::span<const float>(w.data() + wb * 3, static_cast<std::size_t>((we - wb) * 3)));
+  state["v"] =
+      Tensor::from_values(DType::Int64, {ve - vb},
+                          std::span<const std::int64_t>(v.data() + vb, static_cast<std::size_t>(ve - vb)));
+  std::vector<float> b(3, static_cast<float>(gen));
+  state["b"] = Tensor::from_values(DType::Float32, {3}, std::span<const float>(b));
+  state["step"] = gen;
+  dcp::Group group = dcp_group(comm);
+  if (kill && rank == 1) {  // dies at the second exchange: its shards are written, nothing is published
+    auto calls = std::make_shared<int>(0);
+    group.all_gather = [inner = group.all_gather, calls](std::string s) {
+      if (++*calls == 2) ::raise(SIGKILL);
+      return inner(std::move(s));
+    };
+  }
+  dcp::save(state, dir, group, {{"w", {{7, 3}, {wb, 0}}}, {"v", {{5}, {vb}}}});
+  std::printf("saved rank %d\n", rank);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   MpiSession session(&argc, &argv);
   const std::string mode = argc > 1 ? argv[1] : "check";
-  const int seconds = argc > 2 ? std::atoi(argv[2]) : 5;
+  const int seconds = argc > 2 && mode.rfind("dcp", 0) != 0 ? std::atoi(argv[2]) : 5;
   MpiCollective comm(session, {.timeout = std::chrono::seconds(seconds)});
   try {
     if (mode == "check") {
       check(comm);
+    } else if (mode == "dcp" || mode == "dcp-kill") {
+      if (argc < 4) throw Error("usage: mpi_collectives dcp|dcp-kill DIR GEN");
+      save_dcp(comm, argv[2], std::atoi(argv[3]), mode == "dcp-kill");
     } else {
       if (comm.rank() == 1) {
         if (mode == "kill") ::raise(SIGKILL);

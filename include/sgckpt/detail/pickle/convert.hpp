@@ -108,6 +108,10 @@ class Converter {
       case NodeKind::Global:
         if (as<Global>(&n)->id == G::DTypeObject) return Value(as<Global>(&n)->dtype);  // torch.float32
         break;
+      case NodeKind::Object:  // only a DCP .metadata pickle makes objects; its reader walks the graph
+        throw Error(ErrorKind::Refused,
+                    "a DCP metadata object ('" + as<ObjectObj>(&n)->cls + "') is not checkpoint data",
+                    ErrorContext::at_key(path));
     }
     throw Error(ErrorKind::Refused,
                 "a bare global '" + as<Global>(&n)->name + "' cannot be represented as checkpoint data",
@@ -134,6 +138,9 @@ class Converter {
   Value convert_container(Node& n, NodeKind kind, std::uint32_t depth) {
     if (kind == NodeKind::Dict) {
       auto& d = *as<DictObj>(&n);
+      if (!d.object_items.empty())
+        throw Error(ErrorKind::Refused, "a dict keyed by objects is not checkpoint data",
+                    ErrorContext::at_key(path_.str()));
       Dict out(d.kind);
       for (auto& [k, v] : d.items) {
         auto level = path_level(k);

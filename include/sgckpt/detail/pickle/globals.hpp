@@ -37,6 +37,11 @@ enum class G : std::uint8_t {
   NumpyScalar,       // numpy.core.multiarray.scalar (numpy 2: numpy._core.multiarray)
   NumpyReconstruct,  // numpy.core.multiarray._reconstruct
   NumpyNDArray,      // numpy.ndarray, the class _reconstruct is given
+  // DCP's .metadata vocabulary (lookup_dcp_global), never allowed in a .pth pickle:
+  DcpClass,      // one of DCP's metadata dataclasses; name says which
+  DcpGetLayout,  // torch.serialization._get_layout('torch.strided')
+  DcpMemFormat,  // torch.distributed.checkpoint.metadata._MEM_FORMAT_ENCODING(int)
+  PathClass,     // pathlib.PosixPath(str, ...): StorageMeta.checkpoint_id
 };
 
 inline bool is_numpy_global(G id) {
@@ -93,6 +98,33 @@ inline std::optional<Global> lookup_global(std::string module, const std::string
       for (const auto& i : kDTypes)
         if (i.name == name) return g(G::DTypeObject, i.dtype);
     }
+  }
+  return std::nullopt;
+}
+
+// The allowlist of a torch.distributed.checkpoint .metadata pickle: DCP's metadata dataclasses,
+// torch.Size, dtypes, the layout and memory-format encodings TensorProperties pickles, and the
+// path class StorageMeta.checkpoint_id may hold. Global::name is the bare class name for a
+// DcpClass. Nothing of the .pth vocabulary (tensors, storages) is allowed here.
+inline std::optional<Global> lookup_dcp_global(const std::string& module, const std::string& name) {
+  auto g = [&](G id, std::string n) { return Global{id, DType::Float32, std::move(n)}; };
+  if (module == "torch.distributed.checkpoint.metadata") {
+    for (const char* cls : {"Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
+                            "ChunkStorageMetadata", "TensorProperties", "MetadataIndex", "StorageMeta"})
+      if (name == cls) return g(G::DcpClass, name);
+    if (name == "_MEM_FORMAT_ENCODING") return g(G::DcpMemFormat, module + "." + name);
+    return std::nullopt;
+  }
+  if (module == "torch.distributed.checkpoint.filesystem" && name == "_StorageInfo")
+    return g(G::DcpClass, name);
+  if (module == "torch.serialization" && name == "_get_layout")
+    return g(G::DcpGetLayout, module + "." + name);
+  if ((module == "pathlib" || module == "pathlib._local") && name == "PosixPath")
+    return g(G::PathClass, module + "." + name);
+  if (module == "torch") {
+    if (name == "Size") return g(G::TorchSize, "torch.Size");
+    for (const auto& i : kDTypes)
+      if (i.name == name) return Global{G::DTypeObject, i.dtype, "torch." + name};
   }
   return std::nullopt;
 }

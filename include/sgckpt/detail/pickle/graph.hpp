@@ -39,6 +39,9 @@ struct TupleObj {
 struct DictObj {
   DictKind kind = DictKind::Dict;
   std::vector<std::pair<Key, NodeP>> items;
+  // Items keyed by an object (DCP metadata's MetadataIndex); never made from a .pth pickle,
+  // whose vocabulary has no objects.
+  std::vector<std::pair<NodeP, NodeP>> object_items;
   std::unordered_map<Key, std::size_t, KeyHash> index;
   std::vector<std::pair<std::string, NodeP>> attrs;
   std::unordered_map<std::string, std::size_t, sgckpt::detail::KeyedHash>
@@ -59,6 +62,13 @@ struct NumpyDTypeObj {
 struct NumpyObj {
   NumpyValue value;
   bool built = false;
+};
+// An instance of one of DCP's metadata dataclasses (dcp_objects.hpp): its class, and the state
+// BUILD gave it (a dict of fields, or TensorProperties' tuple).
+struct ObjectObj {
+  std::string cls;  // the class's name, e.g. "TensorStorageMetadata"
+  std::vector<std::pair<std::string, NodeP>> fields;
+  NodeP tuple_state = nullptr;
 };
 struct StorageObj {
   std::shared_ptr<Storage> storage;
@@ -83,7 +93,8 @@ enum class NodeKind : std::uint8_t {
   Bytes,
   Device,
   NumpyDType,
-  Numpy
+  Numpy,
+  Object
 };
 
 // The large, rare alternatives are boxed so that every node stays small.
@@ -91,12 +102,13 @@ template <class X>
 inline constexpr bool kBoxed =
     std::is_same_v<X, DictObj> || std::is_same_v<X, TensorObj> || std::is_same_v<X, Global> ||
     std::is_same_v<X, StorageObj> || std::is_same_v<X, TorchDevice> || std::is_same_v<X, NumpyDTypeObj> ||
-    std::is_same_v<X, NumpyObj>;
+    std::is_same_v<X, NumpyObj> || std::is_same_v<X, ObjectObj>;
 
 struct Node {
   std::variant<std::monostate, bool, Int, double, std::string, ListObj, TupleObj, std::unique_ptr<DictObj>,
                std::unique_ptr<TensorObj>, std::unique_ptr<Global>, std::unique_ptr<StorageObj>, Bytes,
-               std::unique_ptr<TorchDevice>, std::unique_ptr<NumpyDTypeObj>, std::unique_ptr<NumpyObj>>
+               std::unique_ptr<TorchDevice>, std::unique_ptr<NumpyDTypeObj>, std::unique_ptr<NumpyObj>,
+               std::unique_ptr<ObjectObj>>
       v;
   bool on_path = false;    // cycle detection during conversion
   bool copied = false;     // its data was copied once already (as a key, Counter() source, ...)
@@ -165,6 +177,8 @@ inline const char* node_kind(const Node& n) {
       return "numpy.dtype";
     case NodeKind::Numpy:
       return "numpy array";
+    case NodeKind::Object:
+      return "object";
   }
   return "?";
 }

@@ -38,6 +38,8 @@ struct ReaderConfig {
   std::uint64_t input_bytes = 0;
   // numpy scalars and arrays are read (LoadOptions::numpy).
   bool numpy = true;
+  // A DCP .metadata pickle: DCP's vocabulary instead of the .pth one (dcp_objects.hpp).
+  bool dcp = false;
 };
 
 class Machine {
@@ -47,7 +49,7 @@ class Machine {
         n_(data.size()),
         lim_(config.limits),
         graph_(config.limits, config.input_bytes, data.size()),
-        torch_(graph_, resolver, config.legacy, config.numpy) {}
+        torch_(graph_, resolver, config.legacy, config.numpy, config.dcp) {}
 
   // Runs the opcodes up to STOP and returns the one object left on the stack. The graph
   // lives as long as the machine.
@@ -160,6 +162,11 @@ class Machine {
   }
 
   void set_item(DictObj& d, NodeP k, NodeP v) {
+    if (as<ObjectObj>(k)) {  // a MetadataIndex key (DCP); kept in order, checked by the DCP reader
+      account(kItemBytes);
+      d.object_items.emplace_back(k, v);
+      return;
+    }
     Key key = key_of(k);
     account(kItemBytes + (key.is_str() ? 2 * key.str().size() : 0));
     auto it = d.index.find(key);

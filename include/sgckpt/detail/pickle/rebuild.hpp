@@ -18,6 +18,7 @@
 
 #include "sgckpt/core/state.hpp"
 #include "sgckpt/detail/keyed_hash.hpp"
+#include "sgckpt/detail/pickle/dcp_objects.hpp"
 #include "sgckpt/detail/pickle/globals.hpp"
 #include "sgckpt/detail/pickle/graph.hpp"
 #include "sgckpt/detail/pickle/numpy.hpp"
@@ -40,11 +41,26 @@ class Rebuilder {
  public:
   // `legacy`: pre-1.6 stream, whose storage persistent ids are 6-tuples with view metadata.
   // `numpy`: numpy scalars and arrays are read (LoadOptions::numpy).
-  Rebuilder(Graph& graph, const StorageResolver& resolver, bool legacy, bool numpy)
-      : g_(graph), resolver_(resolver), legacy_(legacy), numpy_allowed_(numpy), numpy_(graph) {}
+  // `dcp`: the pickle is a DCP .metadata file: its vocabulary (lookup_dcp_global,
+  // dcp_objects.hpp) replaces the .pth one.
+  Rebuilder(Graph& graph, const StorageResolver& resolver, bool legacy, bool numpy, bool dcp = false)
+      : g_(graph),
+        resolver_(resolver),
+        legacy_(legacy),
+        numpy_allowed_(numpy),
+        dcp_(dcp),
+        numpy_(graph),
+        dcp_objects_(graph) {}
 
   // GLOBAL and STACK_GLOBAL: the global `module.name`, if it is allowed.
   NodeP global(const std::string& module, const std::string& name) {
+    if (dcp_) {
+      auto g = lookup_dcp_global(module, name);
+      if (!g)
+        fail(ErrorKind::Refused, "refused global '" + module + "." + name +
+                                     "': only DCP's metadata classes are allowed in a .metadata file");
+      return make(std::move(*g));
+    }
     auto g = lookup_global(module, name);
     if (!g)
       fail(ErrorKind::Refused,
@@ -60,6 +76,11 @@ class Rebuilder {
   // NEWOBJ: only torch.nn.Parameter(tensor[, requires_grad]).
   NodeP new_object(const NodeP& cls, const NodeP& args) {
     auto* g = as<Global>(cls);
+    if (dcp_) {
+      auto* t = as<TupleObj>(args);
+      if (!g || !t) fail(ErrorKind::Corrupt, "NEWOBJ needs a class and a tuple");
+      return dcp_objects_.new_object(*g, *t);
+    }
     if (!g || g->id != G::ParameterClass)
       fail(ErrorKind::Refused, "NEWOBJ is only allowed for torch.nn.Parameter, found " +
                                    (g ? "'" + g->name + "'" : std::string("a ") + node_kind(*cls)));
@@ -155,12 +176,17 @@ class Rebuilder {
       case G::NumpyReconstruct:
         argc(3, 3);
         return numpy_.reconstruct(a);
+      case G::DcpGetLayout:
+      case G::DcpMemFormat:
+      case G::PathClass:
+        return dcp_objects_.reduce(*g, a);
       default:
         fail(ErrorKind::Refused, "'" + g->name + "' cannot be called");
     }
   }
 
   void build(const NodeP& target, const NodeP& state) {
+    if (auto* o = as<ObjectObj>(target)) return dcp_objects_.build(*o, state);
     if (auto* d = as<NumpyDTypeObj>(target)) return numpy_.build_dtype(*d, state);
     if (auto* arr = as<NumpyObj>(target)) return numpy_.build_array(*arr, state);
     if (auto* d = as<DictObj>(target)) {
@@ -195,6 +221,7 @@ class Rebuilder {
   }
 
   NodeP persistent(const NodeP& pid) {
+    if (dcp_) fail(ErrorKind::Refused, "a persistent id in a DCP .metadata file (it holds no tensor data)");
     auto* t = as<TupleObj>(pid);
     if (!t)
       fail(ErrorKind::Corrupt, std::string("persistent id must be a tuple, found a ") + node_kind(*pid));
@@ -459,7 +486,9 @@ class Rebuilder {
   const StorageResolver& resolver_;
   bool legacy_;
   bool numpy_allowed_;
+  bool dcp_;
   NumpyRebuilder numpy_;
+  DcpObjects dcp_objects_;
   std::unordered_map<std::string, NodeP, sgckpt::detail::KeyedHash> storages_;  // by key, views included
 };
 

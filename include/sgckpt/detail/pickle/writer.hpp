@@ -52,6 +52,17 @@ class Writer {
  public:
   // Pickles `v` (PROTO 2 ... STOP). Storages met on the way are listed in storages().
   std::vector<std::uint8_t> dump(const Value& v) {
+    begin();
+    value(v);
+    return end();
+  }
+
+  const std::vector<StorageRecord>& storages() const noexcept { return storages_; }
+
+ protected:
+  // The opcodes and values below are also how DCP's .metadata is written
+  // (detail/dcp/metadata_writer.hpp).
+  void begin() {
     out_.clear();
     out_.reserve(4096);
     str_memo_.clear();
@@ -60,14 +71,12 @@ class Writer {
     next_slot_ = 0;
     emit(op::PROTO);
     emit(2);
-    value(v);
+  }
+  std::vector<std::uint8_t> end() {
     emit(op::STOP);
     return std::move(out_);
   }
 
-  const std::vector<StorageRecord>& storages() const noexcept { return storages_; }
-
- private:
   void emit(std::uint8_t b) { out_.push_back(b); }
   void emit_le(std::uint64_t v, int n) { sgckpt::detail::append_le(out_, v, static_cast<std::size_t>(n)); }
   void emit_bytes(const void* p, std::size_t n) {

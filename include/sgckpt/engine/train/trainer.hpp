@@ -75,6 +75,11 @@ struct TrainConfig {
   // inf/NaN gradients; the CUDA backend adds float16 compute.
   bool mixed_precision = false;
   GradScalerOptions scaler;
+  // SG's batch_accumulate: the optimizer steps (and the EMA updates) only when
+  // global_step % batch_accumulate == 0; the gradients of the batches in between add up (SG
+  // does not divide the loss). With world size > 1 they are averaged over ranks once, before
+  // the step (DDP averages each backward; the same sum, one all-reduce instead of N).
+  int batch_accumulate = 1;
   bool ema = false;
   EmaSchedule ema_params;
   std::uint64_t seed = 42;  // model initialization; the data generator uses a derived seed
@@ -145,6 +150,7 @@ class Trainer {
   Trainer(const nn::ResNet18Config& arch, TrainConfig config, CheckpointConfig ckpt)
       : arch_(arch), cfg_(std::move(config)), ckpt_(std::move(ckpt)) {
     if (cfg_.max_epochs <= 0) throw Error("TrainConfig: max_epochs must be positive");
+    if (cfg_.batch_accumulate < 1) throw Error("TrainConfig: batch_accumulate must be at least 1");
     cfg_.lr.max_epochs = cfg_.max_epochs;
     ckpt_.ema = cfg_.ema;
     ckpt_.scheduler = false;  // SG's lr schedules are functions of the epoch: nothing to save
@@ -274,6 +280,8 @@ class Trainer {
     const bool on_host = cfg_.device == Device::CPU;
     const Value live = on_host ? live_state_view(*model_) : Value();
 
+    // A run (and a resume) starts a fresh accumulation window: the checkpoint holds no gradients.
+    bool window_start = true;
     for (int epoch = result.start_epoch; epoch < cfg_.max_epochs; ++epoch) {
       const auto t0 = std::chrono::steady_clock::now();
       schedule.apply(*opt_, epoch);
@@ -289,7 +297,11 @@ class Trainer {
         data::Prefetcher prefetched(loader, data_gen_, cfg_.prefetch_batches);
         for (std::int64_t b = 0; b < batches; ++b) {
           const data::Batch batch = prefetched.next();
-          model_->zero_grad();
+          // SG: global_step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
+          const std::int64_t step = (b + 1) + batches * epoch;
+          const bool steps = step % cfg_.batch_accumulate == 0;
+          if (window_start) model_->zero_grad();  // the gradients of a window add up
+          window_start = steps;
           const Tensor logits = model_->forward(batch.x.to(cfg_.device));
           const float loss = criterion.forward(logits, batch.y);
           if (!std::isfinite(loss))
@@ -297,13 +309,12 @@ class Trainer {
                         std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
           // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
           model_->backward(criterion.backward(scaler_.get_scale()));
-          if (world() > 1) synchronize_step();  // gradients averaged before unscaling
-          scaler_.step(*opt_);                  // unscales; skips the step when a gradient is inf/NaN
-          scaler_.update();
-          if (ema_) {  // every batch, stepped or not, as SG does
-            // SG: step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
-            const std::int64_t step = (b + 1) + batches * epoch;
-            ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
+          if (steps) {
+            if (world() > 1) synchronize_step();  // gradients averaged before unscaling
+            scaler_.step(*opt_);                  // unscales; skips the step when a gradient is inf/NaN
+            scaler_.update();
+            if (ema_)  // after every optimizer step (GradScaler may have skipped it), as SG does
+              ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
           }
           const std::int64_t n = batch.y.shape()[0];
           loss_sum += static_cast<double>(loss) * static_cast<double>(n);

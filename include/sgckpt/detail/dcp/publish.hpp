@@ -1,0 +1,90 @@
+// sgckpt/detail/dcp/publish.hpp: a DCP checkpoint appears whole or not at all. The ranks write
+// into a staging directory next to the target ("<dir>.staging-<save id>"); once every file and
+// .metadata are on disk, rank 0 swaps the staging directory with the target in one step
+// (renameat2 RENAME_EXCHANGE) and removes the old one. A save killed at any point leaves the
+// previous checkpoint where it was; what it had staged is removed by the next save.
+#pragma once
+
+#include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc, _GNU_SOURCE)
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+#include "sgckpt/detail/fs/file.hpp"
+
+namespace sgckpt::detail::dcp {
+
+inline std::filesystem::path staging_path(const std::filesystem::path& dir, const std::string& save_id) {
+  std::filesystem::path d = dir;
+  if (d.filename().empty()) d = d.parent_path();  // "ckpt/" names "ckpt"
+  return d.parent_path() / (d.filename().string() + ".staging-" + save_id);
+}
+
+inline void sync_path(const std::filesystem::path& p) {
+  const int fd = ::open(p.empty() ? "." : p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fs::file_error("cannot open to fsync", p, errno);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) throw fs::file_error("fsync failed", p, err);
+}
+
+// A target that exists must be a DCP checkpoint (or empty): a save never replaces anything else.
+inline void check_replaceable(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(dir, ec))) return;
+  if (!std::filesystem::is_directory(std::filesystem::symlink_status(dir, ec)))
+    throw Error(ErrorKind::Usage,
+                "cannot save a DCP checkpoint to '" + dir.string() + "': it exists and is not a directory");
+  if (!std::filesystem::is_empty(dir, ec) && !std::filesystem::exists(dir / ".metadata", ec))
+    throw Error(ErrorKind::Usage,
+                "cannot save a DCP checkpoint to '" + dir.string() +
+                    "': the directory holds other files and no .metadata (not a DCP checkpoint)");
+}
+
+// Removes "<dir>.staging-*" siblings other than `keep` (what killed saves left).
+inline void remove_stale_staging(const std::filesystem::path& dir, const std::filesystem::path& keep) {
+  std::filesystem::path d = dir.filename().empty() ? dir.parent_path() : dir;
+  const std::string prefix = d.filename().string() + ".staging-";
+  std::error_code ec;
+  const auto parent = d.parent_path().empty() ? std::filesystem::path(".") : d.parent_path();
+  for (auto it = std::filesystem::directory_iterator(parent, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && it->path().filename() != keep.filename() && it->is_directory(ec) &&
+        !it->is_symlink(ec))
+      std::filesystem::remove_all(it->path(), ec);
+  }
+}
+
+// Makes the staging directory the checkpoint at `dir`, atomically, and removes what was there.
+inline void publish(const std::filesystem::path& staging, const std::filesystem::path& dir, bool durable) {
+  if (durable) sync_path(staging);
+  std::error_code ec;
+  const bool replace = std::filesystem::exists(std::filesystem::symlink_status(dir, ec));
+  if (!replace) {
+    if (::rename(staging.c_str(), dir.c_str()) != 0)
+      throw fs::file_error("cannot rename the staged checkpoint into place", dir, errno);
+  } else if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    if (err != EINVAL && err != ENOSYS)
+      throw fs::file_error("cannot swap the staged checkpoint into place", dir, err);
+    // A file system without RENAME_EXCHANGE: two renames, with a moment in which only the old
+    // checkpoint (under "<dir>.staging-...old") exists, never a half-written one.
+    const auto old = std::filesystem::path(staging.string() + ".old");
+    if (::rename(dir.c_str(), old.c_str()) != 0)
+      throw fs::file_error("cannot move the old checkpoint aside", dir, errno);
+    if (::rename(staging.c_str(), dir.c_str()) != 0)
+      throw fs::file_error("cannot rename the staged checkpoint into place", dir, errno);
+    std::filesystem::remove_all(old, ec);
+  } else {
+    std::filesystem::remove_all(staging, ec);  // now the old checkpoint
+  }
+  if (durable) sync_path(dir.filename().empty() ? dir.parent_path().parent_path() : dir.parent_path());
+}
+
+}  // namespace sgckpt::detail::dcp
