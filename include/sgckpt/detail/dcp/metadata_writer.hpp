@@ -1,13 +1,14 @@
 // sgckpt/detail/dcp/metadata_writer.hpp: writes dcp::Metadata as the pickle torch's
 // FileSystemWriter writes: DCP's dataclasses made with NEWOBJ and given their fields with BUILD,
 // TensorProperties through its __setstate__ tuple, storage_data keyed by MetadataIndex.
-// Protocol 2 (torch writes 4; pickle.load reads both); each class is named once and then
-// referenced through the memo.
+// Protocol 2 (torch writes 4; pickle.load reads both); each class and each str is written once
+// and then referenced through the memo.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -26,13 +27,13 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
     klass("Metadata");
     emit(op::EMPTY_DICT);
     emit(op::MARK);
-    str("state_dict_metadata");
+    text("state_dict_metadata");
     state_dict_metadata(md);
-    str("planner_data");
+    text("planner_data");
     planner_data(md);
-    str("storage_data");
+    text("storage_data");
     storage_data(md);
-    str("storage_meta");
+    text("storage_meta");
     storage_meta(md);
     emit(op::SETITEMS);
     emit(op::BUILD);
@@ -41,6 +42,17 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
 
  private:
   static constexpr const char* kMetadataModule = "torch.distributed.checkpoint.metadata";
+
+  // Every str through the memo, as Python's pickler writes a repeated object once: field names
+  // and keys recur for every chunk (a 160k-chunk .metadata took 36 MB without it).
+  void text(const std::string& s) {
+    if (auto it = strings_.find(s); it != strings_.end()) return memo_ref(it->second);
+    emit(op::BINUNICODE);
+    emit_le(s.size(), 4);
+    emit_bytes(s.data(), s.size());
+    strings_.emplace(s, next_slot_);
+    memo_slot();
+  }
 
   // A global, memoized: the first use names it, later ones are two-byte references.
   void cached_global(const std::string& module, const std::string& name) {
@@ -68,7 +80,7 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
     emit(op::MARK);
     cached_global("torch", std::string(name(t.dtype)));
     cached_global("torch.serialization", "_get_layout");
-    str("torch.strided");
+    text("torch.strided");
     emit(op::TUPLE1);
     emit(op::REDUCE);
     emit(t.requires_grad ? op::NEWTRUE : op::NEWFALSE);
@@ -84,26 +96,26 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
   void state_dict_metadata(const Metadata& md) {
     emit(op::EMPTY_DICT);
     for (const Entry& e : md.entries()) {
-      str(e.fqn);
+      text(e.fqn);
       if (!e.tensor) {
         klass("BytesStorageMetadata");
       } else {
         klass("TensorStorageMetadata");
         emit(op::EMPTY_DICT);
         emit(op::MARK);
-        str("properties");
+        text("properties");
         properties(*e.tensor);
-        str("size");
+        text("size");
         size(e.tensor->size);
-        str("chunks");
+        text("chunks");
         emit(op::EMPTY_LIST);
         for (const Chunk& c : e.tensor->chunks) {
           klass("ChunkStorageMetadata");
           emit(op::EMPTY_DICT);
           emit(op::MARK);
-          str("offsets");
+          text("offsets");
           size(c.offsets);
-          str("sizes");
+          text("sizes");
           size(c.sizes);
           emit(op::SETITEMS);
           emit(op::BUILD);
@@ -120,11 +132,11 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
     emit(op::EMPTY_DICT);
     for (const Entry& e : md.entries()) {
       if (e.path.empty()) continue;
-      str(e.fqn);
+      text(e.fqn);
       emit(op::MARK);
       for (const auto& p : e.path) {
         if (const auto* s = std::get_if<std::string>(&p))
-          str(*s);
+          text(*s);
         else
           integer(Int(std::get<std::int64_t>(p)));
       }
@@ -140,15 +152,15 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
         klass("MetadataIndex");
         emit(op::EMPTY_DICT);
         emit(op::MARK);
-        str("fqn");
-        str(e.fqn);
+        text("fqn");
+        text(e.fqn);
         if (e.tensor) {
-          str("offset");
+          text("offset");
           size(e.tensor->chunks[i].offsets);
-          str("index");
+          text("index");
           integer(Int(static_cast<std::int64_t>(i)));
         } else {
-          str("index");
+          text("index");
           emit(op::NONE);
         }
         emit(op::SETITEMS);
@@ -157,11 +169,11 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
         klass("_StorageInfo", "torch.distributed.checkpoint.filesystem");
         emit(op::EMPTY_DICT);
         emit(op::MARK);
-        str("relative_path");
-        str(s.relative_path);
-        str("offset");
+        text("relative_path");
+        text(s.relative_path);
+        text("offset");
         integer(Int(static_cast<std::int64_t>(s.offset)));
-        str("length");
+        text("length");
         integer(Int(static_cast<std::int64_t>(s.length)));
         emit(op::SETITEMS);
         emit(op::BUILD);
@@ -174,20 +186,21 @@ class MetadataWriter : private sgckpt::detail::pickle::Writer {
     klass("StorageMeta");
     emit(op::EMPTY_DICT);
     emit(op::MARK);
-    str("checkpoint_id");
+    text("checkpoint_id");
     if (md.checkpoint_id.empty())
       emit(op::NONE);
     else
-      str(md.checkpoint_id);
-    str("save_id");
-    str(md.save_id);
-    str("load_id");
+      text(md.checkpoint_id);
+    text("save_id");
+    text(md.save_id);
+    text("load_id");
     emit(op::NONE);
     emit(op::SETITEMS);
     emit(op::BUILD);
   }
 
   std::map<std::string, std::uint32_t> globals_;
+  std::unordered_map<std::string, std::uint32_t> strings_;
 };
 
 inline std::vector<std::uint8_t> write_metadata_bytes(const Metadata& md) {
