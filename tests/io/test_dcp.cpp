@@ -193,6 +193,18 @@ TEST_SUITE("dcp") {
     CHECK(dcp::load(dir)["w"].tensor().equal(iota(DType::Float32, {2, 2}, 20.0f)));
   }
 
+  TEST_CASE("blocks that leave part of a tensor unsaved fail the save on every rank") {
+    TempDir tmp;
+    const auto errors = on_ranks(2, [&](int r, dist::Collective& c) {
+      Value s = Value::make_dict();
+      s["w"] = iota(DType::Float32, {1, 2});
+      dcp::save(s, tmp / "ckpt", dist::dcp_group(c), {{"w", {{4, 2}, {2 * r, 0}}}});  // rows 0 and 2 of 4
+    });
+    CHECK(contains(errors[0], "cover 4 of the tensor's 8 elements"));
+    CHECK(contains(errors[1], "cover 4 of the tensor's 8 elements"));
+    CHECK_FALSE(std::filesystem::exists(tmp / "ckpt"));
+  }
+
   TEST_CASE("a save never replaces a directory that is not a DCP checkpoint") {
     TempDir tmp;
     std::filesystem::create_directories(tmp / "run");
@@ -233,6 +245,12 @@ TEST_SUITE("dcp") {
     e = with([](dcp::Entry& x) { x.storage[0].offset = 1u << 30; });
     CHECK(e.kind() == ErrorKind::Truncated);
     CHECK(contains(e.what(), "runs past the end of the file"));
+
+    e = with([](dcp::Entry& x) {  // two chunks read from the same bytes: a small file as a large tensor
+      x.tensor->chunks = {{{0, 0}, {2, 2}}, {{2, 0}, {2, 2}}};
+      x.storage.push_back(x.storage[0]);
+    });
+    CHECK(contains(e.what(), "share bytes"));
 
     e = with([](dcp::Entry& x) { x.storage[0].relative_path = "../../etc/passwd"; });
     CHECK(e.kind() == ErrorKind::Refused);

@@ -240,6 +240,22 @@ def check_hostile(tmp):
     attempt("path out of the dir", escape, ["not a plain file name"])
 
     attempt("another global", lambda md: setattr(md, "planner_data", Evil()), ["refused global 'posix.system'"])
+    attempt("missing field", lambda md: delattr(w(md), "properties"), ["field is missing"])
+    attempt("deep path", lambda md: md.planner_data.__setitem__("w", ("w",) + (0,) * 5000), ["path of 5001 steps"])
+
+    def padded(md):  # index 1 under two keys: 4 list slots for 2 entries
+        md.planner_data["w"] = ("a", 1)
+        md.planner_data["n"] = ("b", 1)
+    attempt("list padding", padded, ["more list slots than there are entries"])
+
+    with open(os.path.join(base, ".metadata"), "wb") as f:  # the good one again, then a linked data file
+        f.write(good)
+    data = os.path.join(base, "__0_0.distcp")
+    os.rename(data, os.path.join(tmp, "elsewhere.distcp"))
+    os.symlink(os.path.join(tmp, "elsewhere.distcp"), data)
+    res = oracle.run_tool(TOOL, ["inspect", base])
+    oracle.assert_clean_refusal(res, ["symbolic link"])
+    print("     %-22s %s" % ("linked data file", res.stderr_text.strip()[:150]), flush=True)
     assert not os.path.exists(EVIL_MARK), "the .metadata ran os.system"
 
 

@@ -98,8 +98,11 @@ inline std::vector<FlatItem> flatten(const Value& root) {
 // torch's set_element: puts `value` at `path` under the dict `root`, making dicts for str steps
 // and lists (padded with None) for index steps. A step that meets a value of the other kind is
 // a conflict between two entries: Corrupt.
+// `padding` counts the list slots made so far; more than `max_padding` (the number of entries:
+// every slot of an honest list holds at least one) is refused, so indices cannot make a small
+// file build huge lists.
 inline void set_element(Value& root, const std::vector<PathElement>& path, Value value,
-                        const std::string& fqn) {
+                        const std::string& fqn, std::uint64_t& padding, std::uint64_t max_padding) {
   Value* cur = &root;
   for (std::size_t i = 0; i < path.size(); ++i) {
     const bool last = i + 1 == path.size();
@@ -120,7 +123,14 @@ inline void set_element(Value& root, const std::vector<PathElement>& path, Value
         throw Error(ErrorKind::Corrupt, "planner_data paths conflict at index " + std::to_string(idx),
                     ErrorContext::at_key(fqn));
       auto& items = cur->items();
-      if (items.size() <= idx) items.resize(idx + 1);
+      if (items.size() <= idx) {
+        padding += idx + 1 - items.size();
+        if (padding > max_padding)
+          throw Error(ErrorKind::Corrupt,
+                      "planner_data list indices make more list slots than there are entries",
+                      ErrorContext::at_key(fqn));
+        items.resize(idx + 1);
+      }
       if (items[idx].is_none() || last) items[idx] = fresh();
       next = &items[idx];
     }

@@ -39,7 +39,7 @@ inline bool plain_file_name(const std::string& s) {
 
 class MetadataReader {
  public:
-  explicit MetadataReader(pk::Budget& budget) : budget_(budget) {}
+  MetadataReader(pk::Budget& budget, std::uint32_t max_depth) : budget_(budget), max_depth_(max_depth) {}
 
   Metadata read(pk::Node& root) {
     auto& md = object(&root, "Metadata", "");
@@ -69,6 +69,7 @@ class MetadataReader {
       out.add(std::move(e));  // keys of one pickled dict are unique (set_item replaces)
     }
     storage_meta(md, out);
+    check_ranges_disjoint(out);
     return out;
   }
 
@@ -81,6 +82,7 @@ class MetadataReader {
 
   // ---- typed access to the graph ----
   pk::ObjectObj& object(pk::NodeP n, const char* cls, const std::string& fqn) {
+    if (!n) corrupt(fqn, std::string("a ") + (cls ? cls : "DCP object") + " field is missing");
     auto* o = pk::as<pk::ObjectObj>(n);
     if (!o)
       corrupt(fqn,
@@ -123,7 +125,8 @@ class MetadataReader {
     t.size = torch_size(field(o, "size"), fqn, "TensorStorageMetadata.size");
     for (auto d : t.size)
       if (d < 0) corrupt(fqn, "negative tensor size " + std::to_string(d));
-    auto* chunks = pk::as<pk::ListObj>(field(o, "chunks") ? field(o, "chunks") : nullptr);
+    pk::NodeP chunk_list = field(o, "chunks");
+    auto* chunks = chunk_list ? pk::as<pk::ListObj>(chunk_list) : nullptr;
     if (!chunks) corrupt(fqn, "TensorStorageMetadata.chunks must be a list");
     for (pk::NodeP c : chunks->items) {
       auto& co = object(c, "ChunkStorageMetadata", fqn);
@@ -153,6 +156,27 @@ class MetadataReader {
       auto* rg = pk::as<bool>(st->items[2]);
       if (!rg) corrupt(fqn, "TensorProperties.requires_grad must be a bool");
       t.requires_grad = *rg;
+    }
+  }
+
+  // No two items share bytes of a file (torch never writes that): otherwise one large image
+  // named by many chunks would make a small directory stand for a huge tensor.
+  static void check_ranges_disjoint(const Metadata& md) {
+    std::map<std::string, std::vector<std::pair<std::uint64_t, std::uint64_t>>> files;
+    for (const auto& e : md.entries())
+      for (const auto& s : e.storage) {
+        std::uint64_t end;
+        if (sgckpt::detail::add_overflows(s.offset, s.length, end))
+          corrupt(e.fqn, "a storage range overflows 64 bits");
+        files[s.relative_path].emplace_back(s.offset, end);
+      }
+    for (auto& [file, ranges] : files) {
+      std::sort(ranges.begin(), ranges.end());
+      for (std::size_t i = 1; i < ranges.size(); ++i)
+        if (ranges[i].first < ranges[i - 1].second)
+          corrupt("", "two storage entries share bytes " + std::to_string(ranges[i].first) + " to " +
+                          std::to_string(std::min(ranges[i].second, ranges[i - 1].second)) + " of '" + file +
+                          "'");
     }
   }
 
@@ -211,6 +235,11 @@ class MetadataReader {
       if (!k.is_str()) corrupt(k.to_string(), "a planner_data key is not a str");
       auto* t = pk::as<pk::TupleObj>(v);
       if (!t || t->items.empty()) corrupt(k.str(), "a planner_data path must be a non-empty tuple");
+      if (t->items.size() > max_depth_)
+        throw Error(ErrorKind::Limit,
+                    "a planner_data path of " + std::to_string(t->items.size()) + " steps (the limit is " +
+                        std::to_string(max_depth_) + ")",
+                    ErrorContext::at_key(k.str()));
       budget_.charge(t->items.size());
       std::vector<PathElement> path;
       for (pk::NodeP e : t->items) {
@@ -241,6 +270,7 @@ class MetadataReader {
   }
 
   pk::Budget& budget_;
+  std::uint32_t max_depth_;  // Limits::max_depth: a path is that deep in the nested state
 };
 
 // Reads the bytes of a .metadata file.
@@ -253,7 +283,7 @@ inline Metadata read_metadata_bytes(std::span<const std::byte> bytes, const Limi
   };
   pk::Machine m(bytes, no_storages, config);
   pk::Node& root = m.run();
-  return MetadataReader(m.budget()).read(root);
+  return MetadataReader(m.budget(), limits.max_depth).read(root);
 }
 
 }  // namespace sgckpt::detail::dcp

@@ -46,6 +46,26 @@ inline void check_replaceable(const std::filesystem::path& dir) {
                     "': the directory holds other files and no .metadata (not a DCP checkpoint)");
 }
 
+// A save killed between the two renames of the fallback (no RENAME_EXCHANGE) left no `dir` and
+// the old checkpoint as "<dir>.staging-<id>.old": it is put back before anything else.
+inline void recover_interrupted_swap(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(dir, ec))) return;
+  const std::string prefix = dir.filename().string() + ".staging-";
+  const auto parent = dir.parent_path().empty() ? std::filesystem::path(".") : dir.parent_path();
+  for (auto it = std::filesystem::directory_iterator(parent, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0 &&
+        it->is_directory(ec) && !it->is_symlink(ec) &&
+        std::filesystem::exists(it->path() / ".metadata", ec)) {
+      if (::rename(it->path().c_str(), dir.c_str()) != 0)
+        throw fs::file_error("cannot put back the checkpoint an interrupted save moved aside", dir, errno);
+      return;
+    }
+  }
+}
+
 // Removes "<dir>.staging-*" siblings other than `keep` (what killed saves left).
 inline void remove_stale_staging(const std::filesystem::path& dir, const std::filesystem::path& keep) {
   std::filesystem::path d = dir.filename().empty() ? dir.parent_path() : dir;
@@ -78,8 +98,11 @@ inline void publish(const std::filesystem::path& staging, const std::filesystem:
     const auto old = std::filesystem::path(staging.string() + ".old");
     if (::rename(dir.c_str(), old.c_str()) != 0)
       throw fs::file_error("cannot move the old checkpoint aside", dir, errno);
-    if (::rename(staging.c_str(), dir.c_str()) != 0)
-      throw fs::file_error("cannot rename the staged checkpoint into place", dir, errno);
+    if (::rename(staging.c_str(), dir.c_str()) != 0) {
+      const int err = errno;
+      ::rename(old.c_str(), dir.c_str());  // put the old checkpoint back
+      throw fs::file_error("cannot rename the staged checkpoint into place", dir, err);
+    }
     std::filesystem::remove_all(old, ec);
   } else {
     std::filesystem::remove_all(staging, ec);  // now the old checkpoint

@@ -328,6 +328,10 @@ class Trainer {
         }
       }
 
+      // An epoch that ends inside an accumulation window has run forward passes since the last
+      // step's broadcast: every rank takes rank 0's BatchNorm buffers again before it evaluates
+      // and rank 0 saves (the window's gradients carry on into the next epoch, as in SG).
+      if (world() > 1 && !window_start) broadcast_buffers();
       Metrics metrics;
       double train_sums[3] = {loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
       if (world() > 1) collective_->all_reduce(std::span<double>(train_sums), dist::ReduceOp::Sum);
@@ -425,6 +429,9 @@ class Trainer {
   void synchronize_step() {
     for (auto& p : model_->named_parameters())
       collective_->all_reduce(std::span<float>(p.grad.data<float>(), p.grad.numel()), dist::ReduceOp::Mean);
+    broadcast_buffers();
+  }
+  void broadcast_buffers() {
     for (auto& b : model_->named_buffers())
       collective_->broadcast(
           std::span<std::byte>(static_cast<std::byte*>(b.value.raw_data()), b.value.nbytes()), 0);

@@ -60,11 +60,20 @@ class Images {
     options_.mmap = false;
   }
 
-  // The value held by the image at `at`.
-  Value value(const StorageLocation& at) {
+  // The bytes of the image at `at`, checked to lie inside its file. A data file must be a
+  // regular file of the directory itself: a symbolic link could point anywhere.
+  std::span<const std::byte> image(const StorageLocation& at) {
     const auto path = dir_ / at.relative_path;
     auto& file = files_[at.relative_path];
-    if (!file) file = detail::fs::MappedFile::open(path);
+    if (!file) {
+      std::error_code ec;
+      if (std::filesystem::is_symlink(path, ec)) {
+        ErrorContext c;
+        c.file = path.string();
+        throw Error(ErrorKind::Refused, "a data file of the checkpoint is a symbolic link", c);
+      }
+      file = detail::fs::MappedFile::open(path);
+    }
     const auto bytes = file->bytes();
     if (at.offset > bytes.size() || at.length > bytes.size() - at.offset) {
       ErrorContext c;
@@ -75,8 +84,15 @@ class Images {
                       " bytes runs past the end of the file (" + std::to_string(bytes.size()) + " bytes)",
                   c);
     }
+    return bytes.subspan(at.offset, at.length);
+  }
+
+  // The value held by the image at `at`.
+  Value value(const StorageLocation& at) {
+    const auto path = dir_ / at.relative_path;
+    const auto bytes = image(at);
     try {
-      return sgckpt::load(bytes.subspan(at.offset, at.length), options_, path.string());
+      return sgckpt::load(bytes, options_, path.string());
     } catch (const Error& e) {
       throw Error(e.kind(), "in the image at byte offset " + std::to_string(at.offset) + ": " + e.message(),
                   e.context());
@@ -121,7 +137,7 @@ using sgckpt::detail::dcp::fail_at;
 // claim before anything is allocated, so a small file cannot ask for a large tensor.
 inline Tensor region(Images& images, const Entry& e, const Chunk& want) {
   const TensorInfo& t = *e.tensor;
-  if (want.offsets.size() != t.size.size())
+  if (want.offsets.size() != t.size.size() || want.sizes.size() != t.size.size())
     fail_at(ErrorKind::Mismatch, e.fqn, "region of another rank than the tensor");
   for (std::size_t d = 0; d < t.size.size(); ++d)
     if (want.offsets[d] < 0 || want.sizes[d] < 0 || want.offsets[d] > t.size[d] ||
@@ -135,6 +151,7 @@ inline Tensor region(Images& images, const Entry& e, const Chunk& want) {
     if (!box && !want.sizes.empty()) continue;
     const auto chunk_elems = detail::dcp::volume(t.chunks[i].sizes);
     std::uint64_t chunk_bytes = 0;
+    images.image(e.storage[i]);  // inside its file (the reader checked that no two images share bytes)
     if (!chunk_elems || sgckpt::detail::mul_overflows(*chunk_elems, itemsize(t.dtype), chunk_bytes) ||
         chunk_bytes > e.storage[i].length)
       fail_at(ErrorKind::Corrupt, e.fqn,
@@ -177,13 +194,18 @@ inline Value load(const std::filesystem::path& dir, const LoadOptions& options =
   const Metadata md = read_metadata(dir, options);
   detail_load::Images images(dir, options);
   Value root = Value::make_dict();
+  std::uint64_t padding = 0;  // list slots made to reach an index, bounded by the entries
   for (const Entry& e : md.entries()) {
     Value v =
         e.tensor
             ? Value(detail_load::region(images, e, Chunk{Shape(e.tensor->size.size(), 0), e.tensor->size}))
             : images.value(e.storage[0]);
-    detail::dcp::set_element(root, e.path.empty() ? std::vector<PathElement>{e.fqn} : e.path, std::move(v),
-                             e.fqn);
+    try {
+      detail::dcp::set_element(root, e.path.empty() ? std::vector<PathElement>{e.fqn} : e.path, std::move(v),
+                               e.fqn, padding, md.entries().size());
+    } catch (const Error& err) {
+      throw err.with_file((dir / ".metadata").string());
+    }
   }
   return root;
 }

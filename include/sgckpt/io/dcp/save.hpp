@@ -197,7 +197,18 @@ inline Metadata compose(const std::vector<std::vector<PlanItem>>& plans,
     }
   for (const auto& fqn : order) {
     Entry& e = entries[fqn];
-    if (e.tensor) dd::check_disjoint(e.tensor->chunks, fqn, ErrorKind::Usage);
+    if (e.tensor) {
+      dd::check_disjoint(e.tensor->chunks, fqn, ErrorKind::Usage);
+      // Disjoint blocks that do not add up to the tensor leave elements nobody saved (torch's
+      // _validate_global_plan refuses such a save too).
+      std::uint64_t covered = 0;
+      for (const Chunk& c : e.tensor->chunks) covered += *dd::volume(c.sizes);
+      if (covered != dd::volume(e.tensor->size).value_or(0))
+        throw Error(ErrorKind::Usage,
+                    "the ranks' blocks cover " + std::to_string(covered) + " of the tensor's " +
+                        std::to_string(dd::volume(e.tensor->size).value_or(0)) + " elements",
+                    ErrorContext::at_key(fqn));
+    }
     md.add(std::move(e));
   }
   return md;
@@ -239,6 +250,22 @@ inline std::vector<StorageLocation> write_items(const std::filesystem::path& fil
   }
   if (durable && ::fsync(fd) != 0) throw sgckpt::detail::fs::file_error("fsync failed", file, errno);
   return out;
+}
+
+// Every rank's file is where rank 0 will publish it, as large as the rank says: otherwise the
+// ranks do not share the file system, or name the directory differently.
+inline void check_visible(const std::filesystem::path& staging,
+                          const std::vector<std::vector<StorageLocation>>& all) {
+  for (std::size_t r = 0; r < all.size(); ++r)
+    for (const auto& s : all[r]) {
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(staging / s.relative_path, ec);
+      if (ec || size < s.offset + s.length)
+        throw Error(ErrorKind::Io,
+                    "rank " + std::to_string(r) + "'s file '" + (staging / s.relative_path).string() +
+                        "' is not there as rank 0 sees it: do the ranks share this file system "
+                        "and name the checkpoint directory alike?");
+    }
 }
 
 inline std::string random_id() {
@@ -284,11 +311,15 @@ inline void save(const Value& state, std::filesystem::path dir, Group group = {}
   }
   // 1. Plans, exchanged; rank 0's carries the save id that names the staging directory.
   std::vector<ds::PlanItem> mine;
+  std::string my_id;
   std::string error = ds::attempt([&] {
     mine = ds::plan(state, sharding);
-    if (group.rank == 0) dd::check_replaceable(dir);
+    if (group.rank == 0) {
+      dd::recover_interrupted_swap(dir);
+      dd::check_replaceable(dir);
+      my_id = ds::random_id();
+    }
   });
-  const std::string my_id = group.rank == 0 ? ds::random_id() : "";
   auto gathered = group.all_gather(error.empty() ? "1" + ds::encode(mine, my_id) : "0" + error);
   if (gathered.size() != static_cast<std::size_t>(group.size))
     throw Error("the all_gather of a DCP save returned " + std::to_string(gathered.size()) +
@@ -334,6 +365,7 @@ inline void save(const Value& state, std::filesystem::path dir, Group group = {}
           s.length = static_cast<std::uint64_t>(rd.num());
         }
       }
+      ds::check_visible(staging, all);
       Metadata md = ds::compose(plans, writes, all);
       md.save_id = save_id;
       md.checkpoint_id = dir.string();
