@@ -18,10 +18,21 @@
 
 namespace sgckpt::detail::dcp {
 
+// `dir` is normalized by the caller (no trailing slash: io/dcp/save.hpp).
 inline std::filesystem::path staging_path(const std::filesystem::path& dir, const std::string& save_id) {
-  std::filesystem::path d = dir;
-  if (d.filename().empty()) d = d.parent_path();  // "ckpt/" names "ckpt"
-  return d.parent_path() / (d.filename().string() + ".staging-" + save_id);
+  return dir.parent_path() / (dir.filename().string() + ".staging-" + save_id);
+}
+
+// Calls f(entry) for each real directory (not a link) named "<dir>.staging-*" next to `dir`.
+template <class F>
+void for_each_staging(const std::filesystem::path& dir, F&& f) {
+  const std::string prefix = dir.filename().string() + ".staging-";
+  const auto parent = dir.parent_path().empty() ? std::filesystem::path(".") : dir.parent_path();
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(parent, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    if (it->path().filename().string().rfind(prefix, 0) == 0 && it->is_directory(ec) && !it->is_symlink(ec))
+      if (!f(it->path())) return;
 }
 
 inline void sync_path(const std::filesystem::path& p) {
@@ -51,34 +62,21 @@ inline void check_replaceable(const std::filesystem::path& dir) {
 inline void recover_interrupted_swap(const std::filesystem::path& dir) {
   std::error_code ec;
   if (std::filesystem::exists(std::filesystem::symlink_status(dir, ec))) return;
-  const std::string prefix = dir.filename().string() + ".staging-";
-  const auto parent = dir.parent_path().empty() ? std::filesystem::path(".") : dir.parent_path();
-  for (auto it = std::filesystem::directory_iterator(parent, ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.rfind(prefix, 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0 &&
-        it->is_directory(ec) && !it->is_symlink(ec) &&
-        std::filesystem::exists(it->path() / ".metadata", ec)) {
-      if (::rename(it->path().c_str(), dir.c_str()) != 0)
-        throw fs::file_error("cannot put back the checkpoint an interrupted save moved aside", dir, errno);
-      return;
-    }
-  }
+  for_each_staging(dir, [&](const std::filesystem::path& p) {
+    if (p.extension() != ".old" || !std::filesystem::exists(p / ".metadata", ec)) return true;
+    if (::rename(p.c_str(), dir.c_str()) != 0)
+      throw fs::file_error("cannot put back the checkpoint an interrupted save moved aside", dir, errno);
+    return false;
+  });
 }
 
 // Removes "<dir>.staging-*" siblings other than `keep` (what killed saves left).
 inline void remove_stale_staging(const std::filesystem::path& dir, const std::filesystem::path& keep) {
-  std::filesystem::path d = dir.filename().empty() ? dir.parent_path() : dir;
-  const std::string prefix = d.filename().string() + ".staging-";
-  std::error_code ec;
-  const auto parent = d.parent_path().empty() ? std::filesystem::path(".") : d.parent_path();
-  for (auto it = std::filesystem::directory_iterator(parent, ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.rfind(prefix, 0) == 0 && it->path().filename() != keep.filename() && it->is_directory(ec) &&
-        !it->is_symlink(ec))
-      std::filesystem::remove_all(it->path(), ec);
-  }
+  for_each_staging(dir, [&](const std::filesystem::path& p) {
+    std::error_code ec;
+    if (p.filename() != keep.filename()) std::filesystem::remove_all(p, ec);
+    return true;
+  });
 }
 
 // Makes the staging directory the checkpoint at `dir`, atomically, and removes what was there.
@@ -107,7 +105,7 @@ inline void publish(const std::filesystem::path& staging, const std::filesystem:
   } else {
     std::filesystem::remove_all(staging, ec);  // now the old checkpoint
   }
-  if (durable) sync_path(dir.filename().empty() ? dir.parent_path().parent_path() : dir.parent_path());
+  if (durable) sync_path(dir.parent_path());
 }
 
 }  // namespace sgckpt::detail::dcp

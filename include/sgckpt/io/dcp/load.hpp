@@ -119,12 +119,6 @@ class Images {
   }
 
  private:
-  static std::string shape_text(const Shape& s) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-  }
-
   std::filesystem::path dir_;
   LoadOptions options_;
   std::map<std::string, std::shared_ptr<const detail::fs::MappedFile>> files_;

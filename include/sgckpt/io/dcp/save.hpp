@@ -12,9 +12,6 @@
 // A failure on any rank fails the save on every rank, and the previous checkpoint stays.
 #pragma once
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <functional>
@@ -228,27 +225,15 @@ inline std::vector<StorageLocation> write_items(const std::filesystem::path& fil
                                                 const std::vector<PlanItem>& items,
                                                 const std::vector<std::size_t>& mine, bool durable) {
   std::vector<StorageLocation> out;
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw sgckpt::detail::fs::file_error("cannot create", file, errno);
-  sgckpt::detail::fs::FdCloser closer{fd};
-  std::uint64_t offset = 0;
   // Each image goes straight from the tensors into the file (no copy in memory).
-  const auto sink = [&](std::span<const std::byte> b) {
-    std::size_t done = 0;
-    while (done < b.size()) {
-      const ssize_t n = ::write(fd, b.data() + done, b.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw sgckpt::detail::fs::file_error("write failed", file, n < 0 ? errno : EIO);
-      done += static_cast<std::size_t>(n);
-    }
-    offset += b.size();
-  };
+  sgckpt::detail::fs::AtomicFile f(file, durable);
+  const auto sink = [&](std::span<const std::byte> b) { f.write(b); };
   for (std::size_t i : mine) {
-    const std::uint64_t start = offset;
+    const std::uint64_t start = f.position();
     sgckpt::detail::write_pth(image_value(*items[i].value), "archive", sink, ArchiveLayout::Torch2);
-    out.push_back({file.filename().string(), start, offset - start});
+    out.push_back({file.filename().string(), start, f.position() - start});
   }
-  if (durable && ::fsync(fd) != 0) throw sgckpt::detail::fs::file_error("fsync failed", file, errno);
+  f.commit();
   return out;
 }
 
