@@ -8,6 +8,15 @@
 //   train_resnet18 --recipe R --resume-path FILE      (branch: a new run from FILE's weights)
 //   train_resnet18 --evaluate ckpt_best.pth --experiment NAME --ckpt-root DIR [--run-id ID]
 //   train_resnet18 --evaluate path/to/any.pth [--recipe R] [--metrics-json OUT.json]
+//   train_resnet18 --resume-from-remote --remote s3://bucket/runs --experiment NAME --ckpt-root DIR
+//
+// Remote copies (docs/remote.md): with sg_logger_params.save_checkpoints_remote: true and
+// sg_logger_params.remote_store: s3://bucket/prefix (or a directory; remote_endpoint for a
+// custom S3 endpoint), every checkpoint, the recipe and the averaging snapshots go to
+// <store>/<experiment>/<run_id>/ in the background (save_logs_remote / save_tensorboard_remote
+// add the log and the events). --resume-from-remote (or
+// training_hyperparams.resume_from_remote: true) downloads a run from the store into the
+// local run directory (the newest run, or --run-id) and resumes it in place.
 //
 // --evaluate is SG's evaluate_checkpoint (a checkpoint of a run, scored with the recipe the run
 // stored, unless --recipe) and evaluate_recipe (a checkpoint file by path, with --recipe or the
@@ -56,11 +65,15 @@
 #include <string>
 #include <vector>
 
+#include "sgckpt/ckpt/remote/pull.hpp"
 #include "sgckpt/engine/dist/launch.hpp"
 #include "sgckpt/engine/engine.hpp"
 #include "sgckpt/engine/train/progress.hpp"
 #include "sgckpt/engine/train/trainer.hpp"
 #include "sgckpt/lifecycle.hpp"
+#ifdef SGCKPT_EXAMPLE_REMOTE
+#include "sgckpt/remote.hpp"
+#endif
 #ifdef SGCKPT_EXAMPLE_MPI
 #include "sgckpt/engine/dist/mpi.hpp"
 #endif
@@ -347,7 +360,26 @@ struct Recipe {
   double width = 1.0;
   train::TrainConfig train;
   CheckpointConfig ckpt;
+  // sg_logger_params: remote copies of the run.
+  bool save_checkpoints_remote = false;
+  std::string remote_store;     // s3://bucket[/prefix], file:///dir or a directory
+  std::string remote_endpoint;  // a custom S3 endpoint ("": the AWS_* environment)
+  bool resume_from_remote = false;
 };
+
+// The store the recipe (or the command line) names; an Error when this build has none.
+std::shared_ptr<remote::Store> open_remote_store(const std::string& url, const std::string& endpoint) {
+  if (url.empty())
+    throw Error(
+        "remote copies need a store: set sg_logger_params.remote_store (s3://bucket/prefix or a directory)");
+#ifdef SGCKPT_EXAMPLE_REMOTE
+  return remote::open_store(url, endpoint);
+#else
+  (void)endpoint;
+  throw Error(
+      "this train_resnet18 was built without libcurl: no remote store (install libcurl4-openssl-dev)");
+#endif
+}
 
 // Numbers that would only fail after the run directory exists are refused here, before
 // anything is written.
@@ -450,6 +482,9 @@ Recipe parse_recipe(const YAML::Node& root) {
   t.logging.tensorboard = th.value<bool>("tensorboard", true);
   t.logging.step_loss_every = th.value<std::int64_t>("tensorboard_step_loss_every", 0);
   t.seed = th.value<std::uint64_t>("seed", 42);
+  // SG's name and the short one; the command line's --resume-from-remote does the same.
+  r.resume_from_remote =
+      th.value<bool>("resume_from_remote", false) || th.value<bool>("resume_from_remote_sg_logger", false);
   t.shuffle = th.value<bool>("shuffle", true);
   t.prefetch_batches = th.value<std::size_t>("prefetch_batches", 2);
   auto& c = r.ckpt;
@@ -460,6 +495,27 @@ Recipe parse_recipe(const YAML::Node& root) {
   c.n_models_to_average = th.value<std::size_t>("n_models_to_average", 10);
   c.durable = th.value<bool>("durable_checkpoints", true);
   th.finish();
+  {
+    Section sg = top.sub("sg_logger_params");
+    r.save_checkpoints_remote = sg.value<bool>("save_checkpoints_remote", false);
+    t.logging.save_logs_remote = sg.value<bool>("save_logs_remote", false);
+    t.logging.save_tensorboard_remote = sg.value<bool>("save_tensorboard_remote", false);
+    r.remote_store = sg.value<std::string>("remote_store", "");
+    r.remote_endpoint = sg.value<std::string>("remote_endpoint", "");
+    // How hard one checkpoint's upload tries before it waits for the next checkpoint, and how
+    // long the end of the run waits for the uploads.
+    auto bounded = [&](const char* key, std::int64_t dflt, std::int64_t lo, std::int64_t hi) {
+      const auto v = sg.value<std::int64_t>(key, dflt);
+      if (v < lo || v > hi)
+        throw Error("recipe: sg_logger_params." + std::string(key) + " must be " + std::to_string(lo) + ".." +
+                    std::to_string(hi) + " (got " + std::to_string(v) + ")");
+      return v;
+    };
+    r.ckpt.remote_options.attempts_per_round = static_cast<int>(bounded("remote_attempts", 4, 1, 1000));
+    r.ckpt.remote_options.backoff = std::chrono::milliseconds(bounded("remote_backoff_ms", 1000, 1, 3600000));
+    r.ckpt.remote_finish_timeout = std::chrono::seconds(bounded("remote_finish_timeout", 600, 0, 604800));
+    sg.finish();
+  }
   top.finish();
   validate(r);
   c.ckpt_root_dir = r.ckpt_root_dir;
@@ -615,6 +671,45 @@ std::unique_ptr<dist::Collective> data_parallel(int& argc, char**& argv, int tim
 #endif
 }
 
+// --resume-from-remote, or training_hyperparams.resume_from_remote in the given recipe: the
+// run comes from the store into <ckpt_root>/<experiment>/<run_id> (the newest run in the
+// store unless run_id is given), and run_id, experiment and ckpt_root then name it, so that
+// it resumes like any local run (recipe: the given file, else the one the run stored).
+void pull_remote_run(const std::string& recipe_file, const std::vector<std::string>& overrides,
+                     bool resume_from_remote, std::string url, std::string endpoint, std::string& experiment,
+                     std::string& ckpt_root, std::string& run_id) {
+  std::string exp = experiment, root_dir = ckpt_root;
+  if (!recipe_file.empty()) {
+    YAML::Node given = load_recipe_file(recipe_file);
+    for (const auto& o : overrides) apply_override(given, o);
+    if (!experiment.empty()) given["experiment_name"] = experiment;
+    if (!ckpt_root.empty()) given["ckpt_root_dir"] = ckpt_root;
+    const Recipe g = parse_recipe(given);
+    resume_from_remote = resume_from_remote || g.resume_from_remote;
+    if (url.empty()) url = g.remote_store;
+    if (endpoint.empty()) endpoint = g.remote_endpoint;
+    exp = g.experiment_name;
+    root_dir = g.ckpt_root_dir.string();
+  }
+  if (!resume_from_remote) return;
+  // Every rank would download into the same directory at once (and each node would need the
+  // files): under a launcher, fetch the run first, then continue it with --run-id.
+  if (const dist::LaunchInfo launch = dist::launch_info_from_env(); launch.world_size > 1)
+    throw Error(
+        "--resume-from-remote runs in one process: fetch the run first (sgckpt pull "
+        "<store>/<experiment>/<run_id> <ckpt_root>/<experiment>/<run_id>), then launch the ranks with "
+        "--run-id");
+  if (exp.empty() || root_dir.empty())
+    throw Error("--resume-from-remote needs --experiment and --ckpt-root (or a --recipe that names them)");
+  const auto store = open_remote_store(url, endpoint);
+  const ResumePlan plan =
+      remote::resume_from_remote(*store, root_dir, exp, run_id.empty() ? std::nullopt : std::optional(run_id),
+                                 [](std::string_view line) { say("[sgckpt] " + std::string(line)); });
+  run_id = plan.run_dir.filename().string();
+  experiment = exp;
+  ckpt_root = root_dir;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"Trains the engine's ResNet18 with SuperGradients' checkpoint lifecycle"};
   std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate, metrics_json;
@@ -640,11 +735,23 @@ int run(int argc, char** argv) {
   int dist_timeout = 1800;
   app.add_option("--dist-timeout", dist_timeout,
                  "under mpirun: seconds a rank waits for the others before the run stops (default 1800)");
+  bool resume_from_remote = false;
+  std::string remote_url, remote_endpoint;
+  app.add_flag("--resume-from-remote", resume_from_remote,
+               "download the run (the newest, or --run-id) from the store into --ckpt-root, then resume it");
+  app.add_option("--remote", remote_url,
+                 "the store: s3://bucket[/prefix] or a directory (sets sg_logger_params.remote_store)");
+  app.add_option("--remote-endpoint", remote_endpoint,
+                 "S3 endpoint URL (sets sg_logger_params.remote_endpoint; default: the AWS_* environment)");
   app.add_option("overrides", overrides, "key.path=value recipe overrides");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
 
   if (!metrics_json.empty() && evaluate.empty()) throw Error("--metrics-json goes with --evaluate");
+
+  if (evaluate.empty() && (resume_from_remote || !recipe_file.empty()))
+    pull_remote_run(recipe_file, overrides, resume_from_remote, remote_url, remote_endpoint, experiment,
+                    ckpt_root, run_id);
 
   // The recipe: the given file, else the run's stored one when continuing or evaluating a run.
   YAML::Node root;
@@ -676,12 +783,15 @@ int run(int argc, char** argv) {
   for (const auto& o : overrides) apply_override(root, o);
   if (!experiment.empty()) root["experiment_name"] = experiment;
   if (!ckpt_root.empty()) root["ckpt_root_dir"] = ckpt_root;
+  if (!remote_url.empty()) root["sg_logger_params"]["remote_store"] = remote_url;
+  if (!remote_endpoint.empty()) root["sg_logger_params"]["remote_endpoint"] = remote_endpoint;
   Recipe r = parse_recipe(root);
   if (print_config) {
     std::cout << YAML::Dump(root) << "\n";
     return 0;
   }
   r.ckpt.log = [](std::string_view line) { say("[sgckpt] " + std::string(line)); };
+  if (r.save_checkpoints_remote) r.ckpt.remote = open_remote_store(r.remote_store, r.remote_endpoint);
 
   const data::Dataset valid = load_dataset(r, data::Split::Test);
   if (!evaluate.empty()) {

@@ -11,6 +11,7 @@ packages=(
   doctest-dev                            # unit tests
   libcli11-dev                           # the sgckpt command-line tool
   libyaml-cpp-dev libeigen3-dev          # examples / engine
+  libcurl4-openssl-dev libssl-dev        # remote stores (S3 over libcurl, SHA-256: sgckpt::remote)
   libopenmpi-dev openmpi-bin             # data-parallel training on CPUs (engine/dist/mpi.hpp)
   dataset-fashion-mnist                  # the training example and its learning test
   python3 python3-torch python3-numpy    # torch oracle tests (Debian's /usr/bin/python3)

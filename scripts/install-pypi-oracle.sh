@@ -12,23 +12,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}"
-venv="$cache/pypi-venv"
-base="${SGCKPT_BASE_PYTHON:-/usr/bin/python3}"
-reqs="$repo/scripts/pypi-oracle-requirements.txt"
-stamp="$venv/.sgckpt-requirements"
-
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$reqs" "$stamp"; then
-  echo "install-pypi-oracle: cached at $venv"
-else
-  echo "install-pypi-oracle: building $venv"
-  mkdir -p "$cache"
-  rm -rf "$venv"  # the stamp is written last: a half-built environment is rebuilt, never used
-  "$base" -m venv --system-site-packages "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    --no-deps -r "$reqs"
-  cp "$reqs" "$stamp"
-fi
+venv="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}/pypi-venv"
+bash "$repo/scripts/install-venv.sh" pypi-venv "$repo/scripts/pypi-oracle-requirements.txt" --system-site-packages
 
 "$venv/bin/python" - <<'PY'
 import os, tempfile

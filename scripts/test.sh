@@ -40,6 +40,11 @@ stage="pypi-oracle"
 bash "$repo/scripts/install-pypi-oracle.sh"
 export SGCKPT_PYPI_PYTHON="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}/pypi-venv/bin/python"
 
+# The S3 oracle (moto's S3-compatible server, boto3) in its own cached virtual environment.
+stage="s3-oracle"
+bash "$repo/scripts/install-s3-oracle.sh"
+export SGCKPT_S3_PYTHON="${SGCKPT_CACHE_DIR:-/var/cache/sgckpt}/s3-venv/bin/python"
+
 # Formatting: every C++ file as the repo's .clang-format says (clang-format 14, Debian 12's).
 stage="format"
 if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then

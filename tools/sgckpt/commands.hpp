@@ -23,5 +23,6 @@ void register_match(
     CLI::App& app);  // sgckpt match MODEL CKPT [--strict MODE] [--backbone P] [--ema] [--json]
 void register_average(CLI::App& app);  // sgckpt average OUT CKPT... [--ema]
 void register_diff(CLI::App& app);     // sgckpt diff A B [--select PATH] [--top N]
+void register_remote(CLI::App& app);   // sgckpt push DIR URL | pull URL DIR | ls URL [--endpoint E]
 
 }  // namespace sgckpt::tool

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     sgckpt::tool::register_match(app);
     sgckpt::tool::register_average(app);
     sgckpt::tool::register_diff(app);
+    sgckpt::tool::register_remote(app);
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -37,11 +37,19 @@
 // the log hook). Only one write is ever in flight, so memory holds at most one extra copy of
 // the state.
 //
+// Remote copies (docs/remote.md): with config.remote set, every file the manager writes
+// (checkpoints, average, averaging snapshots, recipe) is handed after its local atomic save
+// to a remote::RemoteSync that uploads it in the background under
+// <store>/<experiment>/<run_id>/<name>; finish() waits for the uploads up to
+// remote_finish_timeout. A store that fails never fails the training: it is logged and
+// tried again at the next checkpoint.
+//
 // The library never prints: log lines go to the `log` hook of the config, always from the
 // thread that calls the manager (lines produced by the worker are handed over at the next
 // wait). The manager is not thread-safe: one thread (the training loop) drives it.
 #pragma once
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -59,6 +67,7 @@
 #include "sgckpt/ckpt/best_metric.hpp"
 #include "sgckpt/ckpt/checked_int.hpp"
 #include "sgckpt/ckpt/checkpoint_schema.hpp"
+#include "sgckpt/ckpt/remote/sync.hpp"
 #include "sgckpt/ckpt/run_dir.hpp"
 #include "sgckpt/ckpt/save_worker.hpp"
 #include "sgckpt/core/error.hpp"
@@ -93,6 +102,10 @@ struct CheckpointConfig {
   bool ema = false;
   bool scheduler = false;
   std::function<void(std::string_view)> log;  // receives every log line; nothing is printed
+  // Remote copies of the run (SG's sg_logger_params.save_checkpoints_remote); null: none.
+  std::shared_ptr<remote::Store> remote;
+  remote::SyncOptions remote_options;
+  std::chrono::milliseconds remote_finish_timeout{std::chrono::minutes(10)};
 };
 
 // What on_epoch_end decided.
@@ -160,7 +173,11 @@ class CheckpointManager {
     }
     for (const auto& w : plan.warnings) log(w);
     log(plan.log_line());
+    if (config_.remote)
+      sync_ = std::make_unique<remote::RemoteSync>(config_.remote, remote_prefix(), config_.remote_options);
     if (recipe_text) store_recipe(*recipe_text, plan.new_run_dir);
+    if (sync_ && detail::is_regular_file(run_dir_ / std::string(kRecipeFileName)))
+      sync_->enqueue(run_dir_ / std::string(kRecipeFileName));
     if (config_.average_best_models)
       averaging_.emplace(run_dir_, config_.greater_metric_to_watch_is_better, config_.n_models_to_average,
                          config_.durable);
@@ -264,6 +281,7 @@ class CheckpointManager {
     job->epoch = epoch;
     job->metric = value;
     job->options.durable = config_.durable;
+    job->sync = sync_.get();
     job->files.push_back(run_dir_ / std::string(kLatestCheckpointName));
     for (auto n : config_.save_ckpt_epoch_list)
       if (n == epoch) {
@@ -308,10 +326,36 @@ class CheckpointManager {
 
   // End of training: flush(); with remove_averaging_snapshots, deletes
   // averaging_snapshots.pkl as SG does (by default it is kept, so that the run can be
-  // extended later without restarting the averaging).
+  // extended later without restarting the averaging). With a remote store, then waits for
+  // the uploads (at most config.remote_finish_timeout) and logs what did not go up.
   void finish(bool remove_averaging_snapshots = false) {
     flush();
     if (remove_averaging_snapshots && averaging_) averaging_->remove_snapshot_file();
+    if (!sync_) return;
+    const remote::SyncReport r = sync_->finish(config_.remote_finish_timeout);
+    forward_remote_logs();
+    std::string line = "Remote copies in " + config_.remote->url() + "/" + remote_prefix() + ": " +
+                       std::to_string(r.uploaded) + " uploads (" + std::to_string(r.bytes) + " bytes), " +
+                       std::to_string(r.superseded) + " superseded before they went up, " +
+                       std::to_string(r.failures) + " failed tries";
+    if (!r.not_uploaded.empty()) {
+      line += "; NOT uploaded (the store did not answer in time):";
+      for (const auto& n : r.not_uploaded) line += " " + n;
+    }
+    log(line);
+    if (remove_averaging_snapshots && averaging_) {  // the store's copy goes too, as the local one did
+      try {
+        config_.remote->remove(remote::join_key(remote_prefix(), ModelAveraging::kFileName));
+      } catch (const std::exception& e) {
+        log(std::string("Could not delete the remote averaging snapshots: ") + e.what());
+      }
+    }
+  }
+
+  // Uploads another file of the run directory (the run log, TensorBoard events) to the
+  // store, in the background; nothing without a remote store.
+  void upload(const std::filesystem::path& file) {
+    if (sync_) sync_->enqueue(file);
   }
 
   // ---- State ----------------------------------------------------------------------------------
@@ -337,6 +381,7 @@ class CheckpointManager {
     std::vector<std::filesystem::path> files;  // latest, [epoch], [best]
     std::size_t best_index = static_cast<std::size_t>(-1);
     ModelAveraging* averaging = nullptr;
+    remote::RemoteSync* sync = nullptr;  // uploads each file once it is saved
     bool use_ema = false;
     // Outcome, read by the caller thread after the worker is done.
     std::size_t written = 0;
@@ -357,10 +402,11 @@ class CheckpointManager {
       for (const auto& f : job.files) {
         save(job.checkpoint, f, job.options);
         ++job.written;
+        if (job.sync) job.sync->enqueue(f);
       }
       if (job.averaging) {
         Dict& d = job.checkpoint.dict();
-        job.averaging->update(*d.find(job.use_ema ? "ema_net" : "net"), job.metric);
+        const bool changed = job.averaging->update(*d.find(job.use_ema ? "ema_net" : "net"), job.metric);
         std::optional<Value> avg = job.averaging->average();
         if (!avg) {
           job.logs.push_back("No model could be averaged yet (the watched metric was never finite): " +
@@ -369,6 +415,10 @@ class CheckpointManager {
         }
         make_average_checkpoint(job.checkpoint, std::move(*avg));
         save(job.checkpoint, job.dir / std::string(kAverageModelName), job.options);
+        if (job.sync && changed) {  // unchanged snapshots give the same average: nothing new to upload
+          job.sync->enqueue(job.dir / std::string(kAverageModelName));
+          job.sync->enqueue(job.averaging->snapshot_path());
+        }
       }
     } catch (const Error& e) {
       throw Error(e.kind(),
@@ -382,6 +432,7 @@ class CheckpointManager {
 
   // Waits for the pending write (if any), forwards its log lines, and handles its error.
   void wait_pending(bool rethrow) {
+    forward_remote_logs();
     if (!pending_) return;
     std::exception_ptr error = config_.async_save ? worker_.wait() : nullptr;
     settle(error, rethrow);
@@ -409,6 +460,14 @@ class CheckpointManager {
 
   void log(const std::string& line) const {
     if (config_.log) config_.log(line);
+  }
+
+  // Where the run's files go in the store: <experiment>/<run_id>, the run directory's layout.
+  std::string remote_prefix() const { return config_.experiment_name + "/" + run_dir_.filename().string(); }
+
+  void forward_remote_logs() {
+    if (sync_)
+      for (const auto& line : sync_->take_logs()) log(line);
   }
 
   // ckpt_latest.pth is written before ckpt_best.pth, so a save that failed (disk full) or was
@@ -485,7 +544,8 @@ class CheckpointManager {
   BestMetric best_;
   std::optional<ModelAveraging> averaging_;
   std::optional<Pending> pending_;
-  detail::SaveWorker worker_;  // last member: destroyed (joined) first
+  std::unique_ptr<remote::RemoteSync> sync_;  // with config.remote, once the run started
+  detail::SaveWorker worker_;                 // last member: destroyed (joined) first
 };
 
 }  // namespace sgckpt

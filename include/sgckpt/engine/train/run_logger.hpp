@@ -47,6 +47,10 @@ class RunLogger {
   struct Options {
     bool tensorboard = true;
     std::int64_t step_loss_every = 0;  // batches between per-step loss scalars; 0: none
+    // With a remote store (CheckpointConfig::remote), also copy the log / the event file there
+    // after each epoch (SG's sg_logger_params.save_logs_remote / save_tensorboard_remote).
+    bool save_logs_remote = false;
+    bool save_tensorboard_remote = false;
   };
 
   // Opens the log (and the event file) in `run_dir`; `recipe` is written between SG's markers.

@@ -358,6 +358,7 @@ class Trainer {
           writer ? manager.on_epoch_end(epoch + 1, metrics, std::move(state)) : EpochResult{};
       if (logger) logger->epoch(epoch, metrics, lr);
       for (const auto& f : er.files) note("Checkpoint saved in " + f.string());
+      if (logger) upload_logs(manager, *logger);
       EpochSummary s;
       s.epoch = epoch + 1;
       s.metrics = std::move(metrics);
@@ -368,9 +369,17 @@ class Trainer {
       if (on_epoch) on_epoch(s);
       result.epochs.push_back(std::move(s));
     }
+    if (logger) upload_logs(manager, *logger);
     manager.finish();
     if (world() > 1) collective_->barrier();  // rank 0's last files are written when every rank returns
     return result;
+  }
+
+  // The log and the event file as they are now, to the remote store (when asked; the
+  // uploader supersedes the previous epoch's copies still waiting).
+  void upload_logs(CheckpointManager& manager, const RunLogger& logger) const {
+    if (cfg_.logging.save_logs_remote) manager.upload(logger.log_path());
+    if (cfg_.logging.save_tensorboard_remote && logger.events_path()) manager.upload(*logger.events_path());
   }
 
   // Loss, top-1 ("Accuracy") and top-5 of a model in evaluation mode over a dataset. In a
