@@ -77,6 +77,9 @@
 #ifdef SGCKPT_EXAMPLE_MPI
 #include "sgckpt/engine/dist/mpi.hpp"
 #endif
+#ifdef SGCKPT_EXAMPLE_CUDA
+#include "sgckpt/cuda/cuda.hpp"
+#endif
 
 using namespace sgckpt;
 using namespace sgckpt::engine;
@@ -710,6 +713,26 @@ void pull_remote_run(const std::string& recipe_file, const std::vector<std::stri
   ckpt_root = root_dir;
 }
 
+// --device: cpu; cuda (an error naming the reason when no GPU is usable); auto (cuda when usable).
+Device choose_device(const std::string& d) {
+  if (d == "cpu") return Device::CPU;
+  if (d != "cuda" && d != "auto") throw Error("--device must be cpu, cuda or auto (got '" + d + "')");
+#ifdef SGCKPT_EXAMPLE_CUDA
+  const sgckpt::cuda::DeviceStatus st = sgckpt::cuda::probe();
+  if (st.usable) {
+    sgckpt::cuda::install();
+    say("[sgckpt] device: " + st.name + " (float32)");
+    return Device::CUDA;
+  }
+  if (d == "cuda") throw Error("--device cuda: " + st.reason);
+  say("[sgckpt] --device auto: " + st.reason + "; training on the CPU");
+#else
+  if (d == "cuda")
+    throw Error("--device cuda: this build has no CUDA backend (configure with -DSGCKPT_CUDA=ON)");
+#endif
+  return Device::CPU;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"Trains the engine's ResNet18 with SuperGradients' checkpoint lifecycle"};
   std::string recipe_file, experiment, ckpt_root, run_id, resume_path, evaluate, metrics_json;
@@ -717,6 +740,7 @@ int run(int argc, char** argv) {
   int threads = 0;
   std::int64_t log_every = 0;
   std::vector<std::string> overrides;
+  std::string device = "cpu";
   app.add_option("--recipe", recipe_file, "YAML recipe (SG-style keys); not needed with --resume/--run-id");
   app.add_option("--experiment", experiment, "experiment_name (overrides the recipe's)");
   app.add_option("--ckpt-root", ckpt_root, "ckpt_root_dir (overrides the recipe's)");
@@ -743,6 +767,8 @@ int run(int argc, char** argv) {
                  "the store: s3://bucket[/prefix] or a directory (sets sg_logger_params.remote_store)");
   app.add_option("--remote-endpoint", remote_endpoint,
                  "S3 endpoint URL (sets sg_logger_params.remote_endpoint; default: the AWS_* environment)");
+  app.add_option("--device", device,
+                 "where to train: cpu (default), cuda or auto (cuda when a GPU is usable)");
   app.add_option("overrides", overrides, "key.path=value recipe overrides");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
@@ -827,6 +853,7 @@ int run(int argc, char** argv) {
       "\n");
   std::signal(SIGINT, on_interrupt);
 
+  r.train.device = choose_device(device);
   train::Trainer trainer(r.arch, r.train, r.ckpt);
   const std::unique_ptr<dist::Collective> collective = data_parallel(argc, argv, dist_timeout);
   if (collective) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -120,6 +121,42 @@ class FakeDevice final : public Backend {
   void sgd_step(const ops::SgdStep& a, std::size_t n) override {
     enqueue([=, this] { cpu_.sgd_step(a, n); });
   }
+  void gather_batch(const ops::GatherBatch& g) override {
+    enqueue([=, this] { cpu_.gather_batch(g); });
+  }
+  void cross_entropy_forward_to(float* loss, float* probs, const float* logits, const std::int64_t* labels,
+                                std::int64_t N, std::int64_t C, float ls) override {
+    enqueue([=, this] { cpu_.cross_entropy_forward_to(loss, probs, logits, labels, N, C, ls); });
+  }
+  void topk_correct_to(std::int64_t* correct, const float* logits, const std::int64_t* labels, std::int64_t N,
+                       std::int64_t C, std::int64_t k) override {
+    enqueue([=, this] { cpu_.topk_correct_to(correct, logits, labels, N, C, k); });
+  }
+  // A copy queued like a kernel; waiting for it runs the queue up to it, not beyond.
+  std::uint64_t copy_to_host_later(void* dst, const void* src, std::size_t n) override {
+    enqueue([=] { std::memcpy(dst, src, n); });
+    return done_ + queue_.size();
+  }
+  void wait_copy(std::uint64_t ticket) override {
+    ++copy_waits;
+    while (done_ < ticket && !queue_.empty()) run_one();
+  }
+  std::int64_t copy_waits = 0;
+  // The kernels' emulation, queued like any kernel (the table's host copy lives in the queue).
+  std::unique_ptr<FusedTable> make_fused_table(const ops::mt::Table& t) override {
+    struct Queued final : FusedTable {
+      Queued(FakeDevice& d, ops::mt::Table table)
+          : dev(d), t(std::make_shared<ops::mt::Table>(std::move(table))) {}
+      void run(const ops::mt::FusedOp& op) override {
+        dev.enqueue([table = t, op] { ops::mt::run_emulated(*table, op); });
+      }
+      FakeDevice& dev;
+      std::shared_ptr<ops::mt::Table> t;
+    };
+    ++fused_tables;
+    return std::make_unique<Queued>(*this, t);
+  }
+  std::int64_t fused_tables = 0;
 
   std::size_t pending() const { return queue_.size(); }
   std::int64_t host_syncs = 0;
@@ -132,15 +169,21 @@ class FakeDevice final : public Backend {
     ++host_syncs;
     drain();
   }
+  void run_one() {
+    auto op = std::move(queue_.front());
+    queue_.pop_front();
+    ++done_;
+    op();
+  }
   void drain() {
-    for (auto& op : queue_) op();
-    queue_.clear();
+    while (!queue_.empty()) run_one();
     for (auto [p, n] : freed_) cpu_.deallocate(p, n);
     freed_.clear();
   }
 
   CpuBackend cpu_;
-  std::vector<std::function<void()>> queue_;
+  std::deque<std::function<void()>> queue_;
+  std::uint64_t done_ = 0;  // ops run so far
   std::vector<std::pair<void*, std::size_t>> freed_;
 };
 
@@ -301,10 +344,72 @@ TEST_SUITE("engine/device_seam") {
     check_same_state(cpu_model.state_dict(), dev_model.state_dict());
     check_same_state(cpu_opt.state_dict().at("state")[Key(0)], dev_opt.state_dict().at("state")[Key(0)]);
     CHECK(dev_opt.momentum_buffer(0).device() == Device::CUDA);
+  }
 
-    // Adam and the GradScaler step host memory only: refused up front, naming the parameter.
-    CHECK(test::error_message([&] { Adam(param_refs(dev_model), sgd_options()); }) ==
-          "Adam: parameter conv1.weight is on cuda; Adam supports host memory only so far");
+  TEST_CASE("AdamW on the device: one fused launch a step, the CPU's bits, its state saved and resumed") {
+    FakeDeviceScope fake;
+    const engine::Tensor x = random_images(4, 23);
+    const engine::Tensor y = engine::Tensor::from_vector<std::int64_t>({4}, {3, 1, 4, 1});
+    const auto arch = nn::ResNet18Config::cifar(10, 0.125);
+    Value o = Value::make_dict();
+    o["lr"] = 0.01;
+    o["weight_decay"] = 0.05;
+    o["amsgrad"] = true;
+    nn::ResNet18 cpu_model(arch, 5), dev_model(arch, 5);
+    dev_model.to(Device::CUDA);
+    AdamW cpu_opt(param_refs(cpu_model), o), dev_opt(param_refs(dev_model), o);
+    auto step = [&](nn::ResNet18& m, Optimizer& opt) {
+      nn::CrossEntropyLoss criterion(0.1f);
+      m.zero_grad();
+      criterion.forward(m.forward(x.to(m.device())), y);
+      m.backward(criterion.backward());
+      opt.step();
+    };
+    for (int s = 0; s < 2; ++s) {
+      step(cpu_model, cpu_opt);
+      const std::int64_t tables = fake.device->fused_tables;
+      step(dev_model, dev_opt);
+      CHECK(fake.device->fused_tables - tables == (s == 0 ? 1 : 0));  // built once, then reused
+    }
+    check_same_state(cpu_model.state_dict(), dev_model.state_dict());
+    const Value sa = cpu_opt.state_dict(), sb = dev_opt.state_dict();
+    for (const char* k : {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+      CHECK(same_bytes(sa.at("state")[Key(0)].at(k).tensor(), sb.at("state")[Key(0)].at(k).tensor()));
+
+    // A new optimizer on the device takes the saved state and continues as the CPU does.
+    AdamW resumed(param_refs(dev_model), o);
+    resumed.load_state_dict(sb);
+    step(cpu_model, cpu_opt);
+    step(dev_model, resumed);
+    check_same_state(cpu_model.state_dict(), dev_model.state_dict());
+  }
+
+  TEST_CASE("a batch made on the device is the host loader's batch, from the same draws") {
+    FakeDeviceScope fake;
+    data::Dataset ds;
+    ds.images = random_images(10, 41);
+    ds.labels = engine::Tensor::from_vector<std::int64_t>({10}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    ds.num_classes = 10;
+    ds.black = {-1.0f, -2.0f, -3.0f};
+    for (const bool augment : {false, true}) {
+      CAPTURE(augment);
+      data::LoaderOptions o{.batch_size = 4, .shuffle = true, .drop_last = false, .augment = {}};
+      if (augment) o.augment = {4, true};
+      data::DataLoader host(ds, o), dev(ds, o);
+      const data::DeviceImages images = dev.upload(Device::CUDA);
+      Generator g1(3), g2(3);
+      host.start_epoch(g1);
+      dev.start_epoch(g2);
+      for (std::int64_t b = 0; b < host.num_batches(); ++b) {  // 4, 4, then 2
+        const data::Batch h = host.batch(b, g1);
+        const data::Batch d = dev.batch_on(dev.plan(b, g2), images);
+        CHECK(d.x.device() == Device::CUDA);
+        CHECK(d.y.device() == Device::CPU);  // the loss checks the labels on the host
+        CHECK(same_bytes(d.x.to_host(), h.x.to_host()));
+        CHECK(same_bytes(d.y.to_host(), h.y.to_host()));
+      }
+      CHECK(g1.next_u64() == g2.next_u64());  // the generator moved on alike
+    }
   }
 
   TEST_CASE("the Trainer checkpoints and resumes through the seam, bit-exact with the CPU run") {
@@ -323,6 +428,7 @@ TEST_SUITE("engine/device_seam") {
       cfg.valid_batch_size = 8;
       cfg.optimizer_params = sgd_options();
       cfg.ema = true;
+      cfg.augment = {4, true};  // on the device: batches gathered there with the host's draws
       cfg.device = device;
       CheckpointConfig ckpt;
       ckpt.ckpt_root_dir = tmp.path();
@@ -345,8 +451,21 @@ TEST_SUITE("engine/device_seam") {
     CHECK_THROWS_AS(first.fit(images, images, resolve_resume(tmp.path(), "dev", {})), Stop);
     CHECK(latest("dev").at("epoch").as_number() == 1);
     const std::int64_t allocations = fake.device->allocations;
-    trainer("dev", Device::CUDA, 2).fit(images, images, resolve_resume(tmp.path(), "dev", {.resume = true}));
+    // Within an epoch the loop never waits for the device: each step's loss and count are
+    // read one step late (copy waits), never by a synchronization of the stream.
+    train::Trainer second = trainer("dev", Device::CUDA, 2);
+    std::vector<std::pair<int, std::int64_t>> syncs_at_step;
+    std::vector<std::int64_t> waits_at_step;
+    second.on_step = [&](const train::StepInfo& s) {
+      syncs_at_step.emplace_back(s.epoch, fake.device->host_syncs);
+      waits_at_step.push_back(fake.device->copy_waits);
+    };
+    second.fit(images, images, resolve_resume(tmp.path(), "dev", {.resume = true}));
+    REQUIRE(syncs_at_step.size() == 2);  // epoch 1's two batches
+    CHECK(syncs_at_step[1].second == syncs_at_step[0].second);
+    CHECK(waits_at_step[1] == waits_at_step[0] + 1);
     CHECK(fake.device->allocations > allocations);  // the resumed run computed on the device
+    CHECK(fake.device->fused_tables >= 2);  // each run's EMA stayed on the device (one fused launch a step)
 
     const Value a = latest("cpu"), b = latest("dev");
     CHECK(a.at("epoch").as_number() == b.at("epoch").as_number());

@@ -199,7 +199,10 @@ def host_argv(argv):
     loader = _host_path(root, "/lib64/ld-linux-x86-64.so.2")
     if not os.path.exists(loader):
         fatal("SGCKPT_HOST_ROOT=%s has no /lib64/ld-linux-x86-64.so.2" % root)
-    dirs = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib", "/lib", "/usr/lib")
+    # /usr/local/cuda/lib64: binaries linked to the CUDA backend (cuBLASLt, cuDNN) find them
+    # there through their run path, which names the host's path.
+    dirs = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib", "/lib", "/usr/lib",
+            "/usr/local/cuda/lib64")
     libs = list(dict.fromkeys(_host_path(root, d) for d in dirs))
     return [loader, "--inhibit-cache", "--library-path", ":".join(libs), "--argv0", argv[0], argv[0]] + argv[1:]
 

@@ -13,7 +13,10 @@
 //  * copy_from_host() reads `src` before it returns (the host buffer may be reused at once).
 //  * copy_to_host(), synchronize() and the kernels returning a value to the host
 //    (cross_entropy_forward, topk_correct) wait for the work issued before them: these are
-//    the host synchronizations, and the only ones.
+//    the host synchronizations, and the only ones. wait_copy() waits for one queued copy
+//    (copy_to_host_later), not for the work issued after it. A backend may wait more where
+//    the hardware leaves no choice, and says where (the CUDA backend: a copy from the host
+//    larger than its 64 MiB staging buffers, or the first one that grows a staging buffer).
 //  * Results are those of the CPU kernels: the element math is shared (engine/math.hpp,
 //    ops/sgd.hpp), reductions may differ in order (docs/engine.md says where).
 #pragma once
@@ -28,8 +31,17 @@
 #include "sgckpt/core/error.hpp"
 #include "sgckpt/engine/device.hpp"
 #include "sgckpt/engine/ops/kernel_args.hpp"
+#include "sgckpt/engine/ops/multi_tensor.hpp"
 
 namespace sgckpt::engine {
+
+// A multi-tensor table (ops/multi_tensor.hpp) placed where a backend's kernels read it: built
+// once, then each run() is one fused update over every tensor of it, issued like a kernel.
+class FusedTable {
+ public:
+  virtual ~FusedTable() = default;
+  virtual void run(const ops::mt::FusedOp& op) = 0;
+};
 
 class Backend {
  public:
@@ -70,7 +82,27 @@ class Backend {
   // Samples whose label is among the k highest logits, returned to the host (a synchronization).
   virtual std::int64_t topk_correct(const float* logits, const std::int64_t* labels, std::int64_t N,
                                     std::int64_t C, std::int64_t k) = 0;
+  // The same two results written to device memory (one float, one int64): no synchronization.
+  virtual void cross_entropy_forward_to(float* loss, float* probs, const float* logits,
+                                        const std::int64_t* labels, std::int64_t N, std::int64_t C,
+                                        float label_smoothing) = 0;
+  virtual void topk_correct_to(std::int64_t* correct, const float* logits, const std::int64_t* labels,
+                               std::int64_t N, std::int64_t C, std::int64_t k) = 0;
+
+  // ---- reading results a step late ----
+  // Queues a copy of `nbytes` (at most 64) of device memory into host memory `dst` behind the
+  // work issued so far and returns its ticket; `dst` holds the bytes once wait_copy(ticket)
+  // returns, which waits for that copy only, not for the work issued after it. A training loop
+  // reads step b's loss while the device runs step b + 1.
+  virtual std::uint64_t copy_to_host_later(void* dst, const void* src, std::size_t nbytes) = 0;
+  virtual void wait_copy(std::uint64_t ticket) = 0;
   virtual void sgd_step(const ops::SgdStep& a, std::size_t n) = 0;
+  // A training batch gathered (cropped, flipped) from a dataset's images (ops/gather.hpp).
+  virtual void gather_batch(const ops::GatherBatch& g) = 0;
+
+  // ---- fused multi-tensor updates over this device's tensors (ops/multi_tensor.hpp) ----
+  // The table's pointers must stay valid while the returned table is used.
+  virtual std::unique_ptr<FusedTable> make_fused_table(const ops::mt::Table& t) = 0;
 };
 
 namespace detail {

@@ -7,14 +7,17 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "sgckpt/engine/backend.hpp"
 #include "sgckpt/engine/ops/activation.hpp"
 #include "sgckpt/engine/ops/batchnorm_act.hpp"
 #include "sgckpt/engine/ops/conv2d.hpp"
 #include "sgckpt/engine/ops/elementwise.hpp"
+#include "sgckpt/engine/ops/gather.hpp"
 #include "sgckpt/engine/ops/linear.hpp"
 #include "sgckpt/engine/ops/loss.hpp"
 #include "sgckpt/engine/ops/metrics.hpp"
@@ -89,7 +92,30 @@ class CpuBackend final : public Backend {
                             std::int64_t k) override {
     return ops::topk_correct(logits, labels, N, C, k);
   }
+  void cross_entropy_forward_to(float* loss, float* probs, const float* logits, const std::int64_t* labels,
+                                std::int64_t N, std::int64_t C, float label_smoothing) override {
+    *loss = ops::cross_entropy_forward(probs, logits, labels, N, C, label_smoothing);
+  }
+  void topk_correct_to(std::int64_t* correct, const float* logits, const std::int64_t* labels, std::int64_t N,
+                       std::int64_t C, std::int64_t k) override {
+    *correct = ops::topk_correct(logits, labels, N, C, k);
+  }
+  std::uint64_t copy_to_host_later(void* dst, const void* src, std::size_t n) override {
+    copy(dst, src, n);
+    return 0;
+  }
+  void wait_copy(std::uint64_t) override {}
   void sgd_step(const ops::SgdStep& a, std::size_t n) override { ops::sgd_step(a, n); }
+  void gather_batch(const ops::GatherBatch& g) override { ops::gather_batch(g); }
+  // The CPU runs the kernels' emulation: the same bits as the device (and as the CPU loops).
+  std::unique_ptr<FusedTable> make_fused_table(const ops::mt::Table& t) override {
+    struct Emulated final : FusedTable {
+      explicit Emulated(ops::mt::Table table) : t(std::move(table)) {}
+      void run(const ops::mt::FusedOp& op) override { ops::mt::run_emulated(t, op); }
+      ops::mt::Table t;
+    };
+    return std::make_unique<Emulated>(t);
+  }
 };
 
 // The backend of a device: the built-in CPU backend, or the one registered for the device.

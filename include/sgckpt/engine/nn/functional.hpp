@@ -77,18 +77,33 @@ inline Tensor global_avgpool_backward(const Tensor& dy, const Shape& input_shape
   return dx;
 }
 
-// Number of samples whose label is among the k highest logits (logits [N, C], labels [N]
-// int64, on the logits' device or in host memory). A host synchronization on a device.
-inline std::int64_t topk_correct(const Tensor& logits, const Tensor& labels, std::int64_t k) {
+// Checks topk_correct's arguments; returns the labels on the logits' device.
+inline Tensor topk_labels(const Tensor& logits, const Tensor& labels) {
   check_float(logits, "topk_correct");
   if (logits.dim() != 2 || labels.dtype() != DType::Int64 || labels.shape() != Shape{logits.shape()[0]})
     throw Error("topk_correct: expected logits [N, C] and int64 labels [N], got " +
                 shape_text(logits.shape()) + " and " + std::string(sgckpt::name(labels.dtype())) +
                 shape_text(labels.shape()));
-  const Tensor y = labels.to(logits.device());
+  return labels.to(logits.device());
+}
+
+// Number of samples whose label is among the k highest logits (logits [N, C], labels [N]
+// int64, on the logits' device or in host memory). A host synchronization on a device.
+inline std::int64_t topk_correct(const Tensor& logits, const Tensor& labels, std::int64_t k) {
+  const Tensor y = topk_labels(logits, labels);
   return backend_for("topk_correct", {&logits, &y})
       .topk_correct(logits.data_ptr<float>(), y.data_ptr<std::int64_t>(), logits.shape()[0],
                     logits.shape()[1], k);
+}
+
+// The same count written to `correct` (one int64 on the logits' device), without waiting.
+inline void topk_correct_to(const Tensor& logits, const Tensor& labels, std::int64_t k, Tensor& correct) {
+  const Tensor y = topk_labels(logits, labels);
+  if (correct.dtype() != DType::Int64 || correct.numel() != 1 || correct.device() != logits.device())
+    throw Error("topk_correct_to: the count goes into one int64 on the logits' device");
+  backend_for("topk_correct", {&logits, &y})
+      .topk_correct_to(correct.data_ptr<std::int64_t>(), logits.data_ptr<float>(), y.data_ptr<std::int64_t>(),
+                       logits.shape()[0], logits.shape()[1], k);
 }
 
 }  // namespace sgckpt::engine::nn::functional

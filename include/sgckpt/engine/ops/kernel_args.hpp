@@ -61,6 +61,19 @@ struct BatchNormBackward {
   BnActivation act = BnActivation::None;
 };
 
+// A training batch gathered from a dataset's images (ops/gather.hpp): x[i] = images[index[i]],
+// cropped and flipped by draws[i] when draws is not null.
+struct GatherBatch {
+  float* x = nullptr;                    // [B, C, H, W]
+  const float* images = nullptr;         // [N, C, H, W]
+  const std::int64_t* index = nullptr;   // [B], each in [0, N)
+  const std::uint64_t* draws = nullptr;  // [B]; null: no augmentation
+  const float* pad = nullptr;            // [C]: the value of a padding pixel
+  std::int64_t B = 0, C = 0, H = 0, W = 0;
+  std::int64_t crop_padding = 0;
+  bool horizontal_flip = false;
+};
+
 // One SGD update of `n` elements (torch 1.13's single-tensor algorithm).
 struct SgdStep {
   float* data = nullptr;

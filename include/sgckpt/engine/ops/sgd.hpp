@@ -10,31 +10,10 @@
 #include "sgckpt/detail/cpu_features.hpp"
 #include "sgckpt/detail/host_device.hpp"
 #include "sgckpt/engine/ops/kernel_args.hpp"
+#include "sgckpt/engine/optim_math.hpp"
 #include "sgckpt/engine/parallel.hpp"
 
 namespace sgckpt::engine {
-
-namespace optim_math {
-
-// d_p = (maximize ? -g : g) + weight_decay * p   (torch: d_p.add(param, alpha=weight_decay))
-SGCKPT_HD inline float sgd_direction(float g, float p, float weight_decay, bool maximize) {
-  const float d = maximize ? -g : g;
-  return weight_decay != 0.0f ? fmaf(p, weight_decay, d) : d;
-}
-// buf = buf * momentum + (1 - dampening) * d_p   (buf.mul_(momentum).add_(d_p, alpha=1-dampening))
-SGCKPT_HD inline float sgd_momentum(float buf, float d, float momentum, float one_minus_dampening) {
-  return fmaf(d, one_minus_dampening, buf * momentum);
-}
-// nesterov: d_p + momentum * buf; else buf
-SGCKPT_HD inline float sgd_step_dir(float d, float buf, float momentum, bool nesterov) {
-  return nesterov ? fmaf(buf, momentum, d) : buf;
-}
-// param.add_(d_p, alpha=-lr)
-SGCKPT_HD inline float sgd_apply(float p, float d, float neg_lr) {
-  return fmaf(d, neg_lr, p);
-}
-
-}  // namespace optim_math
 
 namespace ops {
 

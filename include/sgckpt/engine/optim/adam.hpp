@@ -1,48 +1,29 @@
 // sgckpt/engine/optim/adam.hpp: torch.optim.Adam and torch.optim.AdamW (torch 1.13's
 // single-tensor, non-capturable algorithm) over float32 buffers, with torch 1.13's
 // state_dict() (`step` a 0-dim float32 tensor) and a load_state_dict() for 1.6 .. 2.x files
-// (int `step` of 1.6-1.11, missing newer group keys, initial_lr, param_names).
+// (int `step` of 1.6-1.11, missing newer group keys, initial_lr, param_names). Parameters on
+// a device keep their state there and are stepped by one fused launch per group
+// (ops::mt::AdamOp), with the host loop's bits.
 #pragma once
 
 #include <sgckpt/ckpt/checked_int.hpp>
+#include <sgckpt/engine/dispatch.hpp>
+#include <sgckpt/engine/ops/multi_tensor.hpp>
 #include <sgckpt/engine/optim/param.hpp>
+#include <sgckpt/engine/optim_math.hpp>
+#include <sgckpt/engine/tensor.hpp>
 
 #include <math.h>
 
 #include <cmath>
 #include <cstddef>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace sgckpt::engine {
-
-namespace optim_math {
-
-// Adam: grad = (maximize ? -g : g) + weight_decay * p   (AdamW passes weight_decay 0 here)
-SGCKPT_HD inline float adam_grad(float g, float p, float weight_decay, bool maximize) {
-  const float d = maximize ? -g : g;
-  return weight_decay != 0.0f ? fmaf(p, weight_decay, d) : d;
-}
-// AdamW: param.mul_(1 - lr * weight_decay)
-SGCKPT_HD inline float adamw_decay(float p, float one_minus_lr_wd) {
-  return p * one_minus_lr_wd;
-}
-// exp_avg.mul_(beta1).add_(grad, alpha=1-beta1)
-SGCKPT_HD inline float adam_m(float m, float g, float beta1, float one_minus_beta1) {
-  return fmaf(g, one_minus_beta1, m * beta1);
-}
-// exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1-beta2)
-SGCKPT_HD inline float adam_v(float v, float g, float beta2, float one_minus_beta2) {
-  return v * beta2 + one_minus_beta2 * g * g;
-}
-// denom = (v.sqrt() / sqrt(bias_correction2)).add_(eps); param.addcdiv_(m, denom, value=-step_size)
-SGCKPT_HD inline float adam_apply(float p, float m, float v, float bc2_sqrt, float eps, float neg_step_size) {
-  const float denom = sqrtf(v) / bc2_sqrt + eps;
-  return p + neg_step_size * m / denom;
-}
-
-}  // namespace optim_math
 
 class Adam : public Optimizer {
  public:
@@ -77,6 +58,7 @@ class Adam : public Optimizer {
       : Adam(std::move(params), std::move(groups), options, false) {}
 
   void step() override {
+    std::size_t gi = 0;
     for (const auto& g : groups_) {
       const double lr = g.lr();
       const auto& betas = g.hp.at("betas").items();
@@ -90,10 +72,22 @@ class Adam : public Optimizer {
       const float f_eps = static_cast<float>(eps);
       const float f_wd = decoupled_ ? 0.0f : static_cast<float>(wd);
       const float f_decay = static_cast<float>(1.0 - lr * wd);
+      std::vector<std::size_t> on_device;
       for (auto i : g.params) {
         const ParamRef& p = params_[i];
         if (!p.grad) continue;
         State& s = state_[i];
+        if (p.device != Device::CPU) {  // stepped below, all at once
+          if (!s.init) {
+            s.init = true;
+            order_.push_back(i);
+            s.dm = Tensor::zeros(p.shape, DType::Float32, p.device);
+            s.dv = Tensor::zeros(p.shape, DType::Float32, p.device);
+          }
+          if (amsgrad && !s.dvmax.defined()) s.dvmax = Tensor::zeros(p.shape, DType::Float32, p.device);
+          on_device.push_back(i);
+          continue;
+        }
         if (!s.init) {
           s.init = true;
           order_.push_back(i);
@@ -122,6 +116,16 @@ class Adam : public Optimizer {
           p.data[k] = optim_math::adam_apply(x, m, v, bc2_sqrt, f_eps, neg_step_size);
         }
       }
+      if (!on_device.empty()) {
+        ops::mt::AdamOp op;
+        op.decoupled = decoupled_;
+        op.amsgrad = amsgrad;
+        op.maximize = maximize;
+        op.beta1 = f_b1, op.one_minus_beta1 = f_1mb1, op.beta2 = f_b2, op.one_minus_beta2 = f_1mb2;
+        op.eps = f_eps, op.wd = static_cast<float>(wd), op.one_minus_lr_wd = f_decay;
+        step_device(gi, on_device, op, lr, beta1, beta2);
+      }
+      ++gi;
     }
   }
 
@@ -135,9 +139,15 @@ class Adam : public Optimizer {
       Value d = Value::make_dict();
       const float st = s.step;
       d["step"] = sgckpt::Tensor::from_values(DType::Float32, Shape{}, std::span<const float>(&st, 1));
-      d["exp_avg"] = optim_detail::to_tensor(s.m, params_[i].shape);
-      d["exp_avg_sq"] = optim_detail::to_tensor(s.v, params_[i].shape);
-      if (!s.vmax.empty()) d["max_exp_avg_sq"] = optim_detail::to_tensor(s.vmax, params_[i].shape);
+      if (s.dm.defined()) {  // on a device: copied to the host
+        d["exp_avg"] = s.dm.to_host();
+        d["exp_avg_sq"] = s.dv.to_host();
+        if (s.dvmax.defined()) d["max_exp_avg_sq"] = s.dvmax.to_host();
+      } else {
+        d["exp_avg"] = optim_detail::to_tensor(s.m, params_[i].shape);
+        d["exp_avg_sq"] = optim_detail::to_tensor(s.v, params_[i].shape);
+        if (!s.vmax.empty()) d["max_exp_avg_sq"] = optim_detail::to_tensor(s.vmax, params_[i].shape);
+      }
       state.dict().set(Key(tid[i]), std::move(d));
     }
     sd["state"] = std::move(state);
@@ -148,6 +158,7 @@ class Adam : public Optimizer {
   void load_state_dict(const Value& sd) override {
     auto id_map = load_groups(sd);
     state_.assign(params_.size(), {});
+    fused_.clear();
     order_.clear();
     for (const auto& [k, v] : sd.at("state").dict()) {
       if (!k.is_int() || !v.is_dict()) continue;
@@ -160,6 +171,16 @@ class Adam : public Optimizer {
         s.v = optim_detail::from_tensor(v.at("exp_avg_sq"), params_[idx].numel, who);
         if (const Value* mx = v.dict().find("max_exp_avg_sq"); mx && mx->is_tensor())
           s.vmax = optim_detail::from_tensor(*mx, params_[idx].numel, who);
+        if (const ParamRef& p = params_[idx]; p.device != Device::CPU) {  // the state lives beside it
+          auto to_device = [&](std::vector<float>& h) {
+            Tensor t = Tensor::from_vector(p.shape, h).to(p.device);
+            h = {};
+            return t;
+          };
+          s.dm = to_device(s.m);
+          s.dv = to_device(s.v);
+          if (!s.vmax.empty()) s.dvmax = to_device(s.vmax);
+        }
         s.init = true;
         order_.push_back(idx);
       }
@@ -171,7 +192,6 @@ class Adam : public Optimizer {
  protected:
   Adam(std::vector<ParamRef> params, std::vector<GroupSpec> groups, const Value& options, bool decoupled)
       : decoupled_(decoupled) {
-    require_host_params(params, decoupled ? "AdamW" : "Adam");
     params_ = std::move(params);
     const Value d = defaults(options, decoupled);
     if (groups.empty()) groups.push_back({optim_detail::iota(params_.size()), Value::make_dict()});
@@ -190,6 +210,52 @@ class Adam : public Optimizer {
   }
 
  private:
+  // The group's parameters on a device: one fused launch per distinct step count (usually one),
+  // ops::mt::AdamOp with this step's bias corrections computed here as the host loop computes
+  // them, so the CPU's bits. The table is built once and rebuilt when the pointers change.
+  void step_device(std::size_t gi, const std::vector<std::size_t>& idx, ops::mt::AdamOp op, double lr,
+                   double beta1, double beta2) {
+    const Device device = params_[idx.front()].device;
+    std::map<float, std::vector<std::size_t>> by_step;
+    for (auto i : idx) {
+      if (params_[i].device != device)
+        throw Error("Adam: parameters " + params_[idx.front()].name + " and " + params_[i].name +
+                    " of one group are on two devices");
+      by_step[state_[i].step].push_back(i);
+    }
+    Backend& be = backend(device);
+    if (!step_dev_.defined() || step_dev_.device() != device)
+      step_dev_ = Tensor::empty({1}, DType::Float32, device);
+    if (fused_.size() <= gi) fused_.resize(gi + 1);
+    for (const auto& [count, members] : by_step) {
+      std::vector<ops::mt::Slot> slots;
+      std::vector<const void*> key;
+      for (auto i : members) {
+        const ParamRef& p = params_[i];
+        State& s = state_[i];
+        ops::mt::Slot sl;
+        sl.ptr[0] = p.data;
+        sl.ptr[1] = const_cast<float*>(p.grad);
+        sl.ptr[2] = s.dm.data_ptr<float>();
+        sl.ptr[3] = s.dv.data_ptr<float>();
+        sl.ptr[4] = s.dvmax.defined() ? s.dvmax.data_ptr<float>() : nullptr;
+        sl.numel = static_cast<std::int64_t>(p.numel);
+        slots.push_back(sl);
+        key.insert(key.end(), sl.ptr, sl.ptr + ops::mt::kMaxLists);
+        s.step += 1.0f;  // step_t += 1, as the host loop
+      }
+      be.copy_from_host(step_dev_.data_ptr<float>(), &count, sizeof(float));
+      op.step = step_dev_.data_ptr<float>();
+      ops::mt::fill_adam_table(op, lr, beta1, beta2, count + 1.0f);
+      FusedGroup& f = fused_[gi];
+      if (!f.table || f.key != key) {
+        f.table = be.make_fused_table(ops::mt::make_table(slots));
+        f.key = std::move(key);
+      }
+      f.table->run(op);
+    }
+  }
+
   // A saved step count (a 0-dim tensor since torch 1.12, an int before) as the float32 this
   // optimizer counts in. A negative, NaN or infinite step would turn the bias corrections
   // 1 - beta^step into garbage (a negative step: a negative sqrt, NaN weights); torch's
@@ -208,9 +274,16 @@ class Adam : public Optimizer {
   struct State {
     bool init = false;
     float step = 0.0f;
-    std::vector<float> m, v, vmax;
+    std::vector<float> m, v, vmax;  // a host parameter's
+    Tensor dm, dv, dvmax;           // a device parameter's, on its device
+  };
+  struct FusedGroup {
+    std::vector<const void*> key;  // the pointers the table was built from
+    std::unique_ptr<FusedTable> table;
   };
   bool decoupled_ = false;
+  std::vector<FusedGroup> fused_;  // per group, for its device parameters
+  Tensor step_dev_;                // the step count a fused launch reads (set before each)
   std::vector<State> state_;
   std::vector<std::size_t> order_;
 };

@@ -8,6 +8,7 @@
 
 #include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/optim/param.hpp>
+#include <sgckpt/engine/optim_math.hpp>
 
 #include <math.h>
 
@@ -19,14 +20,6 @@
 #include <vector>
 
 namespace sgckpt::engine {
-
-namespace optim_math {
-// g *= inv_scale; returns whether the result is not finite (torch's found_inf).
-SGCKPT_HD inline bool unscale_grad(float& g, float inv_scale) {
-  g = g * inv_scale;
-  return !isfinite(g);
-}
-}  // namespace optim_math
 
 struct GradBuffer {
   float* data = nullptr;
@@ -97,19 +90,8 @@ class GradScaler {
 
   void update() {
     if (!enabled_) return;
-    if (found_inf_) {
-      scale_ = scale_ * static_cast<float>(backoff_factor_);
-      tracker_ = 0;
-    } else {
-      const std::int64_t successful = tracker_ + 1;
-      if (successful == growth_interval_) {
-        const float grown = scale_ * static_cast<float>(growth_factor_);
-        if (isfinite(grown)) scale_ = grown;
-        tracker_ = 0;
-      } else {
-        tracker_ = successful;
-      }
-    }
+    optim_math::scaler_update(scale_, tracker_, found_inf_, static_cast<float>(growth_factor_),
+                              static_cast<float>(backoff_factor_), growth_interval_);
     found_inf_ = false;
     unscaled_ = false;
   }

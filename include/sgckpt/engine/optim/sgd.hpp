@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,6 +59,7 @@ class SGD : public Optimizer {
   }
 
   void step() override {
+    std::size_t gi = 0;
     for (const auto& g : groups_) {
       const double lr = g.lr();
       const double momentum = g.number("momentum");
@@ -67,6 +69,13 @@ class SGD : public Optimizer {
       const bool maximize = g.flag("maximize");
       const float f_wd = static_cast<float>(wd), f_mom = static_cast<float>(momentum);
       const float f_1md = static_cast<float>(1.0 - dampening), f_neg_lr = static_cast<float>(-lr);
+      ops::mt::SgdOp fused{.nesterov = nesterov,
+                           .maximize = maximize,
+                           .wd = f_wd,
+                           .momentum = f_mom,
+                           .one_minus_dampening = f_1md,
+                           .neg_lr = f_neg_lr};
+      if (step_fused(gi++, g, momentum != 0.0, fused)) continue;
       for (auto i : g.params) {
         const ParamRef& p = params_[i];
         if (!p.grad) continue;
@@ -141,7 +150,50 @@ class SGD : public Optimizer {
     if (g.flag("nesterov") && (g.number("momentum") <= 0 || g.number("dampening") != 0))
       throw Error("SGD: nesterov momentum requires a momentum and zero dampening");
   }
+  // A group whose stepped parameters all live on one device (not the CPU) is updated by one
+  // fused launch over a multi-tensor table (ops::mt::SgdOp: the bits of the per-tensor
+  // kernel), built once and rebuilt only when the group's pointers change (new momentum
+  // buffers, a loaded state). Returns false where the per-tensor loop must run: the CPU, mixed
+  // devices, or new and old momentum buffers in one step.
+  bool step_fused(std::size_t gi, const ParamGroup& g, bool with_momentum, ops::mt::SgdOp op) {
+    std::vector<std::size_t> stepped;
+    Device device = Device::CPU;
+    std::size_t fresh = 0;
+    for (auto i : g.params) {
+      if (!params_[i].grad) continue;
+      if (params_[i].device == Device::CPU || (!stepped.empty() && params_[i].device != device)) return false;
+      device = params_[i].device;
+      stepped.push_back(i);
+      fresh += with_momentum && !buf_[i].defined();
+    }
+    if (stepped.empty() || (fresh != 0 && fresh != stepped.size())) return false;
+    op.first = fresh != 0;
+    std::vector<ops::mt::Slot> slots;
+    std::vector<const void*> key;
+    for (auto i : stepped) {
+      const ParamRef& p = params_[i];
+      touch(i);
+      if (with_momentum && !buf_[i].defined()) buf_[i] = Tensor::empty(p.shape, DType::Float32, p.device);
+      ops::mt::Slot s;
+      s.ptr[0] = p.data;
+      s.ptr[1] = const_cast<float*>(p.grad);
+      s.ptr[2] = with_momentum ? buf_[i].data_ptr<float>() : nullptr;
+      s.numel = static_cast<std::int64_t>(p.numel);
+      slots.push_back(s);
+      key.insert(key.end(), {s.ptr[0], s.ptr[1], s.ptr[2]});
+    }
+    if (fused_.size() <= gi) fused_.resize(gi + 1);
+    FusedGroup& f = fused_[gi];
+    if (!f.table || f.key != key) {
+      f.table = backend(device).make_fused_table(ops::mt::make_table(slots));
+      f.key = std::move(key);
+    }
+    f.table->run(op);
+    return true;
+  }
+
   void reset_state() {
+    fused_.clear();
     buf_.assign(params_.size(), Tensor());
     has_state_.assign(params_.size(), false);
     order_.clear();
@@ -153,7 +205,13 @@ class SGD : public Optimizer {
     }
   }
 
+  struct FusedGroup {
+    std::vector<const void*> key;  // the pointers the table was built from
+    std::unique_ptr<FusedTable> table;
+  };
+
   Value defaults_;
+  std::vector<FusedGroup> fused_;  // per group, on a device
   std::vector<Tensor> buf_;
   std::vector<bool> has_state_;
   std::vector<std::size_t> order_;

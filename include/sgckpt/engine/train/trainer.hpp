@@ -55,6 +55,7 @@
 #include "sgckpt/engine/optim/sgd.hpp"
 #include "sgckpt/engine/parallel.hpp"
 #include "sgckpt/engine/random.hpp"
+#include "sgckpt/engine/train/device_ema.hpp"
 #include "sgckpt/engine/train/run_logger.hpp"
 
 namespace sgckpt::engine::train {
@@ -144,6 +145,30 @@ inline Value live_state_view(nn::Module& m) {
   for (auto& b : m.named_buffers()) add(b.name, b.value);
   return sd;
 }
+
+// One training step's loss and correct count: written on the device by the step, read by the
+// host one step later (Backend::copy_to_host_later / wait_copy).
+struct LateStep {
+  std::int64_t b = 0, n = 0;
+  Tensor loss_dev, correct_dev;  // one float32, one int64, on the training device
+  float loss = 0;
+  std::int64_t correct = 0;
+  std::uint64_t ticket = 0;  // the second of the two copies
+
+  void start(std::int64_t batch, std::int64_t samples, Device device) {
+    b = batch;
+    n = samples;
+    if (!loss_dev.defined() || loss_dev.device() != device) {
+      loss_dev = Tensor::empty({1}, DType::Float32, device);
+      correct_dev = Tensor::empty({1}, DType::Int64, device);
+    }
+  }
+  std::uint64_t read_later(Backend& dev) {
+    dev.copy_to_host_later(&loss, loss_dev.data_ptr<float>(), sizeof(float));
+    ticket = dev.copy_to_host_later(&correct, correct_dev.data_ptr<std::int64_t>(), sizeof(std::int64_t));
+    return ticket;
+  }
+};
 
 class Trainer {
  public:
@@ -276,9 +301,14 @@ class Trainer {
     const std::int64_t total_steps = batches * cfg_.max_epochs;
     SGLRSchedule schedule(cfg_.lr);
     nn::CrossEntropyLoss criterion(cfg_.label_smoothing);
-    // On the CPU the EMA reads the live weights; elsewhere a host copy after each step.
+    // On the CPU the EMA reads the live weights; on a device it stays there (DeviceEma: one
+    // fused launch per step) and comes to the host once an epoch.
     const bool on_host = cfg_.device == Device::CPU;
     const Value live = on_host ? live_state_view(*model_) : Value();
+    std::optional<DeviceEma> device_ema;
+    if (ema_ && !on_host) device_ema.emplace(*ema_, *model_);
+    std::optional<data::DeviceImages> train_images;
+    if (!on_host) train_images = loader.upload(cfg_.device);
 
     // A run (and a resume) starts a fresh accumulation window: the checkpoint holds no gradients.
     bool window_start = true;
@@ -293,39 +323,71 @@ class Trainer {
         loader.start_epoch(data_gen_);
       double loss_sum = 0;
       std::int64_t seen = 0, correct = 0;
+      // The loss and the correct count of a step stay on the device; the host reads them one
+      // step late (while the device runs the next step), so a step never waits for the device.
+      Backend& dev = backend(cfg_.device);
+      LateStep late[2];
+      // Leaving the epoch early (a diverged loss, any error) still waits for the copies queued
+      // into late[] before it goes away.
+      struct WaitForLateCopies {
+        Backend& dev;
+        std::uint64_t last = 0;
+        ~WaitForLateCopies() {
+          try {
+            dev.wait_copy(last);
+          } catch (...) {  // the error that left the loop is the one to report
+          }
+        }
+      } pending_copies{dev};
+      auto finish = [&](LateStep& r) {  // step r.b's numbers, read: check, sum, report
+        dev.wait_copy(r.ticket);
+        if (!std::isfinite(r.loss))
+          throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
+                      std::to_string(r.b) + " is " + std::to_string(r.loss) + " (lower initial_lr?)");
+        loss_sum += static_cast<double>(r.loss) * static_cast<double>(r.n);
+        correct += r.correct;
+        seen += r.n;
+        if (logger) logger->step(batches * epoch + r.b + 1, "CrossEntropyLoss", r.loss);
+        if (on_step)
+          on_step({epoch, r.b, batches, r.loss, lr, r.n, r.correct,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+      };
       {  // the prefetcher owns data_gen_ until its thread is joined here
-        data::Prefetcher prefetched(loader, data_gen_, cfg_.prefetch_batches);
+        // On a device the batches are made there, from the images uploaded once, with the
+        // draws the host loader would make (in the same order, on this thread: no prefetcher).
+        std::optional<data::Prefetcher> prefetched;
+        if (on_host) prefetched.emplace(loader, data_gen_, cfg_.prefetch_batches);
         for (std::int64_t b = 0; b < batches; ++b) {
-          const data::Batch batch = prefetched.next();
+          const data::Batch batch =
+              on_host ? prefetched->next() : loader.batch_on(loader.plan(b, data_gen_), *train_images);
           // SG: global_step = (batch_idx + 1) + len(train_loader) * epoch (docs/supergradients.md §5).
           const std::int64_t step = (b + 1) + batches * epoch;
           const bool steps = step % cfg_.batch_accumulate == 0;
           if (window_start) model_->zero_grad();  // the gradients of a window add up
           window_start = steps;
+          LateStep& r = late[b % 2];
+          r.start(b, batch.y.shape()[0], cfg_.device);
           const Tensor logits = model_->forward(batch.x.to(cfg_.device));
-          const float loss = criterion.forward(logits, batch.y);
-          if (!std::isfinite(loss))
-            throw Error("training diverged: the loss of epoch " + std::to_string(epoch) + " batch " +
-                        std::to_string(b) + " is " + std::to_string(loss) + " (lower initial_lr?)");
+          criterion.forward_to(logits, batch.y, r.loss_dev);
           // d(scale * loss): the gradients come out scaled (scale 1 without mixed precision).
           model_->backward(criterion.backward(scaler_.get_scale()));
           if (steps) {
             if (world() > 1) synchronize_step();  // gradients averaged before unscaling
             scaler_.step(*opt_);                  // unscales; skips the step when a gradient is inf/NaN
             scaler_.update();
-            if (ema_)  // after every optimizer step (GradScaler may have skipped it), as SG does
-              ema_update(*ema_, on_host ? live : model_->state_dict(), cfg_.ema_params.at(step, total_steps));
+            if (ema_) {  // after every optimizer step (GradScaler may have skipped it), as SG does
+              const double decay = cfg_.ema_params.at(step, total_steps);
+              if (device_ema)
+                device_ema->update(decay);
+              else
+                ema_update(*ema_, live, decay);
+            }
           }
-          const std::int64_t n = batch.y.shape()[0];
-          loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-          const std::int64_t batch_correct = nn::functional::topk_correct(logits, batch.y, 1);
-          correct += batch_correct;
-          seen += n;
-          if (logger) logger->step(batches * epoch + b + 1, "CrossEntropyLoss", loss);
-          if (on_step)
-            on_step({epoch, b, batches, loss, lr, n, batch_correct,
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+          nn::functional::topk_correct_to(logits, batch.y, 1, r.correct_dev);
+          pending_copies.last = r.read_later(dev);
+          if (b > 0) finish(late[(b - 1) % 2]);
         }
+        if (batches > 0) finish(late[(batches - 1) % 2]);
       }
 
       // An epoch that ends inside an accumulation window has run forward passes since the last
@@ -337,6 +399,7 @@ class Trainer {
       if (world() > 1) collective_->all_reduce(std::span<double>(train_sums), dist::ReduceOp::Sum);
       metrics.train = {{"CrossEntropyLoss", train_sums[0] / train_sums[2]},
                        {"Accuracy", train_sums[1] / train_sums[2]}};
+      if (device_ema) device_ema->to_host();
       if (ema_) {
         if (!ema_model_) {
           ema_model_ = std::make_unique<nn::ResNet18>(arch_, cfg_.seed);
