@@ -23,7 +23,8 @@ if [ "${1:-}" = "--build" ]; then
   cmake --build "$BUILD" --target sgckpt_cuda_tests sgckpt_bench_gpu_bench -j2
   # Only the two programs travel (the carry limit is 64 MiB).
   find "$BUILD" -mindepth 1 -maxdepth 1 ! -name tests ! -name bench -exec rm -rf {} +
-  find "$BUILD/tests" "$BUILD/bench" -mindepth 1 ! -name sgckpt_cuda_tests ! -name gpu_bench -exec rm -rf {} + 2>/dev/null
+  find "$BUILD/tests" "$BUILD/bench" -mindepth 1 -maxdepth 1 ! -name sgckpt_cuda_tests ! -name gpu_bench \
+    -exec rm -rf {} +
   strip "$BUILD/tests/sgckpt_cuda_tests" "$BUILD/bench/gpu_bench"
   du -sh "$BUILD"
   exit 0

@@ -53,6 +53,8 @@ class TestStore final : public remote::Store {
   void put(const remote::SourceFile& src, const std::string& key, std::stop_token stop = {}) override {
     {
       std::unique_lock lock(m_);
+      ++entered_;
+      gate_cv_.notify_all();
       gate_cv_.wait(lock, stop, [this] { return open_; });
       ++puts_;
       if (!refused_.empty() && key.find(refused_) != std::string::npos)
@@ -87,6 +89,11 @@ class TestStore final : public remote::Store {
     std::lock_guard lock(m_);
     return puts_;
   }
+  // Waits (at most 10 s) until `n` puts have reached the gate: an upload is in flight.
+  bool wait_for_puts_started(int n) {
+    std::unique_lock lock(m_);
+    return gate_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return entered_ >= n; });
+  }
 
  private:
   void set_open(bool v) {
@@ -103,6 +110,7 @@ class TestStore final : public remote::Store {
   int failures_left_ = 0;
   std::string refused_;
   int puts_ = 0;
+  int entered_ = 0;
 };
 
 template <class Pred>
@@ -160,6 +168,8 @@ TEST_CASE("A newer ckpt_latest supersedes the pending one: only the newest goes 
   for (int epoch = 1; epoch <= 5; ++epoch) {
     replace_text(tmp / "ckpt_latest.pth", "epoch " + std::to_string(epoch));
     sync.enqueue(tmp / "ckpt_latest.pth");
+    // The uploader (a nicer thread) has taken epoch 1 before the next saves come.
+    if (epoch == 1) REQUIRE(store->wait_for_puts_started(1));
   }
   store->release();
   const auto r = sync.finish(std::chrono::seconds(10));
