@@ -72,9 +72,10 @@ copy=$(val copy_gbs gpu_bench)
   echo "| gpu_check ($(date -u +%F)) | value |"
   echo "| --- | --- |"
   echo "| machine | $(tail -n 1 "$OUT/machine.txt") |"
+  echo "| device (gpu_bench) | $(grep -m1 -E '^(device|skipped)' "$OUT/gpu_bench.txt") |"
   echo "| libraries | $(sed -n 's/^libraries //p' "$OUT/gpu_bench.txt") |"
   echo "| missing libraries | $(grep -c 'not found' "$OUT/ldd.txt") |"
-  echo "| GPU tests | $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/cuda_tests.txt" | tr '\n' ' ') |"
+  echo "| GPU tests | $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/cuda_tests.txt" | tr '\n' ' '); cases that found no device: $(grep -c '\[skip\]' "$OUT/cuda_tests.txt") |"
   echo "| copy bandwidth (ours / torch) | $copy / $(val copy_gbs torch_bench) GB/s |"
   for s in resnet18 1g; do
     e=$(val ema_${s}_gbs gpu_bench)
