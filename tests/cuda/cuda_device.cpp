@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "sgckpt/cuda/cuda.hpp"
@@ -78,6 +79,19 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 constexpr double kTol = 1e-4;
+
+// The GPU's backend registered for Device::CUDA while the object lives (the engine's modules
+// and loaders reach it through the registry).
+struct RegisteredGpu {
+  explicit RegisteredGpu(std::shared_ptr<Backend> g) : previous(register_backend(std::move(g))) {}
+  ~RegisteredGpu() {
+    if (previous)
+      register_backend(previous);
+    else
+      unregister_backend(Device::CUDA);
+  }
+  std::shared_ptr<Backend> previous;
+};
 
 }  // namespace
 
@@ -303,7 +317,7 @@ TEST_SUITE("cuda/device") {
   TEST_CASE("a batch gathered on the GPU is the host loader's batch, bit for bit") {
     auto g = gpu();
     if (!g) return;
-    std::shared_ptr<Backend> previous = register_backend(g);
+    RegisteredGpu registered(g);
     data::Dataset ds;
     ds.images = engine::Tensor::from_vector<float>({50, 3, 32, 32}, randn(50 * 3 * 32 * 32, 90));
     std::vector<std::int64_t> labels(50);
@@ -322,16 +336,12 @@ TEST_SUITE("cuda/device") {
       const data::Batch d = dev.batch_on(dev.plan(b, g2), images);
       CHECK(d.x.to_host().contiguous_bytes() == h.x.to_host().contiguous_bytes());
     }
-    if (previous)
-      register_backend(previous);
-    else
-      unregister_backend(Device::CUDA);
   }
 
   TEST_CASE("ResNet18 training steps on the GPU match the CPU and repeat bit for bit") {
     auto g = gpu();
     if (!g) return;
-    std::shared_ptr<Backend> previous = register_backend(g);
+    RegisteredGpu registered(g);
     const auto arch = nn::ResNet18Config::cifar(10, 0.25);
     std::vector<float> xs = randn(16 * 3 * 32 * 32, 80);
     const engine::Tensor x = engine::Tensor::from_vector<float>({16, 3, 32, 32}, xs);
@@ -375,9 +385,5 @@ TEST_SUITE("cuda/device") {
       std::memcpy(vb.data(), b1.contiguous_bytes().data(), vb.size() * 4);
       CHECK(rel_err(vb, va) < 1e-2);  // three steps of training amplify rounding differences
     }
-    if (previous)
-      register_backend(previous);
-    else
-      unregister_backend(Device::CUDA);
   }
 }

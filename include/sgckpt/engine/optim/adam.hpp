@@ -9,6 +9,7 @@
 #include <sgckpt/ckpt/checked_int.hpp>
 #include <sgckpt/engine/dispatch.hpp>
 #include <sgckpt/engine/ops/multi_tensor.hpp>
+#include <sgckpt/engine/optim/fused_group.hpp>
 #include <sgckpt/engine/optim/param.hpp>
 #include <sgckpt/engine/optim_math.hpp>
 #include <sgckpt/engine/tensor.hpp>
@@ -18,7 +19,6 @@
 #include <cmath>
 #include <cstddef>
 #include <map>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -229,7 +229,6 @@ class Adam : public Optimizer {
     if (fused_.size() <= gi) fused_.resize(gi + 1);
     for (const auto& [count, members] : by_step) {
       std::vector<ops::mt::Slot> slots;
-      std::vector<const void*> key;
       for (auto i : members) {
         const ParamRef& p = params_[i];
         State& s = state_[i];
@@ -241,18 +240,12 @@ class Adam : public Optimizer {
         sl.ptr[4] = s.dvmax.defined() ? s.dvmax.data_ptr<float>() : nullptr;
         sl.numel = static_cast<std::int64_t>(p.numel);
         slots.push_back(sl);
-        key.insert(key.end(), sl.ptr, sl.ptr + ops::mt::kMaxLists);
         s.step += 1.0f;  // step_t += 1, as the host loop
       }
       be.copy_from_host(step_dev_.data_ptr<float>(), &count, sizeof(float));
       op.step = step_dev_.data_ptr<float>();
       ops::mt::fill_adam_table(op, lr, beta1, beta2, count + 1.0f);
-      FusedGroup& f = fused_[gi];
-      if (!f.table || f.key != key) {
-        f.table = be.make_fused_table(ops::mt::make_table(slots));
-        f.key = std::move(key);
-      }
-      f.table->run(op);
+      fused_[gi].run(be, slots, op);
     }
   }
 
@@ -277,13 +270,9 @@ class Adam : public Optimizer {
     std::vector<float> m, v, vmax;  // a host parameter's
     Tensor dm, dv, dvmax;           // a device parameter's, on its device
   };
-  struct FusedGroup {
-    std::vector<const void*> key;  // the pointers the table was built from
-    std::unique_ptr<FusedTable> table;
-  };
   bool decoupled_ = false;
-  std::vector<FusedGroup> fused_;  // per group, for its device parameters
-  Tensor step_dev_;                // the step count a fused launch reads (set before each)
+  std::vector<FusedGroupTable> fused_;  // per group, for its device parameters
+  Tensor step_dev_;                     // the step count a fused launch reads (set before each)
   std::vector<State> state_;
   std::vector<std::size_t> order_;
 };

@@ -5,12 +5,12 @@
 
 #include <sgckpt/engine/dispatch.hpp>
 #include <sgckpt/engine/ops/sgd.hpp>
+#include <sgckpt/engine/optim/fused_group.hpp>
 #include <sgckpt/engine/optim/param.hpp>
 #include <sgckpt/engine/tensor.hpp>
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -169,7 +169,6 @@ class SGD : public Optimizer {
     if (stepped.empty() || (fresh != 0 && fresh != stepped.size())) return false;
     op.first = fresh != 0;
     std::vector<ops::mt::Slot> slots;
-    std::vector<const void*> key;
     for (auto i : stepped) {
       const ParamRef& p = params_[i];
       touch(i);
@@ -180,15 +179,9 @@ class SGD : public Optimizer {
       s.ptr[2] = with_momentum ? buf_[i].data_ptr<float>() : nullptr;
       s.numel = static_cast<std::int64_t>(p.numel);
       slots.push_back(s);
-      key.insert(key.end(), {s.ptr[0], s.ptr[1], s.ptr[2]});
     }
     if (fused_.size() <= gi) fused_.resize(gi + 1);
-    FusedGroup& f = fused_[gi];
-    if (!f.table || f.key != key) {
-      f.table = backend(device).make_fused_table(ops::mt::make_table(slots));
-      f.key = std::move(key);
-    }
-    f.table->run(op);
+    fused_[gi].run(backend(device), slots, op);
     return true;
   }
 
@@ -205,13 +198,8 @@ class SGD : public Optimizer {
     }
   }
 
-  struct FusedGroup {
-    std::vector<const void*> key;  // the pointers the table was built from
-    std::unique_ptr<FusedTable> table;
-  };
-
   Value defaults_;
-  std::vector<FusedGroup> fused_;  // per group, on a device
+  std::vector<FusedGroupTable> fused_;  // per group, on a device
   std::vector<Tensor> buf_;
   std::vector<bool> has_state_;
   std::vector<std::size_t> order_;
